@@ -1,0 +1,564 @@
+"""One plain function per CLI command. They return results and never print; the CLI
+and the tests call the same functions."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from . import checkpoint as ckpt
+from . import config as C
+from . import registry
+from .errors import FgtoolError
+
+Progress = Callable[[str, int, int], None] | None  # (task, done, total)
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def resolve_config(model: str | None = None, data: str | None = None, recipe: str | None = None,
+                   sets: list[str] | None = None) -> C.RunConfig:
+    raw = C.merge(C.load_recipe(recipe), C.parse_set(sets))
+    if data:
+        raw.setdefault("data", {})["root"] = str(data)
+    if model:
+        raw.setdefault("model", {})
+        recipe_model = raw["model"].get("name")
+        if recipe_model and recipe_model != model:
+            raise FgtoolError(f"--model {model} but the recipe is for '{recipe_model}'")
+    cfg = C.resolve(raw, model=model)
+    C.validate(cfg)
+    return cfg
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def train(model: str | None = None, data: str | None = None, recipe: str | None = None,
+          sets: list[str] | None = None, out: str | None = None, resume: bool = False,
+          dry_run: bool = False, progress: bool = True) -> dict:
+    if resume:
+        if not out:
+            raise FgtoolError("--resume needs --out RUN_FOLDER")
+        cfg = _resume_config(Path(out), sets, model, data, recipe)
+    else:
+        cfg = resolve_config(model, data, recipe, sets)
+    if dry_run:
+        return cfg.to_dict()
+    if not cfg.data.root:
+        raise FgtoolError("no training data: pass --data DIR (or set data.root in the recipe)")
+    run = Path(out) if out else Path("runs") / cfg.model
+    if not resume and run.exists() and any(run.iterdir()):
+        raise FgtoolError(f"run folder {run} is not empty; pass --resume to continue it, or choose another --out")
+
+    from .data.datasets import ImageDataset, make_loader, scan
+
+    d, t = cfg.data, cfg.train
+    imageset = scan(d.root, split=d.split or None, max_images=d.max_images, skip_bad=d.skip_bad)
+    if len(imageset.records) < t.batch_size:
+        raise FgtoolError(f"only {len(imageset.records)} images in {d.root}, fewer than "
+                          f"train.batch_size={t.batch_size}")
+    ds = ImageDataset(imageset, d.size, train=True, box_mode=d.box_mode, crop_scale=d.crop_scale,
+                      pseudo_border=d.pseudo_border, flip=d.flip, seed=t.seed)
+    run.mkdir(parents=True, exist_ok=True)
+    if not resume:  # the resolved config lands before step 0
+        ckpt.atomic_write_text(run / "config.json", cfg.to_json() + "\n")
+
+    from .train.trainer import Trainer
+
+    trainer = Trainer(cfg, run, resume=resume, progress=progress)
+
+    def loader_fn(start_step, rank, world):
+        return make_loader(ds, t.batch_size, seed=t.seed, start_step=start_step, workers=d.workers,
+                           rank=rank, world_size=world)
+
+    summary = trainer.fit(loader_fn)
+    summary["images"] = len(imageset.records)
+    summary["layout"] = imageset.layout
+    return summary
+
+
+def _resume_config(run: Path, sets, model, data, recipe) -> C.RunConfig:
+    if recipe:
+        raise FgtoolError("--resume continues a run with its own config; drop --recipe (use --set train.steps=N)")
+    ck_path = run / "last.pt"
+    if not ck_path.exists():
+        raise FgtoolError(f"nothing to resume in {run}: no last.pt")
+    ck = ckpt.load(ck_path)
+    raw = ck["config"]
+    over = C.parse_set(sets)
+    for section, values in over.items():
+        for key in values:
+            if section != "train" and not (section == "data" and key in ("workers", "root")):
+                raise FgtoolError(f"cannot change {section}.{key} when resuming; only train.* keys, "
+                                  "data.workers and data.root")
+    if model and model != raw["model"]["name"]:
+        raise FgtoolError(f"--model {model} but {ck_path} holds '{raw['model']['name']}'")
+    raw = C.merge(raw, over)
+    if data:
+        raw["data"]["root"] = str(data)
+    cfg = C.resolve(raw)
+    C.validate(cfg)
+    return cfg
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+@dataclass
+class Loaded:
+    cfg: C.RunConfig
+    backend: Any
+    nets: dict
+    step: int
+    path: Path
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.nets.values())).parameters().__next__().device
+
+
+def load(path: str | Path, device: str | None = None) -> Loaded:
+    """Rebuild a model from its checkpoint alone (EMA weights where present), eval mode."""
+    ck = ckpt.load(path)
+    cfg = C.from_dict(ck["config"])
+    backend_cls = registry.get(cfg.model)
+    backend = backend_cls(cfg.model_cfg, cfg.data.size)
+    nets = backend.build()
+    try:
+        for k, sd in ck["nets"].items():
+            if k in nets:
+                nets[k].load_state_dict(sd)
+        for k, sd in ck["ema"].items():
+            nets[k].load_state_dict(sd)
+    except (RuntimeError, KeyError) as e:
+        raise FgtoolError(f"{path}: weights do not fit the model described in it ({str(e).splitlines()[0][:100]})") from None
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    for m in nets.values():
+        m.to(dev).eval()
+    return Loaded(cfg, backend, nets, ck["step"], Path(path))
+
+
+def info(ckpt_path: str) -> dict:
+    m = load(ckpt_path, device="cpu")
+    params = {k: sum(p.numel() for p in v.parameters()) for k, v in m.nets.items()}
+    return {"checkpoint": str(ckpt_path), "model": m.cfg.model, "step": m.step,
+            "capabilities": m.backend.capabilities(), "params": params,
+            "format_version": ckpt.VERSION, "config": m.cfg.to_dict()}
+
+
+# ----------------------------------------------------------------------------- sample
+
+
+def parse_fix(items: list[str] | None) -> dict[str, int]:
+    out = {}
+    for it in items or []:
+        if "=" not in it:
+            raise FgtoolError(f"--fix expects code=value (e.g. p=3), got {it!r}")
+        k, v = it.split("=", 1)
+        try:
+            out[k.strip()] = int(v)
+        except ValueError:
+            raise FgtoolError(f"--fix {k}: expected an integer, got {v!r}") from None
+    return out
+
+
+def sample(ckpt_path: str, out: str, n: int = 64, seed: int = 0, fix: list[str] | None = None,
+           vary: str | None = None, grids: bool = True) -> dict:
+    """Write a sample grid (with ``--fix``/``--vary`` control) and the backend's named grids."""
+    from .io.images import save_grid
+
+    m = load(ckpt_path)
+    m.backend.require("sample")
+    outp = Path(out)
+    folder = outp.parent if outp.suffix.lower() == ".png" else outp
+    main_png = outp if outp.suffix.lower() == ".png" else outp / "samples.png"
+    folder.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+    fixed = parse_fix(fix)
+    sizes = m.backend.code_sizes() if hasattr(m.backend, "code_sizes") else {}
+    for k in fixed:
+        if k not in sizes or sizes[k] == 0:
+            raise FgtoolError(f"--fix {k}: categorical codes of {m.cfg.model} are "
+                              f"{', '.join(c for c, s in sizes.items() if s)}")
+    written = {}
+    with torch.no_grad():
+        if vary:
+            if vary not in sizes:
+                raise FgtoolError(f"--vary {vary}: codes of {m.cfg.model} are {', '.join(sizes)}")
+            images, nrow, rl, cl = _vary_grid(m, g, fixed, vary, n)
+        else:
+            codes = m.backend.sample_codes(n, g, **fixed)
+            images, nrow, rl, cl = m.backend.generate(m.nets, codes)["image"], 8, None, None
+        save_grid(images.float().cpu(), main_png, nrow=nrow, row_labels=rl, col_labels=cl)
+        written["samples"] = str(main_png)
+        if grids:
+            for name, grid in m.backend.grids(m.nets, g, "all").items():
+                if name == "samples":
+                    continue
+                p = folder / f"{name}.png"
+                save_grid(grid.images.float().cpu(), p, nrow=grid.nrow, row_labels=grid.row_labels,
+                          col_labels=grid.col_labels)
+                written[name] = str(p)
+    return {"checkpoint": str(ckpt_path), "step": m.step, "n": n, "seed": seed, "fix": fixed,
+            "vary": vary, "files": written}
+
+
+def _vary_grid(m: Loaded, g, fixed: dict, vary: str, n: int):
+    """Rows: independent draws of the other codes; columns: values of ``vary``."""
+    sizes = m.backend.code_sizes()
+    card = sizes[vary]
+    ncol = 8 if card == 0 else min(card, 10)
+    rows = max(1, min(8, n // ncol))
+    base = m.backend.sample_codes(rows, g, **fixed)
+    codes = {k: v.repeat_interleave(ncol, 0) for k, v in base.items()}
+    if card == 0:
+        codes[vary] = torch.randn(ncol, base[vary].shape[1], generator=g).repeat(rows, 1)
+        cl = [f"{vary}{j}" for j in range(ncol)]
+    else:
+        vals = torch.arange(ncol)
+        codes = m.backend.sample_codes(rows * ncol, g, **{**fixed, vary: vals.repeat(rows)},
+                                       **{k: codes[k] for k in ("z",) if k in codes and k != vary})
+        cl = [f"{vary}={int(v)}" for v in vals]
+    rl = [f"row {i}" for i in range(rows)]
+    return m.backend.generate(m.nets, codes)["image"], ncol, rl, cl
+
+
+# ----------------------------------------------------------------------------- features / cluster
+
+
+def _eval_set(data: str, size: int, box_mode: str = "auto", split: str | None = None, max_images: int = 0,
+              pseudo_border: float = 0.15, crop_scale: float = 1.5):
+    from .data.datasets import ImageDataset, scan
+
+    imageset = scan(data, split=split, max_images=max_images)
+    ds = ImageDataset(imageset, size, train=False, box_mode=box_mode, crop_scale=crop_scale,
+                      pseudo_border=pseudo_border, flip=False)
+    return imageset, ds
+
+
+def _batches(ds, batch_size: int = 64, workers: int = 2):
+    from .data.datasets import eval_loader
+
+    yield from eval_loader(ds, batch_size=batch_size, workers=workers)
+
+
+@torch.no_grad()
+def features(m: Loaded, data: str, split: str | None = None, max_images: int = 0, workers: int = 2,
+             progress: Progress = None) -> tuple[Any, dict[str, np.ndarray]]:
+    m.backend.require("cluster")
+    d = m.cfg.data
+    imageset, ds = _eval_set(data, d.size, d.box_mode, split, max_images, d.pseudo_border, d.crop_scale)
+    feats: dict[str, list] = {}
+    done = 0
+    for batch in _batches(ds, workers=workers):
+        x = batch["image"].to(m.device)
+        for k, v in m.backend.cluster_features(m.nets, x).items():
+            feats.setdefault(k, []).append(v.float().cpu().numpy())
+        done += x.shape[0]
+        if progress:
+            progress("features", done, len(ds))
+    return imageset, {k: np.concatenate(v) for k, v in feats.items()}
+
+
+def _select(feats: dict[str, np.ndarray], which: str) -> np.ndarray:
+    if which == "all":
+        return np.concatenate([feats[k] for k in sorted(feats)], axis=1)
+    if which not in feats:
+        raise FgtoolError(f"--features {which}: this model has {', '.join(['all', *sorted(feats)])}")
+    return feats[which]
+
+
+def _labels(imageset, label: str) -> np.ndarray | None:
+    attr = {"class": "label", "child": "label", "parent": "parent", "bg": "bg"}.get(label)
+    if attr is None:
+        raise FgtoolError(f"--label must be class, parent or bg, got {label!r}")
+    y = np.array([getattr(r, attr) for r in imageset.records])
+    return None if (y < 0).all() else y
+
+
+def cluster(ckpt_path: str, data: str, out: str, k: int | None = None, features_: str = "all",
+            split: str | None = None, max_images: int = 0, label: str = "class", seed: int = 0,
+            sheets: bool = True, workers: int = 2, progress: Progress = None) -> dict:
+    from .metrics.clustering import cluster_metrics, kmeans
+
+    m = load(ckpt_path)
+    imageset, feats = features(m, data, split, max_images, workers, progress)
+    X = _select(feats, features_)
+    if k is None:
+        k = m.backend.n_clusters() if hasattr(m.backend, "n_clusters") else len(imageset.classes) or 10
+    if k < 1 or k > len(X):
+        raise FgtoolError(f"--k must be between 1 and the number of images ({len(X)}), got {k}")
+    pred = kmeans(X, k, seed=seed)
+    result = _write_clusters(imageset, pred, out, k, extra={"checkpoint": str(ckpt_path), "features": features_},
+                             sheets=sheets)
+    y = _labels(imageset, label)
+    if y is not None:
+        result["metrics"] = cluster_metrics(y[y >= 0], pred[y >= 0])
+        result["metrics"]["label"] = label
+    return result
+
+
+def _write_clusters(imageset, pred: np.ndarray, out: str, k: int, extra: dict, sheets: bool = True) -> dict:
+    from .io.images import contact_sheet
+
+    outp = Path(out)
+    items = []
+    for r, c in zip(imageset.records, pred.tolist()):
+        it = {"path": str(r.path), "cluster": int(c), "label": int(r.label)}
+        if r.label >= 0 and imageset.classes:
+            it["class"] = imageset.classes[r.label]
+        items.append(it)
+    doc = {"k": int(k), "n": len(items), "data": str(imageset.root), **extra, "items": items}
+    ckpt.atomic_write_text(outp, json.dumps(doc, indent=1) + "\n")
+    result = {"clusters": str(outp), "k": int(k), "n": len(items)}
+    if sheets:
+        order = np.argsort(-np.bincount(pred, minlength=k))
+        sheet_dir = outp.with_suffix("")
+        sheet_dir = sheet_dir.parent / f"{sheet_dir.name}_sheets"
+        sheet_dir.mkdir(parents=True, exist_ok=True)
+        paths_by = {c: [imageset.records[i].path for i in np.flatnonzero(pred == c)] for c in range(k)}
+        for c in range(k):
+            if paths_by[c]:
+                contact_sheet(paths_by[c][:32], sheet_dir / f"cluster_{c:03d}.png", ncol=8, size=48)
+        # overview: the 24 largest clusters, 8 members each, one row per cluster
+        rows, labels = [], []
+        for c in order[:24]:
+            mem = paths_by[int(c)][:8]
+            if not mem:
+                continue
+            rows.extend(mem + [None] * (8 - len(mem)))
+            labels.append(f"#{int(c)} n={len(paths_by[int(c)])}")
+        overview = outp.parent / f"{outp.stem}.png"
+        contact_sheet(rows, overview, ncol=8, size=48, labels=labels)
+        result["overview"] = str(overview)
+        result["sheets"] = str(sheet_dir)
+    return result
+
+
+# ----------------------------------------------------------------------------- eval
+
+
+CLUSTER_METRICS = {"nmi", "nmi_max", "acc", "ari"}
+GEN_METRICS = {"fid", "kid"}
+SEG_METRICS = {"iou", "dice"}
+
+
+def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | None = None,
+             baseline: str | None = None, k: int | None = None, features_: str = "all", label: str = "class",
+             split: str | None = None, max_images: int = 0, n_fake: int = 1000, inception: str | None = None,
+             seed: int = 0, workers: int = 2, progress: Progress = None) -> dict:
+    from .metrics.clustering import cluster_metrics, kmeans, pixel_kmeans_floor
+
+    names = [x.strip().lower() for x in metrics.split(",") if x.strip()]
+    known = CLUSTER_METRICS | GEN_METRICS | SEG_METRICS
+    bad = [x for x in names if x not in known]
+    if bad or not names:
+        raise FgtoolError(f"unknown metric {', '.join(bad) or '(none)'}; choose from {', '.join(sorted(known))}")
+    sources = [s for s in (ckpt_path, pred, baseline) if s]
+    if len(sources) != 1:
+        raise FgtoolError("pass exactly one of --ckpt, --pred or --baseline")
+    result: dict[str, Any] = {"data": str(data), "metrics": {}}
+    cl = [x for x in names if x in CLUSTER_METRICS]
+    if cl:
+        if pred:
+            imageset, y_pred = _read_pred(pred, data, split)
+            result["source"] = str(pred)
+        elif baseline:
+            if baseline != "pixels":
+                raise FgtoolError("--baseline must be 'pixels' (k-means on 32 px pixels)")
+            from .data.datasets import scan
+
+            imageset = scan(data, split=split, max_images=max_images)
+            y = _labels(imageset, label)
+            if y is None:
+                raise FgtoolError(f"{data} has no labels to score against")
+            imgs = _load_small(imageset, 32, progress)
+            kk = k or int(y.max() + 1)
+            result["metrics"] = pixel_kmeans_floor(imgs, y, kk, size=32, seed=seed)
+            result["source"] = "k-means on 32 px pixels"
+            result["k"] = kk
+            result["metrics"]["label"] = label
+            return result
+        else:
+            m = load(ckpt_path)
+            imageset, feats = features(m, data, split, max_images, workers, progress)
+            X = _select(feats, features_)
+            kk = k or (m.backend.n_clusters() if hasattr(m.backend, "n_clusters") else len(imageset.classes))
+            y_pred = kmeans(X, kk, seed=seed)
+            result.update(source=str(ckpt_path), features=features_, k=int(kk))
+        y = _labels(imageset, label)
+        if y is None:
+            raise FgtoolError(f"{data} has no labels (folder names or image_class_labels.txt) to score against")
+        keep = y >= 0
+        scores = cluster_metrics(y[keep], y_pred[keep], metrics=tuple(cl))
+        result["metrics"].update(scores)
+        result["metrics"]["label"] = label
+    gen = [x for x in names if x in GEN_METRICS]
+    if gen:
+        if not ckpt_path:
+            raise FgtoolError("fid/kid need --ckpt (they score generated images)")
+        result["metrics"].update(_fid(ckpt_path, data, split, n_fake, inception, seed, workers))
+    seg = [x for x in names if x in SEG_METRICS]
+    if seg:
+        if not ckpt_path:
+            raise FgtoolError("iou/dice need --ckpt of a model that can segment")
+        result["metrics"].update(_seg_eval(ckpt_path, data, split, max_images, workers))
+    return result
+
+
+def _read_pred(pred: str, data: str, split):
+    from .data.datasets import scan
+
+    p = Path(pred)
+    if not p.is_file():
+        raise FgtoolError(f"predictions not found: {pred}")
+    try:
+        doc = json.loads(p.read_text())
+        items = doc["items"] if isinstance(doc, dict) else doc
+        by_path = {str(Path(it["path"]).resolve()): int(it["cluster"]) for it in items}
+    except (ValueError, KeyError, TypeError):
+        raise FgtoolError(f"{pred} is not a clusters JSON (expected items with path and cluster)") from None
+    imageset = scan(data, split=split)
+    keep = [i for i, r in enumerate(imageset.records) if str(Path(r.path).resolve()) in by_path]
+    if not keep:
+        raise FgtoolError(f"none of the images in {pred} are in {data}")
+    imageset = imageset.subset(keep)
+    y_pred = np.array([by_path[str(Path(r.path).resolve())] for r in imageset.records])
+    return imageset, y_pred
+
+
+def _load_small(imageset, size: int, progress: Progress = None) -> np.ndarray:
+    from .io.images import load_image
+
+    out = np.zeros((len(imageset.records), size, size, 3), np.uint8)
+    for i, r in enumerate(imageset.records):
+        out[i] = np.asarray(load_image(r.path).resize((size, size), resample=2))
+        if progress and i % 200 == 0:
+            progress("load", i, len(imageset.records))
+    return out
+
+
+def _fid(ckpt_path, data, split, n_fake, inception, seed, workers) -> dict:
+    from .metrics.fid import InceptionFeatures, fid_kid, resolve_inception_weights
+
+    resolve_inception_weights(inception)  # clear error before any work
+    m = load(ckpt_path)
+    model = InceptionFeatures(inception).to(m.device)
+    d = m.cfg.data
+    _, ds = _eval_set(data, d.size, d.box_mode, split, 0, d.pseudo_border, d.crop_scale)
+    g = torch.Generator().manual_seed(seed)
+
+    def fakes():
+        left = n_fake
+        while left > 0:
+            b = min(50, left)
+            with torch.no_grad():
+                yield m.backend.generate(m.nets, m.backend.sample_codes(b, g))["image"].float().cpu()
+            left -= b
+
+    reals = (b["image"] for b in _batches(ds, 50, workers))
+    return fid_kid(reals, fakes(), model, device=str(m.device), kid_subset_size=min(1000, n_fake))
+
+
+def _seg_eval(ckpt_path, data, split, max_images, workers) -> dict:
+    from .data.datasets import ImageDataset, scan
+    from .metrics.segmentation import seg_metrics
+
+    m = load(ckpt_path)
+    m.backend.require("segment")
+    imageset = scan(data, split=split, max_images=max_images)
+    if not imageset.has_masks:
+        raise FgtoolError(f"{data} has no segmentations/ to score against")
+    d = m.cfg.data
+    ds = ImageDataset(imageset, d.size, train=False, box_mode=d.box_mode, with_masks=True)
+    preds, gts = [], []
+    with torch.no_grad():
+        for b in _batches(ds, 64, workers):
+            preds.append(m.backend.segment(m.nets, b["image"].to(m.device)).float().cpu())
+            gts.append(b["mask"])
+    return seg_metrics(torch.cat(preds)[:, 0] > 0.5, torch.cat(gts)[:, 0] > 0.5)
+
+
+# ----------------------------------------------------------------------------- gif
+
+
+def gif(ckpt_path: str, out: str, walk: str = "z", frames: int = 24, n: int = 8, seed: int = 0,
+        fps: int = 8) -> dict:
+    """A latent walk: a row of ``n`` samples whose ``walk`` code moves smoothly (z: spherical
+    interpolation through random points) or steps through its values (categorical codes)."""
+    from torchvision.utils import make_grid
+
+    from .io.gif import write_gif
+
+    m = load(ckpt_path)
+    m.backend.require("gif")
+    sizes = m.backend.code_sizes()
+    if walk not in sizes:
+        raise FgtoolError(f"--walk {walk}: codes of {m.cfg.model} are {', '.join(sizes)}")
+    g = torch.Generator().manual_seed(seed)
+    base = m.backend.sample_codes(n, g)
+    seq = []
+    if sizes[walk] == 0:
+        keys = [base[walk]] + [torch.randn(base[walk].shape, generator=g) for _ in range(3)] + [base[walk]]
+        per = max(2, frames // (len(keys) - 1))
+        for a, b in zip(keys[:-1], keys[1:]):
+            for t in np.linspace(0, 1, per, endpoint=False):
+                seq.append({**base, walk: _slerp(a, b, float(t))})
+    else:
+        # keep z and the other categorical codes; a fresh generator per frame keeps any
+        # code the backend derives (a child under a walked parent) the same across frames
+        keep = {k: v for k, v in base.items() if k == "z" or (k == "b" and walk != "b") or
+                (k == "c" and walk == "b")}
+        for v in range(min(sizes[walk], frames)):
+            seq.append(m.backend.sample_codes(n, torch.Generator().manual_seed(seed + 1), **{**keep, walk: v}))
+    imgs = []
+    with torch.no_grad():
+        for codes in seq:
+            x = m.backend.generate(m.nets, codes)["image"].float().cpu()
+            imgs.append(make_grid(x, nrow=n, padding=2, value_range=(-1, 1), normalize=True) * 2 - 1)
+    p = write_gif(imgs, out, fps=fps)
+    return {"gif": str(p), "frames": len(imgs), "walk": walk, "n": n}
+
+
+def _slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    an, bn = a / a.norm(dim=1, keepdim=True), b / b.norm(dim=1, keepdim=True)
+    omega = torch.acos((an * bn).sum(1, keepdim=True).clamp(-1 + 1e-6, 1 - 1e-6))
+    so = torch.sin(omega)
+    return torch.sin((1 - t) * omega) / so * a + torch.sin(t * omega) / so * b
+
+
+# ----------------------------------------------------------------------------- other commands
+
+
+def segment(ckpt_path: str, data: str, out: str, parts: bool = False) -> dict:
+    m = load(ckpt_path)
+    m.backend.require("segment")
+    raise FgtoolError("segment is not implemented for any model yet")  # pragma: no cover
+
+
+def mix(ckpt_path: str, out: str, **images) -> dict:
+    m = load(ckpt_path)
+    m.backend.require("mix")
+    raise FgtoolError("mix is not implemented for any model yet")  # pragma: no cover
+
+
+def data_synth(out: str, n: int = 6000, size: int = 64, seed: int = 0, parents: int = 4, children: int = 3,
+               backgrounds: int = 3, bg_corr: float = 0.5, workers: int = 2, progress: Progress = None) -> dict:
+    from .data.synth import synth
+
+    cb = (lambda done, total: progress("synth", done, total)) if progress else None
+    meta = synth(out, n=n, size=size, seed=seed, parents=parents, children=children, backgrounds=backgrounds,
+                 bg_corr=bg_corr, workers=workers, progress=cb)
+    return {"out": str(out), **{k: meta[k] for k in ("n", "size", "seed", "bg_corr") if k in meta}}
+
+
+def models() -> list[dict]:
+    return [{"name": n, "capabilities": registry.capabilities(n)} for n in registry.names()]
+

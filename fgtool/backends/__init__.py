@@ -1,0 +1,1 @@
+"""One paper per file. Each module registers its backend with ``fgtool.registry.register``."""

@@ -1,0 +1,122 @@
+"""The backend contract: pure model math, no devices, autocast, backward or file I/O.
+
+The trainer owns the loop (optimisers, autocast, backward, EMA, logging, checkpoints);
+a backend describes *what* to optimise through :class:`Phase` and :meth:`Backend.loss`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import FgtoolError
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One optimiser step of some modules, e.g. the discriminators or the generator."""
+
+    name: str
+    trains: tuple[str, ...]  # keys of the nets dict; "Dc.info" names a sub-module
+    every: int = 1  # lazy regularisation: run on steps where step % every == 0
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    start: int = 0  # first step this phase runs (e.g. a second training stage)
+    stop: int = 0  # 0 = never stops
+
+    def active(self, step: int) -> bool:
+        return step >= self.start and (self.stop <= 0 or step < self.stop) and step % self.every == 0
+
+
+@dataclass
+class Grid:
+    """A picture for people: images [N,C,H,W] (C=3 in [-1,1], or C=1 masks in [0,1])."""
+
+    images: Tensor
+    nrow: int
+    row_labels: list[str] | None = None
+    col_labels: list[str] | None = None
+
+
+def as_rgb(x: Tensor) -> Tensor:
+    """Masks [N,1,H,W] in [0,1] -> grey RGB in [-1,1]; RGB passes through."""
+    return x.repeat(1, 3, 1, 1) * 2 - 1 if x.shape[1] == 1 else x
+
+
+# capability name -> the method that provides it
+CAPABILITIES = {
+    "train": "loss",
+    "sample": "generate",
+    "gif": "generate",
+    "cluster": "cluster_features",
+    "mix": "encode",
+    "segment": "segment",
+}
+
+
+class Backend(ABC):
+    """Base class of every model. Subclasses set ``name`` and ``Config`` and register."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    ema: ClassVar[tuple[str, ...]] = ("G",)  # nets the trainer keeps an EMA of
+    # nets needed after training (sample/cluster/...); others are dropped from exports
+    inference_nets: ClassVar[tuple[str, ...] | None] = None
+
+    def __init__(self, cfg, size: int):
+        self.cfg = cfg
+        self.size = size
+
+    # ---- required -------------------------------------------------------------------
+    @abstractmethod
+    def build(self) -> dict[str, nn.Module]: ...
+
+    @abstractmethod
+    def phases(self) -> list[Phase]: ...
+
+    @abstractmethod
+    def loss(self, phase: str, nets: dict[str, nn.Module], batch: dict, step: int) -> dict[str, Tensor]:
+        """Return {"loss": scalar, **parts}; parts are logged (detached by the trainer)."""
+
+    @abstractmethod
+    def sample_codes(self, n: int, generator: torch.Generator | None = None, **fix) -> dict[str, Tensor]: ...
+
+    @abstractmethod
+    def generate(self, nets: dict[str, nn.Module], codes: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Return {"image": [N,3,H,W] in [-1,1], plus layers and masks}."""
+
+    # ---- optional capabilities (checked by :meth:`capabilities`) ------------------------
+    def encode(self, nets, images: Tensor) -> dict[str, Tensor]:  # pragma: no cover - optional
+        raise NotImplementedError
+
+    def cluster_features(self, nets, images: Tensor) -> Tensor:  # pragma: no cover - optional
+        raise NotImplementedError
+
+    def segment(self, nets, images: Tensor) -> Tensor:  # pragma: no cover - optional
+        raise NotImplementedError
+
+    # ---- helpers ------------------------------------------------------------------------
+    def grids(self, nets, generator: torch.Generator, which: str = "train") -> dict[str, Grid]:
+        """Named pictures. ``which="train"``: the fixed-seed grids saved every N steps;
+        ``"all"``: everything ``fgtool sample`` writes."""
+        codes = self.sample_codes(16, generator)
+        return {"samples": Grid(self.generate(nets, codes)["image"], 8)}
+
+    @classmethod
+    def capabilities(cls) -> list[str]:
+        caps = []
+        for cap, method in CAPABILITIES.items():
+            if getattr(cls, method) is not getattr(Backend, method, None):
+                caps.append(cap)
+        return caps
+
+    @classmethod
+    def require(cls, cap: str) -> None:
+        if cap not in cls.capabilities():
+            raise FgtoolError(
+                f"model '{cls.name}' cannot {cap}; it can: {', '.join(cls.capabilities())}"
+            )

@@ -1,0 +1,289 @@
+"""FineGAN (Singh, Ojha & Lee, CVPR 2019): background, parent (shape) and child
+(appearance) stages stitched with generated masks, disentangled by information losses.
+
+Stages:  P = Pm*Pf + (1-Pm)*B,   C = Cm*Cf + (1-Cm)*P.
+Codes:   z ~ N(0, I); c uniform over n_child; p = c // (n_child / n_parent); b = c while
+         training (ducks on water), free at sample time.
+Losses:  G:  10*bg_adv + bg_aux + child_adv + info_p + info_c
+         D:  10*(bg_real + bg_fake) + bg_aux + child_real + child_fake
+Clustering (paper 3.2): phi_p / phi_c re-predict p and c from generated images; their
+pooled features of real images, concatenated, go to k-means.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import FgtoolError
+from ..nn.blocks import (Classifier, CodeToImageBackbone, InfoDiscriminator, PatchDiscriminator, ResBlock,
+                         conv3x3, init_weights, same_block, tile)
+from ..nn.compose import composite, one_hot
+from ..registry import register
+from .base import Backend, Grid, Phase, as_rgb
+
+
+@dataclass
+class FineGANConfig:
+    n_child: int = 200  # Nc: fine classes (CUB 200)
+    n_parent: int = 20  # Np: shapes; n_child must be a multiple of it
+    z_dim: int = 100
+    ngf: int = 64  # generator base width (backbones start at 16*ngf channels)
+    ndf: int = 64  # discriminator base width
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    w_bg_adv: float = 10.0
+    w_bg_aux: float = 1.0
+    w_child_adv: float = 1.0
+    w_info_p: float = 1.0
+    w_info_c: float = 1.0
+    bg_patch_thresh: float = 1.0  # share of a patch's field that must be outside the box (paper: 1)
+    w_mask_area: float = 0.0  # optional prior: hinge on mean child-mask area outside mask_area range
+    mask_area: tuple[float, float] = (0.1, 0.9)
+    phi_every: int = 2  # cluster heads step every N iterations (0 = never)
+    phi_width: int = 0  # phi base width; 0 = ndf
+
+
+class GeneratorFG(nn.Module):
+    def __init__(self, cfg: FineGANConfig, size: int):
+        super().__init__()
+        ngf, nc, npar = cfg.ngf, cfg.n_child, cfg.n_parent
+        # background stage: its own backbone on z + b (b has n_child values: b = c in training)
+        self.bg_backbone = CodeToImageBackbone(cfg.z_dim + nc, ngf, size)
+        self.bg_head = nn.Sequential(conv3x3(self.bg_backbone.out_ch, 3), nn.Tanh())
+        # parent stage: backbone on z + p, joint conv with tiled p, 2 ResBlocks, halving, heads
+        self.p_backbone = CodeToImageBackbone(cfg.z_dim + npar, ngf, size)
+        ch = self.p_backbone.out_ch
+        self.p_joint = same_block(ch + npar, ngf)
+        self.p_res = nn.Sequential(ResBlock(ngf), ResBlock(ngf))
+        self.p_half = same_block(ngf, ngf // 2)
+        self.p_img = nn.Sequential(conv3x3(ngf // 2, 3), nn.Tanh())
+        self.p_mask = nn.Sequential(conv3x3(ngf // 2, 1), nn.Sigmoid())
+        # child stage: parent features + tiled c; no new z
+        self.c_joint = same_block(ngf + nc, ngf)
+        self.c_res = nn.Sequential(ResBlock(ngf), ResBlock(ngf))
+        self.c_half = same_block(ngf, ngf // 2)
+        self.c_img = nn.Sequential(conv3x3(ngf // 2, 3), nn.Tanh())
+        self.c_mask = nn.Sequential(conv3x3(ngf // 2, 1), nn.Sigmoid())
+        self.nc, self.np = nc, npar
+
+    def forward(self, z: Tensor, b: Tensor, p: Tensor, c: Tensor) -> dict[str, Tensor]:
+        b1, p1, c1 = one_hot(b, self.nc).to(z), one_hot(p, self.np).to(z), one_hot(c, self.nc).to(z)
+        B = self.bg_head(self.bg_backbone(torch.cat([z, b1], 1)))
+        h = self.p_backbone(torch.cat([z, p1], 1))
+        hp = self.p_res(self.p_joint(torch.cat([h, tile(p1, h)], 1)))
+        hp2 = self.p_half(hp)
+        Pf, Pm = self.p_img(hp2), self.p_mask(hp2)
+        P = composite(Pf, Pm, B)
+        hc = self.c_half(self.c_res(self.c_joint(torch.cat([hp, tile(c1, hp)], 1))))
+        Cf, Cm = self.c_img(hc), self.c_mask(hc)
+        C = composite(Cf, Cm, P)
+        return {"image": C, "background": B, "parent": P, "parent_fg": Pf, "parent_mask": Pm,
+                "child_fg": Cf, "child_mask": Cm}
+
+
+def bce(logits: Tensor, target: float | Tensor, reduction: str = "mean") -> Tensor:
+    if not torch.is_tensor(target):
+        target = torch.full_like(logits, float(target))
+    return F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction=reduction)
+
+
+@register
+class FineGAN(Backend):
+    name = "finegan"
+    Config = FineGANConfig
+    ema = ("G",)
+    inference_nets = ("G", "phi_p", "phi_c")
+
+    def __init__(self, cfg: FineGANConfig, size: int):
+        super().__init__(cfg, size)
+        if cfg.n_child % cfg.n_parent:
+            raise FgtoolError(f"model.n_child ({cfg.n_child}) must be a multiple of model.n_parent ({cfg.n_parent})")
+        self.ratio = cfg.n_child // cfg.n_parent
+
+    # ---------------------------------------------------------------- nets and phases
+    def build(self) -> dict[str, nn.Module]:
+        c, s = self.cfg, self.size
+        pw = c.phi_width or c.ndf
+        nets = {
+            "G": GeneratorFG(c, s),
+            "Dbg": PatchDiscriminator(c.ndf, s),
+            "Dp": InfoDiscriminator(c.ndf, s, c.n_parent, adv=False),
+            "Dc": InfoDiscriminator(c.ndf, s, c.n_child, adv=True),
+            "phi_p": Classifier(pw, s, c.n_parent),
+            "phi_c": Classifier(pw, s, c.n_child),
+        }
+        for m in nets.values():
+            init_weights(m, "orthogonal")
+        return nets
+
+    def phases(self) -> list[Phase]:
+        c = self.cfg
+        # G first: its forward is cached and re-used (detached) by the D and phi phases,
+        # so each iteration runs the generator once with gradients.
+        ph = [Phase("G", ("G", "Dp", "Dc.info"), lr=c.lr_g),
+              Phase("D", ("Dbg", "Dc.trunk", "Dc.adv"), lr=c.lr_d)]
+        if c.phi_every > 0:
+            ph.append(Phase("phi", ("phi_p", "phi_c"), every=c.phi_every, lr=c.lr_d))
+        return ph
+
+    # ---------------------------------------------------------------- codes
+    def sample_codes(self, n: int, generator: torch.Generator | None = None, device=None,
+                     tie_b: bool = True, **fix) -> dict[str, Tensor]:
+        """c uniform (or among the children of a fixed p); p = c // ratio; b = c unless
+        ``tie_b=False`` or b is fixed. Fixed values may be ints or [n] tensors."""
+        c_cfg = self.cfg
+        kw = {"generator": generator, "device": device}
+        z = fix["z"] if "z" in fix else torch.randn(n, c_cfg.z_dim, **kw)
+        if "c" in fix:
+            c = _full(fix["c"], n, device)
+        elif "p" in fix:
+            c = _full(fix["p"], n, device) * self.ratio + torch.randint(0, self.ratio, (n,), **kw)
+        else:
+            c = torch.randint(0, c_cfg.n_child, (n,), **kw)
+        p = c // self.ratio
+        if "b" in fix:
+            b = _full(fix["b"], n, device)
+        else:
+            b = c.clone() if tie_b else torch.randint(0, c_cfg.n_child, (n,), **kw)
+        for name, v, hi in (("c", c, c_cfg.n_child), ("b", b, c_cfg.n_child)):
+            if v.numel() and (v.min() < 0 or v.max() >= hi):
+                raise FgtoolError(f"code {name} must be in 0..{hi - 1}")
+        return {"z": z, "b": b, "p": p, "c": c}
+
+    def code_sizes(self) -> dict[str, int]:
+        return {"z": 0, "b": self.cfg.n_child, "p": self.cfg.n_parent, "c": self.cfg.n_child}
+
+    def generate(self, nets, codes) -> dict[str, Tensor]:
+        dev = next(nets["G"].parameters()).device
+        z, b, p, c = (codes[k].to(dev) for k in ("z", "b", "p", "c"))
+        return nets["G"](z, b, p, c)
+
+    # ---------------------------------------------------------------- losses
+    def loss(self, phase, nets, batch, step) -> dict[str, Tensor]:
+        return {"G": self._loss_g, "D": self._loss_d, "phi": self._loss_phi}[phase](nets, batch)
+
+    def _fake(self, nets, batch, grad: bool) -> tuple[dict, dict]:
+        cache = batch.setdefault("cache", {})
+        if "fake" not in cache:
+            n, dev = batch["image"].shape[0], batch["image"].device
+            codes = self.sample_codes(n, device=dev)
+            with torch.set_grad_enabled(grad):
+                cache["fake"], cache["codes"] = self.generate(nets, codes), codes
+        return cache["fake"], cache["codes"]
+
+    def _loss_g(self, nets, batch) -> dict[str, Tensor]:
+        c = self.cfg
+        out, codes = self._fake(nets, batch, grad=True)
+        f_adv, f_aux = nets["Dbg"](out["background"])
+        bg_adv, bg_aux = bce(f_adv, 1.0), bce(f_aux, 1.0)  # aux: 1 = background
+        Dc = nets["Dc"]
+        child_adv = bce(Dc.forward_adv(out["image"]), 1.0)
+        info_p = F.cross_entropy(nets["Dp"].forward_info(out["parent_mask"] * out["parent_fg"]).float(), codes["p"])
+        info_c = F.cross_entropy(Dc.forward_info(out["child_mask"] * out["child_fg"]).float(), codes["c"])
+        loss = (c.w_bg_adv * bg_adv + c.w_bg_aux * bg_aux + c.w_child_adv * child_adv
+                + c.w_info_p * info_p + c.w_info_c * info_c)
+        parts = {"g_bg_adv": bg_adv, "g_bg_aux": bg_aux, "g_child_adv": child_adv, "info_p": info_p,
+                 "info_c": info_c}
+        area = out["child_mask"].float().mean()
+        if c.w_mask_area > 0:
+            lo, hi = c.mask_area
+            per = out["child_mask"].float().mean(dim=(1, 2, 3))
+            prior = (F.relu(lo - per) + F.relu(per - hi)).mean()
+            loss = loss + c.w_mask_area * prior
+            parts["mask_prior"] = prior
+        parts["mask_area"] = area.detach()
+        return {"loss": loss, **parts}
+
+    def _loss_d(self, nets, batch) -> dict[str, Tensor]:
+        c = self.cfg
+        out, _ = self._fake(nets, batch, grad=False)
+        fake_bg, fake_img = out["background"].detach(), out["image"].detach()
+        real_full = batch.get("full", batch["image"])
+        Dbg = nets["Dbg"]
+        r_adv, r_aux = Dbg(real_full)
+        if "fg" in batch:
+            w = Dbg.patch_weights(batch["fg"], tuple(r_adv.shape[-2:]), c.bg_patch_thresh)
+        else:  # box_mode none: every patch counts as background
+            w = torch.ones_like(r_adv)
+        # real patches count only where they are background; rescale by N / sum(w)
+        bg_real = (bce(r_adv, 1.0, "none") * w).sum() / w.sum().clamp(min=1.0)
+        f_adv, _ = Dbg(fake_bg)
+        bg_fake = bce(f_adv, 0.0)
+        bg_aux = bce(r_aux, w)
+        Dc = nets["Dc"]
+        child_real = bce(Dc.forward_adv(batch["image"]), 1.0)
+        child_fake = bce(Dc.forward_adv(fake_img), 0.0)
+        loss = c.w_bg_adv * (bg_real + bg_fake) + c.w_bg_aux * bg_aux + child_real + child_fake
+        return {"loss": loss, "d_bg_real": bg_real, "d_bg_fake": bg_fake, "d_bg_aux": bg_aux,
+                "d_child_real": child_real, "d_child_fake": child_fake, "bg_patches": w.mean()}
+
+    def _loss_phi(self, nets, batch) -> dict[str, Tensor]:
+        # Paper 3.2: codes drawn freely (b independent of c), so phi_c cannot lean on the
+        # background and phi_p must read the shape.
+        n, dev = batch["image"].shape[0], batch["image"].device
+        codes = self.sample_codes(n, device=dev, tie_b=False)
+        with torch.no_grad():
+            img = self.generate(nets, codes)["image"]
+            flip = torch.rand(n, device=dev) < 0.5
+            img = torch.where(flip[:, None, None, None], img.flip(3), img)
+        lp = nets["phi_p"](img).float()
+        lc = nets["phi_c"](img).float()
+        loss_p, loss_c = F.cross_entropy(lp, codes["p"]), F.cross_entropy(lc, codes["c"])
+        acc_c = (lc.argmax(1) == codes["c"]).float().mean()
+        return {"loss": loss_p + loss_c, "phi_p": loss_p, "phi_c": loss_c, "phi_acc_c": acc_c}
+
+    # ---------------------------------------------------------------- capabilities
+    def cluster_features(self, nets, images: Tensor) -> dict[str, Tensor]:
+        fp = F.normalize(nets["phi_p"].features(images).float(), dim=1)
+        fc = F.normalize(nets["phi_c"].features(images).float(), dim=1)
+        return {"parent": fp, "child": fc}
+
+    def grids(self, nets, generator: torch.Generator, which: str = "train") -> dict[str, Grid]:
+        c = self.cfg
+        g = {}
+        codes = self.sample_codes(16, generator)
+        out = self.generate(nets, codes)
+        g["samples"] = Grid(out["image"], 8)
+        # per-stage layers (paper Fig. 3): one row per sample
+        n = 6
+        cols = ["background", "parent_mask", "parent", "child_mask", "image"]
+        layer_imgs = torch.stack([as_rgb(out[k][:n].float()) for k in cols], 1).flatten(0, 1)
+        g["layers"] = Grid(layer_imgs, len(cols), [f"c={int(v)}" for v in codes["c"][:n]],
+                           ["background", "parent mask", "parent image", "child mask", "child image"])
+        if which == "train":
+            return g
+        rows = min(c.n_parent, 6)
+        ncol = min(self.ratio, 8)
+        # fix p (row) and z, b; vary c among p's children (Fig. 4)
+        z = torch.randn(rows, c.z_dim, generator=generator).repeat_interleave(ncol, 0)
+        p = torch.arange(rows).repeat_interleave(ncol)
+        cc = p * self.ratio + torch.arange(ncol).repeat(rows)
+        b = torch.randint(0, c.n_child, (rows,), generator=generator).repeat_interleave(ncol)
+        g["fix_p_vary_c"] = Grid(self.generate(nets, {"z": z, "b": b, "p": p, "c": cc})["image"], ncol,
+                                 [f"p={i}" for i in range(rows)], [f"child {j}" for j in range(ncol)])
+        # fix c (row) and b; vary z (pose)
+        nz = 8
+        cc = torch.randint(0, c.n_child, (rows,), generator=generator)
+        z = torch.randn(nz, c.z_dim, generator=generator).repeat(rows, 1)
+        cr = cc.repeat_interleave(nz)
+        g["fix_c_vary_z"] = Grid(self.generate(nets, {"z": z, "b": cr, "p": cr // self.ratio, "c": cr})["image"],
+                                 nz, [f"c={int(v)}" for v in cc], [f"z{j}" for j in range(nz)])
+        # fix p, c and z (row); vary b
+        nb = min(c.n_child, 8)
+        bvals = torch.randperm(c.n_child, generator=generator)[:nb]
+        z = torch.randn(rows, c.z_dim, generator=generator).repeat_interleave(nb, 0)
+        cr = cc.repeat_interleave(nb)
+        g["fix_pc_vary_b"] = Grid(self.generate(nets, {"z": z, "b": bvals.repeat(rows), "p": cr // self.ratio,
+                                                       "c": cr})["image"],
+                                  nb, [f"c={int(v)}" for v in cc], [f"b={int(v)}" for v in bvals])
+        return g
+
+
+def _full(v, n: int, device) -> Tensor:
+    if torch.is_tensor(v):
+        return v.to(device=device, dtype=torch.long).expand(n).clone() if v.numel() == 1 else v.to(device).long()
+    return torch.full((n,), int(v), dtype=torch.long, device=device)

@@ -1,0 +1,325 @@
+"""The command line: thin Typer wrappers over :mod:`fgtool.api`.
+
+Contract for scripts: numbers go to stdout as JSON with ``--json``; progress bars and
+tables go to stderr; exit 0 = success, 2 = user error (one line), 1 = bug.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import __version__
+from .errors import FgtoolError
+
+err = Console(stderr=True)
+app = typer.Typer(
+    name="fgtool",
+    help="Unsupervised fine-grained image modelling: FineGAN, MixNMatch, OneGAN, C3-GAN, GANSeg.\n\n"
+         "Quick start:\n\n  fgtool data synth --out data/synth --n 2000 --size 32\n\n"
+         "  fgtool train --model finegan --data data/synth --recipe recipes/synth-finegan.toml --out runs/fg\n\n"
+         "  fgtool sample --ckpt runs/fg/last.pt --out runs/fg/sample.png",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+data_app = typer.Typer(help="Datasets: generate the synthetic ground-truth set.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
+
+
+def _emit(result, as_json: bool, title: str) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+        sys.stdout.flush()
+        return
+    table = Table(title=title, show_header=False)
+    for k, v in _flatten(result).items():
+        table.add_row(k, str(v))
+    err.print(table)
+
+
+def _flatten(d, prefix="") -> dict:
+    out = {}
+    for k, v in (d.items() if isinstance(d, dict) else []):
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and len(v) <= 40:
+            out.update(_flatten(v, key + "."))
+        elif isinstance(v, float):
+            out[key] = f"{v:.4f}"
+        elif isinstance(v, list) and len(v) > 8:
+            out[key] = f"[{len(v)} items]"
+        else:
+            out[key] = v
+    return out
+
+
+class _Bars:
+    """Progress callback (task, done, total) -> rich bars on stderr."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.p = None
+        self.tasks = {}
+
+    def __enter__(self):
+        if not self.quiet:
+            self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                              TimeRemainingColumn(), console=err, transient=True)
+            self.p.__enter__()
+        return self
+
+    def __call__(self, task: str, done: int, total: int):
+        if self.p is None:
+            return
+        if task not in self.tasks:
+            self.tasks[task] = self.p.add_task(task, total=total)
+        self.p.update(self.tasks[task], completed=done, total=total)
+
+    def __exit__(self, *exc):
+        if self.p:
+            self.p.__exit__(*exc)
+        return False
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+@app.command(epilog="Example: fgtool train --model finegan --data data/synth "
+                    "--recipe recipes/synth-finegan.toml --out runs/fg --set train.steps=2000")
+def train(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Backend name (see `fgtool models`)."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Image folder: ImageFolder, CUB layout or flat."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="TOML recipe ([data] [train] [model])."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override: section.key=value (repeatable)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<model>)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from last.pt."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = JSON_OPT,
+):
+    """Train a model on a folder of images; checkpoints, grids and metrics go to --out."""
+    from . import api
+
+    res = api.train(model, data, recipe, set_, out, resume=resume, dry_run=dry_run, progress=not quiet)
+    if dry_run:
+        sys.stdout.write(json.dumps(res, indent=2) + "\n")
+        return
+    _emit(res, as_json, "train")
+
+
+@app.command(epilog="Examples: fgtool sample --ckpt runs/fg/last.pt --out runs/fg/samples.png\n\n"
+                    "fgtool sample --ckpt runs/fg/last.pt --fix p=2 --vary c --out p2_children.png")
+def sample(
+    ckpt: str = typer.Option(..., "--ckpt", help="Checkpoint (a run's last.pt)."),
+    out: str = typer.Option("samples.png", "--out", "-o", help="PNG path (named grids go beside it)."),
+    n: int = typer.Option(64, "--n", help="Number of samples."),
+    seed: int = typer.Option(0, "--seed"),
+    fix: Optional[List[str]] = typer.Option(None, "--fix", help="Fix a code: p=3, c=17, b=5 (repeatable)."),
+    vary: Optional[str] = typer.Option(None, "--vary", help="Columns vary this code (z, b, p or c)."),
+    no_grids: bool = typer.Option(False, "--no-grids", help="Only the main grid, not the layer/hierarchy grids."),
+    as_json: bool = JSON_OPT,
+):
+    """Generate images: a sample grid, the per-stage layer sheet and hierarchy grids."""
+    from . import api
+
+    _emit(api.sample(ckpt, out, n=n, seed=seed, fix=fix, vary=vary, grids=not no_grids), as_json, "sample")
+
+
+@app.command(epilog="Example: fgtool cluster --ckpt runs/fg/last.pt --data data/synth --out runs/fg/clusters.json")
+def cluster(
+    ckpt: str = typer.Option(..., "--ckpt"),
+    data: str = typer.Option(..., "--data", "-d"),
+    out: str = typer.Option("clusters.json", "--out", "-o"),
+    k: Optional[int] = typer.Option(None, "--k", help="Number of clusters (default: the model's fine classes)."),
+    features: str = typer.Option("all", "--features", help="Feature group: all, or one the model names (parent, child)."),
+    split: Optional[str] = typer.Option(None, "--split", help="train or test (split.csv / train_test_split.txt)."),
+    max_images: int = typer.Option(0, "--max-images"),
+    label: str = typer.Option("class", "--label", help="Ground truth to score against when known: class, parent, bg."),
+    seed: int = typer.Option(0, "--seed"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    as_json: bool = JSON_OPT,
+):
+    """Cluster real photos into fine-grained classes with no labels (JSON + contact sheets)."""
+    from . import api
+
+    with _Bars(quiet) as bars:
+        res = api.cluster(ckpt, data, out, k=k, features_=features, split=split, max_images=max_images,
+                          label=label, seed=seed, progress=bars)
+    _emit(res, as_json, "cluster")
+
+
+@app.command(name="eval", epilog="Examples: fgtool eval --metric nmi,acc --ckpt runs/fg/last.pt --data data/synth\n\n"
+                                 "fgtool eval --metric nmi --pred clusters.json --data data/synth\n\n"
+                                 "fgtool eval --metric nmi,acc --baseline pixels --data ../shared/data/cub100")
+def eval_(
+    metric: str = typer.Option(..., "--metric", help="Comma list: nmi, nmi_max, acc, ari, fid, kid, iou, dice."),
+    data: str = typer.Option(..., "--data", "-d"),
+    ckpt: Optional[str] = typer.Option(None, "--ckpt"),
+    pred: Optional[str] = typer.Option(None, "--pred", help="clusters.json from `fgtool cluster`."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="'pixels': k-means on 32 px pixels."),
+    k: Optional[int] = typer.Option(None, "--k"),
+    features: str = typer.Option("all", "--features"),
+    label: str = typer.Option("class", "--label", help="class, parent or bg."),
+    split: Optional[str] = typer.Option(None, "--split"),
+    max_images: int = typer.Option(0, "--max-images"),
+    n_fake: int = typer.Option(1000, "--n-fake", help="Generated images for FID/KID."),
+    inception: Optional[str] = typer.Option(None, "--inception-weights",
+                                            help="torchvision inception_v3 state dict (or FGTOOL_INCEPTION_WEIGHTS)."),
+    seed: int = typer.Option(0, "--seed"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    as_json: bool = JSON_OPT,
+):
+    """Score clusters (NMI, ACC, ARI), generation (FID, KID) or segmentation (IoU, DICE)."""
+    from . import api
+
+    with _Bars(quiet) as bars:
+        res = api.evaluate(metric, data, ckpt_path=ckpt, pred=pred, baseline=baseline, k=k, features_=features,
+                           label=label, split=split, max_images=max_images, n_fake=n_fake, inception=inception,
+                           seed=seed, progress=bars)
+    _emit(res, as_json, "eval")
+
+
+@app.command(epilog="Example: fgtool gif --ckpt runs/fg/last.pt --walk c --out walk_c.gif")
+def gif(
+    ckpt: str = typer.Option(..., "--ckpt"),
+    out: str = typer.Option("walk.gif", "--out", "-o"),
+    walk: str = typer.Option("z", "--walk", help="Code to move: z (smooth), or b, p, c (step through values)."),
+    frames: int = typer.Option(24, "--frames"),
+    n: int = typer.Option(8, "--n", help="Samples side by side."),
+    seed: int = typer.Option(0, "--seed"),
+    fps: int = typer.Option(8, "--fps"),
+    as_json: bool = JSON_OPT,
+):
+    """Make a GIF of a latent walk."""
+    from . import api
+
+    _emit(api.gif(ckpt, out, walk=walk, frames=frames, n=n, seed=seed, fps=fps), as_json, "gif")
+
+
+@app.command(epilog="Example: fgtool mix --ckpt runs/mnm/last.pt --bg a.jpg --shape b.jpg --texture c.jpg --out mix.png")
+def mix(
+    ckpt: str = typer.Option(..., "--ckpt"),
+    bg: Optional[str] = typer.Option(None, "--bg"),
+    shape: Optional[str] = typer.Option(None, "--shape"),
+    texture: Optional[str] = typer.Option(None, "--texture"),
+    pose: Optional[str] = typer.Option(None, "--pose"),
+    mode: str = typer.Option("code", "--mode", help="code or feature."),
+    out: str = typer.Option("mix.png", "--out", "-o"),
+    as_json: bool = JSON_OPT,
+):
+    """Mix background, shape, texture and pose taken from real photos."""
+    from . import api
+
+    _emit(api.mix(ckpt, out, bg=bg, shape=shape, texture=texture, pose=pose, mode=mode), as_json, "mix")
+
+
+@app.command(epilog="Example: fgtool segment --ckpt runs/onegan/last.pt --data photos/ --out masks/")
+def segment(
+    ckpt: str = typer.Option(..., "--ckpt"),
+    data: str = typer.Option(..., "--data", "-d", help="A folder or a single image."),
+    out: str = typer.Option("masks", "--out", "-o"),
+    parts: bool = typer.Option(False, "--parts", help="Part masks instead of foreground."),
+    as_json: bool = JSON_OPT,
+):
+    """Segment foreground (or parts) of real photos."""
+    from . import api
+
+    _emit(api.segment(ckpt, data, out, parts=parts), as_json, "segment")
+
+
+@app.command(epilog="Example: fgtool info --ckpt runs/fg/last.pt --json")
+def info(ckpt: str = typer.Option(..., "--ckpt"), as_json: bool = JSON_OPT):
+    """Print a checkpoint's config, step and capabilities."""
+    from . import api
+
+    _emit(api.info(ckpt), as_json, "info")
+
+
+@app.command(epilog="Example: fgtool models --json")
+def models(as_json: bool = JSON_OPT):
+    """List the registered models and what each can do."""
+    from . import api
+
+    res = api.models()
+    if as_json:
+        _emit(res, True, "models")
+        return
+    table = Table(title="models")
+    table.add_column("model")
+    table.add_column("capabilities")
+    for r in res:
+        table.add_row(r["name"], ", ".join(r["capabilities"]))
+    err.print(table)
+
+
+@app.command(epilog="Example: fgtool version")
+def version():
+    """Print the fgtool version."""
+    sys.stdout.write(__version__ + "\n")
+
+
+@data_app.command("synth", epilog="Example: fgtool data synth --out data/synth --n 6000 --size 64 --bg-corr 0.5")
+def data_synth(
+    out: str = typer.Option(..., "--out", "-o"),
+    n: int = typer.Option(6000, "--n"),
+    size: int = typer.Option(64, "--size"),
+    seed: int = typer.Option(0, "--seed"),
+    parents: int = typer.Option(4, "--parents", help="Shapes (1-6)."),
+    children: int = typer.Option(3, "--children", help="Appearances per shape (2-4)."),
+    backgrounds: int = typer.Option(3, "--backgrounds", help="Background textures (1-5)."),
+    bg_corr: float = typer.Option(0.5, "--bg-corr", help="P(background follows the parent); 0 = independent."),
+    workers: int = typer.Option(2, "--workers"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    as_json: bool = JSON_OPT,
+):
+    """Render the synthetic fine-grained set with known parent/child/background labels."""
+    from . import api
+
+    with _Bars(quiet) as bars:
+        res = api.data_synth(out, n=n, size=size, seed=seed, parents=parents, children=children,
+                             backgrounds=backgrounds, bg_corr=bg_corr, workers=workers, progress=bars)
+    _emit(res, as_json, "data synth")
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry: user errors become one line on stderr and exit code 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except FgtoolError as e:
+        err.print(f"fgtool: error: {e}", markup=False, highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err.print("fgtool: interrupted", markup=False)
+        return 130
+    except SystemExit as e:  # typer.Exit
+        return int(e.code or 0)
+    except Exception as e:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            return e.exit_code
+        if isinstance(e, click.exceptions.Abort):
+            return 1
+        raise
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

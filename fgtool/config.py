@@ -1,0 +1,262 @@
+"""Run configuration: dataclasses, TOML recipes and ``--set section.key=value`` overrides.
+
+A run is described by three sections:
+
+* ``[data]``  what to read and at which size (:class:`DataConfig`);
+* ``[train]`` the loop: steps, batch, precision, checkpoint cadence (:class:`TrainConfig`);
+* ``[model]`` ``name`` picks the backend in the registry; every other key is a field of
+  that backend's own ``Config`` dataclass.
+
+Unknown keys are errors that list the valid ones, and values are type-checked, so a typo
+in a recipe fails before step 0 instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .errors import FgtoolError
+
+
+@dataclass
+class DataConfig:
+    root: str = ""  # image folder: ImageFolder, CUB layout or a flat folder
+    size: int = 64  # training resolution (square); every backend runs at 32, 64 and 128
+    split: str = ""  # "", "train" or "test" (split.csv / train_test_split.txt)
+    max_images: int = 0  # 0 = all; >0 keeps a class-balanced subset for quick runs
+    box_mode: str = "auto"  # auto | gt | pseudo | none: auto uses real boxes when present
+    pseudo_border: float = 0.15  # width of the border band that pseudo-boxes call background
+    crop_scale: float = 1.5  # object crop side = crop_scale * max(box w, h) (FineGAN)
+    flip: bool = True  # random horizontal flips while training
+    workers: int = 2  # DataLoader worker processes (0 = main thread)
+    skip_bad: bool = False  # drop unreadable images with a warning instead of failing
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000  # total optimiser iterations (resume may extend it)
+    batch_size: int = 16  # global batch across processes
+    precision: str = "no"  # no | fp16 | bf16 (autocast; fp16 needs a GPU)
+    channels_last: bool = True  # NHWC convolutions: faster on CPU/GPU with autocast
+    seed: int = 0  # seeds codes, data order and augmentation: same seed, same run
+    ema_decay: float = 0.999  # EMA of the generator; 0 disables
+    ema_start: int = 0  # EMA copies G exactly before this step (early G moves fast)
+    log_every: int = 10  # steps between metrics.jsonl rows (and the NaN check)
+    sample_every: int = 500  # steps between fixed-seed sample grids
+    ckpt_every: int = 500  # steps between numbered checkpoints (last.pt too)
+    keep: int = 0  # numbered checkpoints to keep; 0 keeps all
+    threads: int = 0  # torch intra-op threads; 0 = leave torch's default
+    compile: bool = False  # torch.compile the nets (GPU; experimental)
+
+
+# Keys every recipe may use. The model section is validated against the backend's Config.
+SECTIONS = {"data": DataConfig, "train": TrainConfig}
+
+
+@dataclass
+class RunConfig:
+    model: str = "finegan"
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    model_cfg: Any = None  # the backend's Config dataclass instance
+
+    def to_dict(self) -> dict:
+        return {
+            "model": {"name": self.model, **dataclasses.asdict(self.model_cfg)},
+            "data": dataclasses.asdict(self.data),
+            "train": dataclasses.asdict(self.train),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+
+# ----------------------------------------------------------------------------- typing
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert ``value`` to the annotated type ``tp``; FgtoolError on mismatch."""
+    if isinstance(tp, str):  # postponed annotations
+        tp = eval(tp, {"typing": typing, "Any": Any})  # noqa: S307 - our own annotations only
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        errs = []
+        for arg in typing.get_args(tp):
+            if arg is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except FgtoolError as e:
+                errs.append(str(e))
+        raise FgtoolError(errs[0] if errs else f"{where}: bad value {value!r}")
+    if tp is Any:
+        return value
+    if origin in (tuple, list):
+        if isinstance(value, str):
+            value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise FgtoolError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise FgtoolError(f"{where}: expected {len(args)} values, got {len(value)}")
+            return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+        inner = args[0] if args else Any
+        out = [_coerce(v, inner, where) for v in value]
+        return tuple(out) if origin is tuple else out
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise FgtoolError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise FgtoolError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                pass
+            try:
+                f = float(value)
+                if f.is_integer():
+                    return int(f)
+            except ValueError:
+                pass
+        raise FgtoolError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise FgtoolError(f"{where}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise FgtoolError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        if not isinstance(value, str):
+            raise FgtoolError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def build_dataclass(cls: type, values: dict, section: str):
+    """Instantiate ``cls`` from ``values``; unknown keys list the valid ones."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            raise FgtoolError(
+                f"unknown key '{section}.{key}'; valid keys in [{section}]: {', '.join(names)}"
+            )
+        kwargs[key] = _coerce(value, hints[key], f"{section}.{key}")
+    return cls(**kwargs)
+
+
+def parse_set(items: list[str] | None) -> dict[str, dict[str, Any]]:
+    """``["train.steps=10", "model.nc=12"]`` -> ``{"train": {"steps": "10"}, ...}``.
+
+    Values stay strings (or parse as TOML literals when they can) and are type-checked
+    against the dataclass later, so ``--set train.steps=abc`` is a clear error.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise FgtoolError(f"--set expects section.key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        section, name = key.strip().split(".", 1)
+        try:  # "[1,2]" or "true" or "0.5" as TOML values; plain words stay strings
+            value = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            pass
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def load_recipe(path: str | Path | None) -> dict[str, dict[str, Any]]:
+    if path is None:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        raise FgtoolError(f"recipe not found: {p}")
+    try:
+        with open(p, "rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise FgtoolError(f"recipe {p} is not valid TOML: {e}") from None
+    for k, v in data.items():
+        if not isinstance(v, dict):
+            raise FgtoolError(f"recipe {p}: top-level key '{k}' must be a [section]")
+    return data
+
+
+def merge(*layers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for layer in layers:
+        for section, values in layer.items():
+            out.setdefault(section, {}).update(values)
+    return out
+
+
+def resolve(raw: dict[str, dict[str, Any]], model: str | None = None) -> RunConfig:
+    """Validate a merged recipe dict into a :class:`RunConfig` (backend Config included)."""
+    from . import registry  # late: registry imports backends, which import config
+
+    valid = ["data", "train", "model"]
+    for section in raw:
+        if section not in valid:
+            raise FgtoolError(f"unknown section '[{section}]'; valid sections: {', '.join(valid)}")
+    model_values = dict(raw.get("model", {}))
+    name = model or model_values.pop("name", None) or "finegan"
+    model_values.pop("name", None)
+    backend_cls = registry.get(name)
+    return RunConfig(
+        model=name,
+        data=build_dataclass(DataConfig, raw.get("data", {}), "data"),
+        train=build_dataclass(TrainConfig, raw.get("train", {}), "train"),
+        model_cfg=build_dataclass(backend_cls.Config, model_values, "model"),
+    )
+
+
+def from_dict(d: dict) -> RunConfig:
+    """Inverse of :meth:`RunConfig.to_dict` (used when a checkpoint rebuilds itself)."""
+    return resolve({k: dict(v) for k, v in d.items()})
+
+
+def validate(cfg: RunConfig) -> None:
+    t = cfg.train
+    if t.precision not in ("no", "fp16", "bf16"):
+        raise FgtoolError(f"train.precision must be no, fp16 or bf16, got {t.precision!r}")
+    for key in ("steps", "batch_size", "log_every", "sample_every", "ckpt_every"):
+        if getattr(t, key) < 1:
+            raise FgtoolError(f"train.{key} must be >= 1, got {getattr(t, key)}")
+    if cfg.data.size < 16 or cfg.data.size % 16:
+        raise FgtoolError(f"data.size must be a multiple of 16 and >= 16, got {cfg.data.size}")
+    if cfg.data.box_mode not in ("auto", "gt", "pseudo", "none"):
+        raise FgtoolError(f"data.box_mode must be auto, gt, pseudo or none, got {cfg.data.box_mode!r}")

@@ -1,0 +1,1 @@
+"""Datasets, boxes and loaders (scan a folder, build training views, resumable sampling)."""

@@ -1,0 +1,634 @@
+"""Ground-truth synthetic fine-grained dataset.
+
+Every image is generated from known factors, so every model in fgtool can be scored
+against them:
+
+* parent     = silhouette family (bird, star, heart, crescent, cross, rounded square)
+* child      = appearance within a parent (fill hue + pattern); the child id is global,
+               ``child = parent * children + j``
+* background = texture class (sky, grass, bricks, water, leaves)
+* pose (z)   = position, scale, rotation, horizontal flip (not a label, but random)
+
+The on-disk layout mirrors CUB-200-2011 so the real-data loaders read it unchanged:
+``images.txt``, ``image_class_labels.txt`` (1-based), ``bounding_boxes.txt``,
+``classes.txt``, ``images/<class>/<index>.png`` and ``segmentations/<class>/<index>.png``,
+plus ``parent_labels.txt``, ``background_labels.txt`` and ``meta.json``.
+
+In-memory labels (``render_one``, ``synth_arrays``, the lists in ``meta.json``) are
+0-based; the text files are 1-based like CUB.
+
+Determinism: image ``i`` is drawn from ``np.random.default_rng([seed, i])`` and its class
+from a per-block permutation seeded the same way, so the output does not depend on how
+many worker processes rendered it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from fgtool.errors import FgtoolError
+
+VERSION = 1
+GENERATOR = "fgtool.synth"
+
+PARENT_NAMES = ("bird", "star", "heart", "crescent", "cross", "roundsquare")
+# bricks sits third (before water) so the default 3 backgrounds are blue / green / red-brown:
+# three textures that no model can confuse, while sky and water (both blue) only meet at 4+.
+BACKGROUND_NAMES = ("sky", "grass", "bricks", "water", "leaves")
+PATTERN_NAMES = ("solid", "stripes", "spots", "twotone")
+# Eight hues spread round the colour wheel. Saturated, so the object stands out from the
+# (less saturated) background textures.
+PALETTE = (
+    ("red", (215, 40, 40)),
+    ("orange", (245, 135, 20)),
+    ("yellow", (240, 210, 40)),
+    ("green", (50, 170, 60)),
+    ("teal", (30, 190, 190)),
+    ("blue", (45, 80, 225)),
+    ("purple", (135, 55, 195)),
+    ("pink", (240, 105, 175)),
+)
+
+SS = 4  # mask supersampling factor: fill at 4x, INTER_AREA down -> anti-aliased edges
+MARGIN = 1.0  # px kept clear at the image border so the object is never cut
+MAX_ROT = 30.0  # degrees; beyond this the bird/heart stop looking "upright"
+# requested max area fraction, at most. Each shape is capped further at what it can fill
+# upright (_max_area): ~0.33 for the bird, 0.42 star, 0.39 crescent, 0.45+ for the rest.
+AREA_LIMIT = 0.5
+
+
+# --------------------------------------------------------------------------- shapes
+# Each shape is a list of (polygon, value) parts in canonical units (roughly [-1.6, 1.6]),
+# x right, y down. Parts are filled in order, value 0 carves (crescent). Union by repeated
+# fillPoly calls rather than one call, because fillPoly with several contours uses an
+# even-odd rule and would punch holes where the bird's parts overlap.
+
+
+def _circle(cx: float, cy: float, rx: float, ry: float | None = None, k: int = 48, rot: float = 0.0):
+    ry = rx if ry is None else ry
+    t = np.linspace(0, 2 * np.pi, k, endpoint=False)
+    x, y = rx * np.cos(t), ry * np.sin(t)
+    c, s = math.cos(rot), math.sin(rot)
+    return np.stack([cx + c * x - s * y, cy + s * x + c * y], 1)
+
+
+def _bird():
+    # a plump, perching bird: compact enough to fill ~40% of a square frame, with the head,
+    # beak and tail that make it a bird rather than an ellipse
+    return [
+        (_circle(0.0, 0.1, 1.0, 0.72, k=64, rot=-0.25), 1),  # body, tilted nose-up
+        (_circle(0.72, -0.55, 0.46), 1),  # head
+        (np.array([[1.1, -0.7], [1.45, -0.55], [1.12, -0.42]]), 1),  # beak
+        (np.array([[-0.75, 0.05], [-1.35, -0.55], [-1.4, -0.15], [-0.62, 0.42]]), 1),  # tail
+    ]
+
+
+def _star(points: int = 5, inner: float = 0.55):
+    # inner ratio 0.55 (a regular pentagram is 0.38): fat enough to fill 45% of the frame
+    # at small rotations, still unmistakably a star at 32 px
+    t = -np.pi / 2 + np.arange(2 * points) * np.pi / points
+    r = np.where(np.arange(2 * points) % 2 == 0, 1.0, inner)
+    return [(np.stack([r * np.cos(t), r * np.sin(t)], 1), 1)]
+
+
+def _heart():
+    t = np.linspace(0, 2 * np.pi, 96, endpoint=False)
+    x = 16 * np.sin(t) ** 3
+    y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
+    return [(np.stack([x, y], 1) / 16.0, 1)]
+
+
+def _crescent():
+    # a thick crescent opening to the right; the carved disc is offset up-right so the horns
+    # are asymmetric enough for Hu moments to tell it from a flipped copy of itself
+    return [(_circle(0.0, 0.0, 1.0, k=64), 1), (_circle(0.55, -0.08, 0.78, k=64), 0)]
+
+
+def _cross(a: float = 0.36):
+    p = [(-a, -1), (a, -1), (a, -a), (1, -a), (1, a), (a, a), (a, 1), (-a, 1), (-a, a), (-1, a),
+         (-1, -a), (-a, -a)]
+    return [(np.array(p, float), 1)]
+
+
+def _roundsquare(r: float = 0.38):
+    # corners are quarter circles of radius r; straight sides in between
+    pts = []
+    for cx, cy, a0 in ((1 - r, 1 - r, 0), (-(1 - r), 1 - r, 90), (-(1 - r), -(1 - r), 180),
+                       (1 - r, -(1 - r), 270)):
+        t = np.deg2rad(a0 + np.linspace(0, 90, 10))
+        pts.append(np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], 1))
+    return [(np.concatenate(pts), 1)]
+
+
+_SHAPES = {"bird": _bird, "star": _star, "heart": _heart, "crescent": _crescent, "cross": _cross,
+           "roundsquare": _roundsquare}
+
+
+@lru_cache(maxsize=None)
+def _shape_centre(name: str) -> np.ndarray:
+    filled = np.concatenate([p for p, v in _SHAPES[name]() if v])
+    return (filled.min(0) + filled.max(0)) / 2
+
+
+@lru_cache(maxsize=None)
+def _shape(name: str):
+    # centred on the bounding box of the filled parts so placement maths is symmetric
+    c = _shape_centre(name)
+    return tuple((np.ascontiguousarray(p - c), v) for p, v in _SHAPES[name]())
+
+
+def _fill(canvas: np.ndarray, parts, shift: int = 4) -> None:
+    f = 1 << shift
+    for poly, v in parts:
+        cv2.fillPoly(canvas, [np.round(poly * f).astype(np.int32)], int(v), lineType=cv2.LINE_8,
+                     shift=shift)
+
+
+@lru_cache(maxsize=None)
+def _unit_area(name: str) -> float:
+    """Area of the canonical shape in unit^2, measured by rasterising it finely (exact
+    enough, and it handles the carved and overlapping parts without polygon booleans)."""
+    k = 256.0
+    parts = [(p * k + 2 * k, v) for p, v in _shape(name)]
+    canvas = np.zeros((int(4 * k), int(4 * k)), np.uint8)
+    _fill(canvas, parts)
+    return float(canvas.sum()) / (k * k)
+
+
+# --------------------------------------------------------------------------- appearance
+def _appearance_table(n_parents: int, children: int):
+    """(hue index, pattern index) per global child id.
+
+    Children of one parent get distinct patterns (pattern = (j + p) % 4) and hues chosen
+    greedily to sit far apart on the colour wheel; no (hue, pattern) pair is used twice in the
+    whole set, so every child is identifiable from appearance alone. Parent p's children do
+    not depend on how many parents follow, so a 4-parent set is a prefix of a 6-parent one.
+    """
+    used_pairs: set[tuple[int, int]] = set()
+    use_count = [0] * len(PALETTE)
+    table = []
+    for p in range(n_parents):
+        hues: list[int] = []
+        for j in range(children):
+            pat = (j + p) % len(PATTERN_NAMES)
+            best = None
+            for h in range(len(PALETTE)):
+                if h in hues or (h, pat) in used_pairs:
+                    continue
+                d = min((min(abs(h - g), len(PALETTE) - abs(h - g)) for g in hues), default=99)
+                key = (-d, use_count[h], h)
+                if best is None or key < best[0]:
+                    best = (key, h)
+            h = best[1]
+            hues.append(h)
+            used_pairs.add((h, pat))
+            use_count[h] += 1
+            table.append((h, pat))
+    return tuple(table)
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Everything that determines the rendered images except the seed and index."""
+
+    size: int = 64
+    parents: int = 4
+    children: int = 3
+    backgrounds: int = 3
+    bg_corr: float = 0.5
+    obj_area: tuple[float, float] = (0.20, 0.45)
+    appearance: tuple = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "appearance", _appearance_table(self.parents, self.children))
+
+    @property
+    def n_children(self) -> int:
+        return self.parents * self.children
+
+    def child_to_parent(self) -> list[int]:
+        return [k // self.children for k in range(self.n_children)]
+
+    def home_background(self, parent: int) -> int:
+        return parent % self.backgrounds
+
+    def child_name(self, k: int) -> str:
+        h, pat = self.appearance[k]
+        return f"{k + 1:03d}.{PARENT_NAMES[k // self.children]}_{PALETTE[h][0]}_{PATTERN_NAMES[pat]}"
+
+
+def validate(n: int, size: int, parents: int, children: int, backgrounds: int, bg_corr: float,
+             obj_area=(0.20, 0.45), workers: int = 1) -> None:
+    def _int(v, name):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise FgtoolError(f"{name} must be an integer, got {v!r}")
+
+    for v, name in ((n, "n"), (size, "size"), (parents, "parents"), (children, "children"),
+                    (backgrounds, "backgrounds"), (workers, "workers")):
+        _int(v, name)
+    if n < 1:
+        raise FgtoolError(f"n must be >= 1, got {n}")
+    if size < 16:
+        raise FgtoolError(f"size must be >= 16 pixels, got {size}")
+    if not 1 <= parents <= len(PARENT_NAMES):
+        raise FgtoolError(f"parents must be in 1..{len(PARENT_NAMES)}, got {parents}")
+    if not 2 <= children <= 4:
+        raise FgtoolError(f"children must be in 2..4, got {children}")
+    if not 1 <= backgrounds <= len(BACKGROUND_NAMES):
+        raise FgtoolError(f"backgrounds must be in 1..{len(BACKGROUND_NAMES)}, got {backgrounds}")
+    try:
+        bc = float(bg_corr)
+    except (TypeError, ValueError):
+        raise FgtoolError(f"bg_corr must be a number in [0, 1], got {bg_corr!r}") from None
+    if not 0.0 <= bc <= 1.0:  # also rejects NaN
+        raise FgtoolError(f"bg_corr must be in [0, 1], got {bg_corr}")
+    try:
+        lo, hi = (float(a) for a in obj_area)
+    except (TypeError, ValueError):
+        raise FgtoolError(f"obj_area must be a pair (min, max), got {obj_area!r}") from None
+    if not 0.05 <= lo <= hi <= AREA_LIMIT:
+        raise FgtoolError(f"obj_area must satisfy 0.05 <= min <= max <= {AREA_LIMIT}, got {obj_area}")
+    # the smallest object must fit every shape in use, or the lower bound would be broken
+    tightest = min(PARENT_NAMES[:parents], key=lambda s: _max_area(s, size))
+    if lo > _max_area(tightest, size):
+        raise FgtoolError(f"obj_area min {lo} is too large: a {tightest} can fill at most "
+                          f"{_max_area(tightest, size):.2f} of a {size} px image")
+    if workers < 1:
+        raise FgtoolError(f"workers must be >= 1, got {workers}")
+
+
+# --------------------------------------------------------------------------- backgrounds
+def _noise(rng, S: int, cells: int) -> np.ndarray:
+    """Smooth value noise in ~[0, 1]: a random (cells+1)^2 grid, upsampled bicubically and
+    cropped at a random sub-cell offset so the texture phase differs per image."""
+    g = rng.random((cells + 2, cells + 2)).astype(np.float32)
+    big = cv2.resize(g, ((cells + 2) * S // cells, (cells + 2) * S // cells), interpolation=cv2.INTER_CUBIC)
+    oy, ox = rng.integers(0, S // cells + 1, size=2)
+    return big[oy:oy + S, ox:ox + S]
+
+
+def _mix(a, b, t):
+    t = t[..., None]
+    return np.asarray(a, np.float32) * (1 - t) + np.asarray(b, np.float32) * t
+
+
+def _bg_sky(rng, S):
+    yy, xx = np.mgrid[0:S, 0:S].astype(np.float32) / S
+    t = np.clip(yy + rng.uniform(-0.3, 0.3) * (xx - 0.5) + rng.uniform(-0.2, 0.2), 0, 1)
+    img = _mix(np.array([35, 105, 205]) * rng.uniform(0.85, 1.05), (185, 222, 250), t)
+    cloud = np.clip((_noise(rng, S, 3) - rng.uniform(0.5, 0.7)) * 4, 0, 0.85)
+    return _mix(img, (250, 250, 252), cloud)
+
+
+def _bg_grass(rng, S):
+    blobs = _noise(rng, S, 4)
+    # tall thin noise -> vertical blade streaks that vary slowly along y
+    blades = cv2.resize(rng.random((max(2, S // 12), S)).astype(np.float32), (S, S),
+                        interpolation=cv2.INTER_LINEAR)
+    t = np.clip(0.45 * blobs + 0.55 * blades, 0, 1)
+    return _mix((25, 80, 20), (125, 180, 55), t) * rng.uniform(0.9, 1.1)
+
+
+def _bg_bricks(rng, S):
+    bh = S / rng.uniform(5.0, 7.0)
+    bw = bh * rng.uniform(1.8, 2.4)
+    yy, xx = np.mgrid[0:S, 0:S].astype(np.float32)
+    v = (yy + rng.uniform(0, bh)) / bh
+    row = np.floor(v).astype(np.int32)
+    u = (xx + rng.uniform(0, bw)) / bw + 0.5 * (row % 2)
+    col = np.floor(u).astype(np.int32)
+    jit = rng.uniform(0.78, 1.12, size=(row.max() + 1, col.max() + 1)).astype(np.float32)
+    img = np.array([160, 68, 45], np.float32) * jit[row, col][..., None]
+    mw = max(1.0, S / 48) / bh, max(1.0, S / 48) / bw  # mortar ~1 px at 32-64 px
+    mortar = ((v - row) < mw[0]) | ((u - col) < mw[1])
+    img[mortar] = (200, 195, 185)
+    return img
+
+
+def _bg_water(rng, S):
+    yy, xx = np.mgrid[0:S, 0:S].astype(np.float32) / S
+    f1, f2 = rng.uniform(4, 6.5), rng.uniform(1, 2.5)
+    w = np.sin(2 * np.pi * (f1 * yy + 0.25 * np.sin(2 * np.pi * f2 * xx + rng.uniform(0, 6.3)))
+               + rng.uniform(0, 6.3))
+    w = 0.7 * w + 0.3 * (2 * _noise(rng, S, 3) - 1)
+    img = _mix((15, 60, 105), (55, 140, 175), np.clip(0.5 + 0.5 * w, 0, 1))
+    glint = np.clip((w - 0.75) * 4, 0, 1)
+    return _mix(img, (200, 235, 245), glint)
+
+
+_LEAF_COLOURS = np.array([(60, 110, 30), (95, 140, 40), (140, 150, 45), (45, 85, 35), (170, 120, 40)],
+                         np.float32)
+
+
+def _bg_leaves(rng, S):
+    img = np.zeros((S, S, 3), np.float32)
+    img[:] = (30, 48, 22)
+    # relatively more leaves at small sizes, or a 32 px image is mostly the dark ground
+    k = int(10 + 30 * (S / 64) ** 2)
+    cs = rng.integers(0, S, size=(k, 2))
+    ax = rng.uniform(S / 12, S / 6.5, size=k)
+    ratio = rng.uniform(0.3, 0.5, size=k)
+    ang = rng.uniform(0, 180, size=k)
+    cols = _LEAF_COLOURS[rng.integers(0, len(_LEAF_COLOURS), size=k)] * rng.uniform(0.8, 1.15, (k, 1))
+    for c, a, r, t, col in zip(cs, ax, ratio, ang, cols):
+        cv2.ellipse(img, (int(c[0]), int(c[1])), (int(a), max(1, int(a * r))), float(t), 0, 360,
+                    col.tolist(), -1, cv2.LINE_AA)
+    return img
+
+
+_BACKGROUNDS = (_bg_sky, _bg_grass, _bg_bricks, _bg_water, _bg_leaves)
+
+
+# --------------------------------------------------------------------------- rendering
+def _max_area(name: str, size: int) -> float:
+    """Largest area fraction the shape can take upright while staying inside the frame.
+    Elongated shapes (bird, crescent) hit the frame's width before they reach 45%."""
+    filled = np.concatenate([p for p, v in _shape(name) if v])
+    ext = (filled.max(0) - filled.min(0)).max()
+    return _unit_area(name) / ext**2 * ((size - 2 * MARGIN) / size) ** 2
+
+
+def _pose(rng, name: str, cfg: SynthConfig):
+    """Scale from a target area fraction; rotation / flip random; translation uniform over
+    the positions that keep the whole object inside the frame."""
+    S = cfg.size
+    filled = np.concatenate([p for p, v in _shape(name) if v])
+    lo_a, hi_a = cfg.obj_area
+    # cap the range per shape instead of clipping after sampling: a clip would pile many
+    # images up at exactly the cap; this keeps the size distribution smooth for every parent
+    hi_a = max(lo_a, min(hi_a, _max_area(name, S)))
+    s = math.sqrt(rng.uniform(lo_a, hi_a) * S * S / _unit_area(name))  # px per canonical unit
+    room = S - 2 * MARGIN
+    for _ in range(8):
+        rot = math.radians(rng.uniform(-MAX_ROT, MAX_ROT))
+        flip = -1.0 if rng.random() < 0.5 else 1.0
+        c, si = math.cos(rot), math.sin(rot)
+        A = s * np.array([[c, -si], [si, c]]) @ np.diag([flip, 1.0])  # flip first, then rotate
+        q = filled @ A.T
+        lo, hi = q.min(0), q.max(0)
+        if (hi - lo).max() <= room:
+            break
+    else:
+        # a big object rarely fits tilted (the upper area range makes most tilts too wide):
+        # stand it upright, where it fits by construction of hi_a (the shrink only absorbs
+        # float rounding)
+        A = np.diag([flip, 1.0]) * s
+        q = filled @ A.T
+        lo, hi = q.min(0), q.max(0)
+        k = min(1.0, room / (hi - lo).max() * (1 - 1e-6))
+        A, lo, hi = A * k, lo * k, hi * k
+    t = np.array([rng.uniform(MARGIN - lo[0], max(MARGIN - lo[0], S - MARGIN - hi[0])),
+                  rng.uniform(MARGIN - lo[1], max(MARGIN - lo[1], S - MARGIN - hi[1]))])
+    return A, t
+
+
+def _soft_mask(parts, A, t, S):
+    big = np.zeros((S * SS, S * SS), np.uint8)
+    # pixel centres: canvas coordinate c covers [c, c+1), so continuous x maps to x*SS - 0.5
+    _fill(big, [((p @ A.T + t) * SS - 0.5, v) for p, v in parts])
+    return cv2.resize(big.astype(np.float32), (S, S), interpolation=cv2.INTER_AREA)
+
+
+def _foreground(rng, name, k, A, t, cfg: SynthConfig):
+    """Fill colour + pattern, evaluated in the object's own frame so stripes and spots
+    rotate, flip and scale with the object like a real marking would."""
+    S = cfg.size
+    h, pat = cfg.appearance[k]
+    base = np.array(PALETTE[h][1], np.float32) * rng.uniform(0.9, 1.06) + rng.uniform(-8, 8, 3)
+    yy, xx = np.mgrid[0:S, 0:S].astype(np.float32) + 0.5
+    Ainv = np.linalg.inv(A).astype(np.float32)
+    dx, dy = xx - t[0], yy - t[1]
+    u = Ainv[0, 0] * dx + Ainv[0, 1] * dy
+    v = Ainv[1, 0] * dx + Ainv[1, 1] * dy
+    px = float(np.sqrt(abs(np.linalg.det(A))))  # pixels per canonical unit, for 1-px AA edges
+
+    if pat == 0:  # solid
+        img = np.broadcast_to(base, (S, S, 3)).astype(np.float32)
+    elif pat == 1:  # stripes across the body, dark shade of the hue
+        period = 0.5
+        ph = (u / period + rng.uniform(0, 1)) % 1.0
+        d = np.abs(ph - 0.5) * period  # distance (units) from the stripe's centre line
+        m = np.clip((0.14 - d) * px + 0.5, 0, 1)
+        img = _mix(base, base * 0.28, m)
+    elif pat == 2:  # pale spots on a (hex-offset) grid with random phase
+        sp = 0.55
+        gy = v / sp + rng.uniform(0, 1)
+        gx = u / sp + rng.uniform(0, 1) + 0.5 * np.floor(gy)
+        d = np.hypot(gx % 1.0 - 0.5, gy % 1.0 - 0.5) * sp
+        m = np.clip((0.15 - d) * px + 0.5, 0, 1)
+        img = _mix(base, 0.2 * base + 0.8 * 255, m)
+    else:  # two-tone: hue on top, pale belly below a soft split line
+        m = np.clip((v - rng.uniform(-0.05, 0.15)) * px + 0.5, 0, 1)
+        img = _mix(base, 0.3 * base + 0.7 * 245, m)
+
+    # soft top-down light so objects read as 3-D rather than flat stickers
+    img = img * (1.1 - 0.2 * (yy / S))[..., None]
+    if name == "bird":  # dark beak and an eye: shape details shared by every bird child
+        c = _shape_centre(name)  # back to the frame _bird() was drawn in
+        ur, vr = u + c[0], v + c[1]
+        img = _mix(img, (55, 50, 45), np.clip((ur - 1.16) * px + 0.5, 0, 1))
+        eye = np.clip((0.09 - np.hypot(ur - 0.86, vr + 0.64)) * px + 0.5, 0, 1)
+        img = _mix(img, (15, 15, 15), eye)
+    return img
+
+
+def render_one(i: int, seed: int, cfg: SynthConfig):
+    """Render image ``i``. Returns (rgb uint8 HxWx3, mask bool HxW, labels) where labels
+    holds 0-based ``child``, ``parent``, ``bg`` and ``box`` = (x, y, w, h) of the mask."""
+    child = _child_of(i, seed, cfg.n_children)
+    parent = child // cfg.children
+    rng = np.random.default_rng([seed, i])
+    # draw both numbers always, so bg_corr only changes the background, never the pose
+    home, r, other = cfg.home_background(parent), rng.random(), int(rng.integers(cfg.backgrounds))
+    bg = home if r < cfg.bg_corr else other
+    name = PARENT_NAMES[parent]
+    A, t = _pose(rng, name, cfg)
+    soft = _soft_mask(_shape(name), A, t, cfg.size)
+    fg = _foreground(rng, name, child, A, t, cfg)
+    back = _BACKGROUNDS[bg](rng, cfg.size)
+    img = back + (fg - back) * soft[..., None]
+    img += rng.normal(0, 2.0, img.shape).astype(np.float32)  # sensor noise: no exact colours
+    rgb = np.clip(img + 0.5, 0, 255).astype(np.uint8)
+    mask = soft > 0.5
+    ys, xs = np.nonzero(mask)
+    box = (float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1))
+    return rgb, mask, {"child": child, "parent": parent, "bg": bg, "box": box}
+
+
+def _child_of(i: int, seed: int, K: int) -> int:
+    """Exactly balanced classes: each block of K consecutive images is a random permutation
+    of the K child classes. Seeded by (seed, block) under its own spawn key so it never
+    shares a stream with the per-image generators."""
+    b, r = divmod(i, K)
+    perm = np.random.default_rng(np.random.SeedSequence([seed, b], spawn_key=(1,))).permutation(K)
+    return int(perm[r])
+
+
+# --------------------------------------------------------------------------- drivers
+def _rel_name(i: int, n: int, cfg: SynthConfig, child: int) -> str:
+    width = max(5, len(str(n - 1)))
+    return f"{cfg.child_name(child)}/{i:0{width}d}.png"
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(args):
+    cv2.setNumThreads(1)  # the pool already uses every core; nested threads only contend
+    _WORKER["args"] = args
+
+
+def _render_to_disk(i: int):
+    out, n, seed, cfg = _WORKER["args"]
+    rgb, mask, lab = render_one(i, seed, cfg)
+    rel = _rel_name(i, n, cfg, lab["child"])
+    # explicit compression level: PNG bytes then depend only on the pixels and OpenCV's zlib
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 3]
+    if not cv2.imwrite(str(out / "images" / rel), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params):
+        raise FgtoolError(f"could not write {out / 'images' / rel}")
+    if not cv2.imwrite(str(out / "segmentations" / rel), mask.astype(np.uint8) * 255, params):
+        raise FgtoolError(f"could not write {out / 'segmentations' / rel}")
+    return i, rel, lab
+
+
+def _render_to_memory(i: int):
+    _, _, seed, cfg = _WORKER["args"]
+    rgb, mask, lab = render_one(i, seed, cfg)
+    return i, rgb, mask, lab
+
+
+def _run(fn, args, n: int, workers: int, progress):
+    """Yield fn(i) for i in range(n), in order, on 1 or more processes."""
+    step = max(1, n // 200)
+    if workers == 1 or n < 64:
+        prev = dict(_WORKER)
+        _WORKER["args"] = args
+        try:
+            for i in range(n):
+                yield fn(i)
+                if progress and ((i + 1) % step == 0 or i + 1 == n):
+                    progress(i + 1, n)
+        finally:
+            _WORKER.clear()
+            _WORKER.update(prev)
+        return
+    import multiprocessing as mp
+
+    with mp.get_context().Pool(workers, initializer=_init_worker, initargs=(args,)) as pool:
+        for done, res in enumerate(pool.imap(fn, range(n), chunksize=32), 1):
+            yield res
+            if progress and (done % step == 0 or done == n):
+                progress(done, n)
+
+
+def _meta(n, seed, cfg: SynthConfig, complete: bool) -> dict:
+    return {
+        "generator": GENERATOR,
+        "version": VERSION,
+        "complete": complete,
+        "n": n,
+        "size": cfg.size,
+        "seed": seed,
+        "parents": list(PARENT_NAMES[: cfg.parents]),
+        "children_per_parent": cfg.children,
+        "n_children": cfg.n_children,
+        "backgrounds": list(BACKGROUND_NAMES[: cfg.backgrounds]),
+        "bg_corr": float(cfg.bg_corr),
+        "obj_area": [float(a) for a in cfg.obj_area],
+        # lists below are indexed by 0-based ids; the .txt label files are 1-based
+        "child_to_parent": cfg.child_to_parent(),
+        "child_names": [cfg.child_name(k) for k in range(cfg.n_children)],
+        "child_appearance": [{"colour": PALETTE[h][0], "pattern": PATTERN_NAMES[p]}
+                             for h, p in cfg.appearance],
+        "home_background": [cfg.home_background(p) for p in range(cfg.parents)],
+        "label_files_base": 1,
+    }
+
+
+def _prepare_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise FgtoolError(f"output path {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        meta_p = out / "meta.json"
+        try:
+            ours = json.loads(meta_p.read_text()).get("generator") == GENERATOR
+        except (OSError, ValueError, AttributeError):
+            ours = False
+        if not ours:
+            raise FgtoolError(f"output directory {out} is not empty and is not a previous synth output; "
+                              "choose a new or empty directory")
+        # stale images from a larger previous run would otherwise linger in the class folders
+        for sub in ("images", "segmentations"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def synth(out: str | Path, n: int = 6000, size: int = 64, seed: int = 0, parents: int = 4,
+          children: int = 3, backgrounds: int = 3, bg_corr: float = 0.5,
+          obj_area: tuple[float, float] = (0.20, 0.45), workers: int = 1,
+          progress: Callable[[int, int], None] | None = None) -> dict:
+    """Render the dataset to ``out`` in CUB layout and return the meta dict."""
+    validate(n, size, parents, children, backgrounds, bg_corr, obj_area, workers)
+    cfg = SynthConfig(int(size), int(parents), int(children), int(backgrounds), float(bg_corr),
+                      (float(obj_area[0]), float(obj_area[1])))
+    n, seed = int(n), int(seed)
+    out = Path(out)
+    _prepare_out(out)
+    # meta first (marked incomplete) so an interrupted run can be re-run into the same dir
+    (out / "meta.json").write_text(json.dumps(_meta(n, seed, cfg, False), indent=1))
+    for k in range(cfg.n_children):
+        (out / "images" / cfg.child_name(k)).mkdir(parents=True, exist_ok=True)
+        (out / "segmentations" / cfg.child_name(k)).mkdir(parents=True, exist_ok=True)
+
+    rows = [None] * n
+    for i, rel, lab in _run(_render_to_disk, (out, n, seed, cfg), n, int(workers), progress):
+        rows[i] = (rel, lab)
+
+    def _write(fname, fmt):
+        (out / fname).write_text("".join(fmt(i + 1, rel, lab) for i, (rel, lab) in enumerate(rows)))
+
+    _write("images.txt", lambda i, rel, lab: f"{i} {rel}\n")
+    _write("image_class_labels.txt", lambda i, rel, lab: f"{i} {lab['child'] + 1}\n")
+    _write("parent_labels.txt", lambda i, rel, lab: f"{i} {lab['parent'] + 1}\n")
+    _write("background_labels.txt", lambda i, rel, lab: f"{i} {lab['bg'] + 1}\n")
+    _write("bounding_boxes.txt",
+           lambda i, rel, lab: f"{i} " + " ".join(f"{v:.1f}" for v in lab["box"]) + "\n")
+    (out / "classes.txt").write_text("".join(f"{k + 1} {cfg.child_name(k)}\n" for k in range(cfg.n_children)))
+    meta = _meta(n, seed, cfg, True)
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    return meta
+
+
+def synth_arrays(n: int, size: int = 64, seed: int = 0, parents: int = 4, children: int = 3,
+                 backgrounds: int = 3, bg_corr: float = 0.5, obj_area: tuple[float, float] = (0.20, 0.45),
+                 workers: int = 1, progress: Callable[[int, int], None] | None = None) -> dict:
+    """The same images as :func:`synth`, in memory: ``images`` uint8 [n,H,W,3] (RGB),
+    ``masks`` bool [n,H,W], 0-based int64 ``child``, ``parent``, ``bg``, ``boxes`` float32
+    [n,4] (x, y, w, h), and ``child_to_parent`` int64 [n_children]."""
+    validate(n, size, parents, children, backgrounds, bg_corr, obj_area, workers)
+    cfg = SynthConfig(int(size), int(parents), int(children), int(backgrounds), float(bg_corr),
+                      (float(obj_area[0]), float(obj_area[1])))
+    n = int(n)
+    res = {
+        "images": np.zeros((n, size, size, 3), np.uint8),
+        "masks": np.zeros((n, size, size), bool),
+        "child": np.zeros(n, np.int64),
+        "parent": np.zeros(n, np.int64),
+        "bg": np.zeros(n, np.int64),
+        "boxes": np.zeros((n, 4), np.float32),
+    }
+    for i, rgb, mask, lab in _run(_render_to_memory, (None, n, int(seed), cfg), n, int(workers), progress):
+        res["images"][i], res["masks"][i] = rgb, mask
+        res["child"][i], res["parent"][i], res["bg"][i] = lab["child"], lab["parent"], lab["bg"]
+        res["boxes"][i] = lab["box"]
+    res["child_to_parent"] = np.array(cfg.child_to_parent(), np.int64)
+    return res

@@ -1,0 +1,56 @@
+"""Loss curves from metrics.jsonl (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    rows = []
+    p = Path(path)
+    if not p.exists():
+        return rows
+    for line in p.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue  # a half-written last line after a kill
+    return rows
+
+
+def plot_metrics(metrics: str | Path, out: str | Path, max_panels: int = 12) -> Path | None:
+    rows = read_jsonl(metrics)
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in rows[-1] if k not in ("step", "it_s")][:max_panels]
+    n = len(keys)
+    cols = min(4, n)
+    nrows = math.ceil(n / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.4 * nrows), squeeze=False)
+    steps = [r["step"] for r in rows]
+    for ax, k in zip(axes.flat, keys):
+        ax.plot(steps, [r.get(k, float("nan")) for r in rows], lw=1)
+        ax.set_title(k, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.supxlabel("step", fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=out.parent)
+    os.close(fd)
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,222 @@
+"""Layers shared by the backends (GLU up-blocks, residual blocks, patch discriminators).
+
+Every helper takes widths and sizes as arguments so the same code builds the paper's
+128 px networks and the 32 px test variants.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def conv3x3(cin: int, cout: int, bias: bool = False) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, 1, 1, bias=bias)
+
+
+class GLU(nn.Module):
+    """Gated linear unit over channels: first half * sigmoid(second half)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b = x.chunk(2, dim=1)
+        return a * torch.sigmoid(b)
+
+
+def up_block(cin: int, cout: int) -> nn.Sequential:
+    """Nearest x2, 3x3 conv to 2*cout, BN, GLU (the FineGAN/StackGAN up-block)."""
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), conv3x3(cin, cout * 2),
+                         nn.BatchNorm2d(cout * 2), GLU())
+
+
+def same_block(cin: int, cout: int) -> nn.Sequential:
+    """3x3 conv to 2*cout, BN, GLU at the same resolution (joint conv / halving block)."""
+    return nn.Sequential(conv3x3(cin, cout * 2), nn.BatchNorm2d(cout * 2), GLU())
+
+
+class ResBlock(nn.Module):
+    """conv-BN-GLU-conv-BN plus identity."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.body = nn.Sequential(conv3x3(ch, ch * 2), nn.BatchNorm2d(ch * 2), GLU(),
+                                  conv3x3(ch, ch), nn.BatchNorm2d(ch))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+def n_up(size: int, start: int = 4) -> int:
+    """Number of x2 up-blocks from ``start`` px to ``size`` px."""
+    n = int(round(math.log2(size / start)))
+    if start * 2**n != size:
+        raise ValueError(f"size {size} is not {start} * 2^k")
+    return n
+
+
+class CodeToImageBackbone(nn.Module):
+    """Linear(code -> 4x4xC, GLU) then up-blocks to ``size`` px, halving width to ``ngf``.
+
+    At 128 px with ngf=64 this is FineGAN's backbone: 1024@4 -> ... -> 64@128.
+    """
+
+    def __init__(self, in_dim: int, ngf: int, size: int, top_mult: int = 16):
+        super().__init__()
+        top = ngf * top_mult
+        self.top = top
+        self.fc = nn.Sequential(nn.Linear(in_dim, top * 16 * 2, bias=False), nn.BatchNorm1d(top * 16 * 2), GLU())
+        blocks, ch = [], top
+        for _ in range(n_up(size)):
+            nxt = max(ch // 2, ngf)
+            blocks.append(up_block(ch, nxt))
+            ch = nxt
+        self.ups = nn.Sequential(*blocks)
+        self.out_ch = ch
+
+    def forward(self, code: Tensor) -> Tensor:
+        h = self.fc(code).view(code.shape[0], self.top, 4, 4)
+        return self.ups(h)
+
+
+def tile(code: Tensor, like: Tensor) -> Tensor:
+    """Broadcast a [B,D] code to [B,D,H,W] like a feature map (for joint convs)."""
+    return code[:, :, None, None].expand(-1, -1, like.shape[2], like.shape[3]).to(like.dtype)
+
+
+def down_block(cin: int, cout: int, k: int = 4, s: int = 2, p: int = 1, bn: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, s, p, bias=not bn)]
+    if bn:
+        layers.append(nn.BatchNorm2d(cout))
+    layers.append(nn.LeakyReLU(0.2, inplace=True))
+    return nn.Sequential(*layers)
+
+
+class ImageEncoder(nn.Module):
+    """Strided convs from ``size`` px down to 4x4 with ``ndf*8`` channels.
+
+    Trunk of the child/parent discriminators and of the clustering heads.
+    """
+
+    def __init__(self, ndf: int, size: int, in_ch: int = 3):
+        super().__init__()
+        layers, ch = [down_block(in_ch, ndf, bn=False)], ndf
+        for _ in range(n_up(size) - 1):
+            nxt = min(ch * 2, ndf * 8)
+            layers.append(down_block(ch, nxt))
+            ch = nxt
+        self.net = nn.Sequential(*layers)
+        self.out_ch = ch
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+def patch_geometry(size: int) -> list[tuple[int, int]]:
+    """(kernel, stride) of FineGAN's background patch D, scaled with image size.
+
+    128 px: k4s2, k4s2, k4s1 + k4s1 head = receptive field 34, stride 4 (paper: 24x24 map
+    on 126 px). Smaller images get smaller fields so border-band patches still exist.
+    """
+    if size >= 128:
+        return [(4, 2), (4, 2), (4, 1), (4, 1)]
+    if size >= 64:
+        return [(4, 2), (4, 2), (3, 1), (3, 1)]
+    return [(4, 2), (3, 1), (3, 1), (3, 1)]
+
+
+def receptive_field(geom: list[tuple[int, int]]) -> tuple[int, int]:
+    rf, jump = 1, 1
+    for k, s in geom:
+        rf += (k - 1) * jump
+        jump *= s
+    return rf, jump
+
+
+class PatchDiscriminator(nn.Module):
+    """Valid-padding conv stack with two patch heads: real/fake and background/foreground."""
+
+    def __init__(self, ndf: int, size: int, in_ch: int = 3):
+        super().__init__()
+        geom = patch_geometry(size)
+        self.rf, self.stride = receptive_field(geom)
+        chans = [in_ch, ndf, ndf * 2, ndf * 4]
+        layers = []
+        for i, (k, s) in enumerate(geom[:-1]):
+            layers.append(down_block(chans[i], chans[i + 1], k, s, 0, bn=i > 0))
+        self.trunk = nn.Sequential(*layers)
+        k, s = geom[-1]
+        self.adv = nn.Conv2d(chans[3], 1, k, s, 0)
+        self.aux = nn.Conv2d(chans[3], 1, k, s, 0)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.trunk(x)
+        return self.adv(h), self.aux(h)
+
+    def patch_weights(self, box_mask: Tensor, out_hw: tuple[int, int], thresh: float = 1.0) -> Tensor:
+        """Per-patch background labels from a box mask [B,1,H,W] (1 inside the box).
+
+        A patch is background when at least ``thresh`` of its receptive field lies
+        outside the box; thresh=1 is FineGAN's rule (the field must not touch the box).
+        """
+        inside = F.avg_pool2d(box_mask.float(), self.rf, self.stride)
+        if inside.shape[-2:] != out_hw:
+            inside = F.interpolate(inside, size=out_hw, mode="nearest")
+        return (1.0 - inside >= thresh - 1e-6).float()
+
+
+def init_weights(module: nn.Module, kind: str = "orthogonal") -> None:
+    """FineGAN's init: orthogonal convs/linears, BN weight N(1, 0.02)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)):
+            if kind == "orthogonal":
+                nn.init.orthogonal_(m.weight, 1.0)
+            else:
+                nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+class InfoDiscriminator(nn.Module):
+    """Image trunk to 4x4, an optional real/fake head and a code-classifier (info) head.
+
+    FineGAN's parent D (info only) and child D (adv + info); also the encoders of
+    MixNMatch. ``features`` gives the pooled trunk output for clustering.
+    """
+
+    def __init__(self, ndf: int, size: int, n_classes: int, adv: bool = True, in_ch: int = 3):
+        super().__init__()
+        self.trunk = ImageEncoder(ndf, size, in_ch)
+        ch = self.trunk.out_ch
+        self.info = nn.Sequential(nn.Conv2d(ch, ch, 3, 1, 1, bias=False), nn.BatchNorm2d(ch),
+                                  nn.LeakyReLU(0.2, inplace=True), nn.Conv2d(ch, n_classes, 4, 1, 0))
+        self.adv = nn.Conv2d(ch, 1, 4, 1, 0) if adv else None
+
+    def forward_adv(self, x: Tensor) -> Tensor:
+        return self.adv(self.trunk(x)).flatten(1)
+
+    def forward_info(self, x: Tensor) -> Tensor:
+        return self.info(self.trunk(x)).flatten(1)
+
+    def forward(self, x: Tensor) -> tuple[Tensor | None, Tensor]:
+        h = self.trunk(x)
+        return (self.adv(h).flatten(1) if self.adv is not None else None), self.info(h).flatten(1)
+
+
+class Classifier(nn.Module):
+    """Conv trunk + global average pool + linear: a code re-predictor (FineGAN's phi)."""
+
+    def __init__(self, ndf: int, size: int, n_classes: int):
+        super().__init__()
+        self.trunk = ImageEncoder(ndf, size)
+        self.head = nn.Linear(self.trunk.out_ch, n_classes)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.trunk(x).mean(dim=(2, 3))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))

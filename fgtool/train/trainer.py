@@ -1,0 +1,398 @@
+"""The one training loop, and the only code that imports Accelerate.
+
+A backend says *what* to optimise (phases and losses); the trainer does the rest:
+one Adam per phase, ``requires_grad`` only on the phase's modules, autocast, backward,
+gradient averaging across processes, EMA of the generator, metrics.jsonl, fixed-seed
+grids, atomic checkpoints and exact resume (nets, EMA, optimisers, RNG and data order).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import checkpoint as ckpt
+from ..backends.base import Backend, Phase
+from ..config import RunConfig
+from ..errors import FgtoolError, NonFiniteLoss
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def resolve_module(nets: dict[str, nn.Module], name: str) -> nn.Module:
+    """``"Dc.info"`` -> nets["Dc"].info (a phase may train part of a net)."""
+    root, _, rest = name.partition(".")
+    m = nets[root]
+    return m.get_submodule(rest) if rest else m
+
+
+def phase_params(nets, phase: Phase) -> list[nn.Parameter]:
+    seen, params = set(), []
+    for name in phase.trains:
+        for p in resolve_module(nets, name).parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                params.append(p)
+    return params
+
+
+def rng_state() -> dict:
+    st = {"torch": torch.get_rng_state(), "numpy": _np_state(), "python": _py_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _np_state():
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]
+
+
+def _py_state():
+    version, internal, gauss = random.getstate()
+    return [version, torch.tensor(internal, dtype=torch.int64), gauss]
+
+
+def set_rng_state(st: dict) -> None:
+    torch.set_rng_state(st["torch"])
+    name, keys, pos, has_gauss, cached = st["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = st["python"]
+    random.setstate((version, tuple(int(x) for x in internal.tolist()), gauss))
+    if "cuda" in st and torch.cuda.is_available():
+        with contextlib.suppress(Exception):
+            torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def build_nets(backend: Backend, seed: int) -> dict[str, nn.Module]:
+    torch.manual_seed(seed)  # identical init on every process
+    return backend.build()
+
+
+def make_backend(cfg: RunConfig) -> Backend:
+    from .. import registry
+
+    return registry.get(cfg.model)(cfg.model_cfg, cfg.data.size)
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, src: nn.Module, decay: float) -> None:
+    ep = [p for p in ema.parameters()]
+    sp = [p.detach() for p in src.parameters()]
+    if ep:
+        torch._foreach_lerp_(ep, [s.to(e.dtype) for s, e in zip(sp, ep)], 1.0 - decay)
+    for eb, sb in zip(ema.buffers(), src.buffers()):
+        eb.copy_(sb)
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = True,
+                 log=None):
+        from accelerate import Accelerator  # the only import of accelerate in fgtool
+
+        self.cfg, self.out, self.progress = cfg, Path(out), progress
+        self.log = log or (lambda msg: None)
+        t = cfg.train
+        if t.threads > 0:
+            torch.set_num_threads(t.threads)
+        cpu = not torch.cuda.is_available()
+        if t.precision == "fp16" and cpu:
+            raise FgtoolError("train.precision=fp16 needs a GPU; on a CPU use bf16 or no")
+        self.acc = Accelerator(mixed_precision=t.precision, cpu=cpu)
+        self.device = self.acc.device
+        self.rank, self.world = self.acc.process_index, self.acc.num_processes
+        if t.batch_size % self.world:
+            raise FgtoolError(f"train.batch_size={t.batch_size} must divide by the {self.world} processes")
+
+        self.backend = make_backend(cfg)
+        self.nets = build_nets(self.backend, t.seed)
+        for m in self.nets.values():
+            m.to(self.device)
+            if t.channels_last:
+                m.to(memory_format=torch.channels_last)
+        self.ema = {k: copy.deepcopy(self.nets[k]).eval().requires_grad_(False)
+                    for k in self.backend.ema if t.ema_decay > 0 and k in self.nets}
+        self.phases = self.backend.phases()
+        self.opts = {ph.name: torch.optim.Adam(phase_params(self.nets, ph), lr=ph.lr, betas=ph.betas)
+                     for ph in self.phases}
+        self.scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16" else None
+        self.step = 0
+        self.last_good: Path | None = None
+        if resume:
+            self._load(self.out / "last.pt")
+        # codes drawn inside the losses differ per process, but are reproducible
+        if not resume:
+            torch.manual_seed(t.seed * 1000 + 1 + self.rank)
+            np.random.seed(t.seed + self.rank)
+            random.seed(t.seed + self.rank)
+        self._compiled = {}
+        if t.compile:
+            self.nets = {k: torch.compile(v) for k, v in self.nets.items()}
+
+    # ------------------------------------------------------------------ checkpoints
+    def _state(self) -> dict:
+        raw = {k: getattr(v, "_orig_mod", v) for k, v in self.nets.items()}
+        extra = {"scaler": self.scaler.state_dict()} if self.scaler else {}
+        return dict(config=self.cfg.to_dict(), step=self.step,
+                    nets={k: v.state_dict() for k, v in raw.items()},
+                    ema={k: v.state_dict() for k, v in self.ema.items()},
+                    optim={k: v.state_dict() for k, v in self.opts.items()},
+                    rng=rng_state(), extra=extra)
+
+    def save(self) -> Path:
+        if not self.acc.is_main_process:
+            return self.out / "last.pt"
+        state = self._state()
+        path = self.out / f"step_{self.step:07d}.pt"
+        ckpt.save(path, **state)
+        ckpt.save(self.out / "last.pt", **state)
+        self.last_good = path
+        if self.cfg.train.keep > 0:
+            old = sorted(self.out.glob("step_*.pt"))[: -self.cfg.train.keep]
+            for f in old:
+                f.unlink(missing_ok=True)
+        return path
+
+    def _load(self, path: Path) -> None:
+        ck = ckpt.load(path)
+        if ck["model"] != self.cfg.model:
+            raise FgtoolError(f"{path} holds a '{ck['model']}' model, not '{self.cfg.model}'")
+        try:
+            for k, sd in ck["nets"].items():
+                self.nets[k].load_state_dict(sd)
+            for k, sd in ck["ema"].items():
+                if k in self.ema:
+                    self.ema[k].load_state_dict(sd)
+            for k, sd in ck["optim"].items():
+                if k in self.opts:
+                    self.opts[k].load_state_dict(sd)
+        except (RuntimeError, KeyError) as e:
+            raise FgtoolError(f"{path} does not match this model config ({str(e).splitlines()[0][:120]})") from None
+        if self.scaler and "scaler" in ck["extra"]:
+            self.scaler.load_state_dict(ck["extra"]["scaler"])
+        if ck["rng"]:
+            set_rng_state(ck["rng"])
+        self.step = ck["step"]
+        self.last_good = path
+
+    # ------------------------------------------------------------------ one iteration
+    def _set_trainable(self, phase: Phase) -> None:
+        for m in self.nets.values():
+            m.requires_grad_(False)
+        for name in phase.trains:
+            resolve_module(self.nets, name).requires_grad_(True)
+
+    def _sync_grads(self, params) -> None:
+        if self.world == 1:
+            return
+        import torch.distributed as dist
+
+        grads = [p.grad for p in params if p.grad is not None]
+        if grads:
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat)
+            flat /= self.world
+            off = 0
+            for g in grads:
+                g.copy_(flat[off:off + g.numel()].view_as(g))
+                off += g.numel()
+
+    def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        batch["cache"] = {}  # per-iteration scratch a backend may share between phases
+        parts: dict[str, torch.Tensor] = {}
+        for phase in self.phases:
+            if not phase.active(self.step):
+                continue
+            self._set_trainable(phase)
+            opt = self.opts[phase.name]
+            opt.zero_grad(set_to_none=True)
+            with self.acc.autocast():
+                out = self.backend.loss(phase.name, self.nets, batch, self.step)
+            loss = out["loss"]
+            if self.scaler:
+                self.scaler.scale(loss).backward()
+            else:
+                loss.backward()
+            params = [p for g in opt.param_groups for p in g["params"]]
+            self._sync_grads(params)
+            if self.scaler:
+                self.scaler.step(opt)
+            else:
+                opt.step()
+            for k, v in out.items():
+                parts[f"{phase.name}/{k}" if k == "loss" else k] = v.detach().float()
+        if self.scaler:
+            self.scaler.update()
+        d = self.cfg.train.ema_decay
+        for k, e in self.ema.items():
+            ema_update(e, self.nets[k], 0.0 if self.step < self.cfg.train.ema_start else d)
+        self.step += 1
+        return parts
+
+    # ------------------------------------------------------------------ pictures
+    def inference_nets(self) -> dict[str, nn.Module]:
+        nets = {k: getattr(v, "_orig_mod", v) for k, v in self.nets.items()}
+        nets.update(self.ema)
+        return nets
+
+    @torch.no_grad()
+    def save_grids(self) -> list[Path]:
+        from ..io.images import save_grid
+
+        nets = self.inference_nets()
+        modes = {k: m.training for k, m in nets.items()}
+        for m in nets.values():
+            m.eval()
+        g = torch.Generator().manual_seed(1234)  # fixed codes: grids are comparable over time
+        try:
+            with self.acc.autocast():
+                grids = self.backend.grids(nets, g, "train")
+        finally:
+            for k, m in nets.items():
+                m.train(modes[k])
+        paths = []
+        for name, grid in grids.items():
+            p = self.out / "grids" / f"{name}_{self.step:07d}.png"
+            save_grid(grid.images.float().cpu(), p, nrow=grid.nrow, row_labels=grid.row_labels,
+                      col_labels=grid.col_labels, title=f"{name} @ step {self.step}")
+            save_grid(grid.images.float().cpu(), self.out / f"{name}.png", nrow=grid.nrow,
+                      row_labels=grid.row_labels, col_labels=grid.col_labels,
+                      title=f"{name} @ step {self.step}")
+            paths.append(p)
+        return paths
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, loader_fn) -> dict:
+        """Run until ``train.steps``. ``loader_fn(start_step, rank, world)`` yields batches."""
+        t = self.cfg.train
+        self.out.mkdir(parents=True, exist_ok=True)
+        metrics_path = self.out / "metrics.jsonl"
+        if self.step == 0 and metrics_path.exists() and self.acc.is_main_process:
+            metrics_path.unlink()  # fresh run in a folder we own
+        elif self.step > 0 and metrics_path.exists() and self.acc.is_main_process:
+            _truncate_metrics(metrics_path, self.step)  # rows after the checkpoint are replayed
+        for m in self.nets.values():
+            m.train()
+        if self.step >= t.steps:
+            return self._summary(0.0)
+        loader = loader_fn(self.step, self.rank, self.world)
+        sums: dict[str, torch.Tensor] = {}
+        count, t0, t_log = 0, time.time(), time.time()
+        start_step = self.step
+        bar = _Bar(t.steps, self.step, enabled=self.progress and self.acc.is_main_process)
+        try:
+            with bar:
+                for batch in loader:
+                    batch = {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v)
+                             for k, v in batch.items()}
+                    if t.channels_last:
+                        for k in ("image", "full"):
+                            if k in batch:
+                                batch[k] = batch[k].contiguous(memory_format=torch.channels_last)
+                    parts = self.train_step(batch)
+                    for k, v in parts.items():
+                        sums[k] = sums[k] + v if k in sums else v.clone()
+                    count += 1
+                    last = self.step >= t.steps
+                    if self.step % t.log_every == 0 or last or self.step % t.ckpt_every == 0:
+                        row = self._flush(sums, count, t_log, metrics_path)
+                        sums, count, t_log = {}, 0, time.time()
+                        bar.update(self.step, row)
+                    if self.step % t.sample_every == 0 or last:
+                        self.save_grids()
+                        self.plot_losses()
+                    if self.step % t.ckpt_every == 0 or last:
+                        self.save()
+                    if last:
+                        break
+        finally:
+            close = getattr(getattr(loader, "_iterator", None), "_shutdown_workers", None)
+            if close:
+                close()
+        return self._summary((time.time() - t0) / max(1, self.step - start_step))
+
+    def _flush(self, sums, count, t_log, metrics_path) -> dict:
+        vals = {k: (v / count).item() for k, v in sums.items()}  # one sync per log row
+        bad = [k for k, v in vals.items() if not math.isfinite(v)]
+        if bad:
+            where = f"{self.last_good}" if self.last_good else "none (no checkpoint yet)"
+            raise NonFiniteLoss(f"loss became non-finite ({', '.join(bad[:4])}) before step {self.step}; "
+                                f"stopped; last good checkpoint: {where}")
+        row = {"step": self.step, **{k: round(v, 6) for k, v in vals.items()},
+               "it_s": round(count / max(1e-9, time.time() - t_log), 4)}
+        if self.acc.is_main_process:
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        return row
+
+    def plot_losses(self) -> Path | None:
+        if not self.acc.is_main_process:
+            return None
+        from ..io.plots import plot_metrics
+
+        return plot_metrics(self.out / "metrics.jsonl", self.out / "loss_curve.png")
+
+    def _summary(self, sec_per_it: float) -> dict:
+        return {"run": str(self.out), "model": self.cfg.model, "step": self.step,
+                "checkpoint": str(self.out / "last.pt"),
+                "sec_per_it": round(sec_per_it, 4), "device": str(self.device),
+                "precision": self.cfg.train.precision, "processes": self.world}
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    keep = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+    ckpt.atomic_write_text(path, "".join(x + "\n" for x in keep))
+
+
+class _Bar:
+    """Rich progress bar on stderr with ETA and the latest loss parts."""
+
+    def __init__(self, total: int, start: int, enabled: bool):
+        self.enabled, self.total, self.start = enabled, total, start
+        self.p = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+
+            self.p = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                              TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                              console=Console(stderr=True), transient=False)
+            self.p.__enter__()
+            self.task = self.p.add_task("train", total=self.total, completed=self.start, info="")
+        return self
+
+    def update(self, step: int, row: dict) -> None:
+        if self.p:
+            keys = [k for k in row if k.endswith("/loss")] + [k for k in ("info_c", "phi_acc_c", "it_s") if k in row]
+            info = " ".join(f"{k.replace('/loss', '')}={row[k]:.3g}" for k in keys)
+            self.p.update(self.task, completed=step, info=info)
+
+    def __exit__(self, *exc):
+        if self.p:
+            self.p.__exit__(*exc)
+        return False
+
+
+def world_info() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
