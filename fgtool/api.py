@@ -142,6 +142,8 @@ def load(path: str | Path, device: str | None = None) -> Loaded:
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     for m in nets.values():
         m.to(dev).eval()
+        if cfg.train.channels_last:  # same memory format as training: same numbers
+            m.to(memory_format=torch.channels_last)
     return Loaded(cfg, backend, nets, ck["step"], Path(path))
 
 

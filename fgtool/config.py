@@ -236,6 +236,15 @@ def resolve(raw: dict[str, dict[str, Any]], model: str | None = None) -> RunConf
     name = model or model_values.pop("name", None) or "finegan"
     model_values.pop("name", None)
     backend_cls = registry.get(name)
+    # A recipe may hold per-backend tables ([model.finegan], [model.c3gan]): the chosen
+    # backend's table applies, the others are ignored. That keeps tiny.toml one file.
+    for key in [k for k, v in model_values.items() if isinstance(v, dict)]:
+        table = model_values.pop(key)
+        if key == name:
+            model_values = {**table, **model_values}
+        elif key not in registry.names():
+            raise FgtoolError(f"unknown table [model.{key}]; tables must be named after a model: "
+                              f"{', '.join(registry.names())}")
     return RunConfig(
         model=name,
         data=build_dataclass(DataConfig, raw.get("data", {}), "data"),

@@ -1,0 +1,45 @@
+"""Shared fixtures: a tiny synthetic dataset, the tiny recipe, clean Accelerate state."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "recipes" / "tiny.toml"
+CUB100 = ROOT.parent / "shared" / "data" / "cub100"
+
+torch.set_num_threads(1)  # steadier and no oversubscription on 2-core CI machines
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory) -> Path:
+    """48 images at 32 px: 2 parents x 3 children, boxes, masks, labels."""
+    from fgtool.data.synth import synth
+
+    out = tmp_path_factory.mktemp("synth") / "synth"
+    synth(out, n=48, size=32, seed=0, parents=2, children=3, backgrounds=2, workers=1)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _reset_accelerate():
+    """Accelerate keeps process-global state; tests that change precision must not leak."""
+    yield
+    try:
+        from accelerate.state import AcceleratorState, GradientState, PartialState
+
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+        PartialState._reset_state()
+    except Exception:  # pragma: no cover - older/newer accelerate
+        pass
+
+
+@pytest.fixture
+def tiny() -> Path:
+    return TINY
