@@ -54,6 +54,8 @@ def train(model: str | None = None, data: str | None = None, recipe: str | None 
     if not cfg.data.root:
         raise FgtoolError("no training data: pass --data DIR (or set data.root in the recipe)")
     run = Path(out) if out else Path("runs") / cfg.model
+    if run.exists() and not run.is_dir():
+        raise FgtoolError(f"--out {run} is a file, not a run folder")
     if not resume and run.exists() and any(run.iterdir()):
         raise FgtoolError(f"run folder {run} is not empty; pass --resume to continue it, or choose another --out")
 
@@ -216,7 +218,23 @@ def _vary_grid(m: Loaded, g, fixed: dict, vary: str, n: int):
     """Rows: independent draws of the other codes; columns: values of ``vary``."""
     sizes = m.backend.code_sizes()
     card = sizes[vary]
-    ncol = 8 if card == 0 else min(card, 10)
+    vals = None
+    if card == 0:
+        ncol = 8
+    else:
+        # only values of `vary` that keep the fixed codes (--fix p=1 --vary c: p's children);
+        # a backend may derive one code from another, and the derived one would win silently
+        def agrees(v: int) -> bool:
+            c1 = m.backend.sample_codes(1, torch.Generator().manual_seed(0), **{**fixed, vary: v})
+            want = {**fixed, vary: v}
+            return all(int(c1[k][0]) == fv for k, fv in want.items() if k in c1)
+
+        ok = [v for v in range(card) if agrees(v)]
+        if not ok:
+            raise FgtoolError(f"--vary {vary}: no value of {vary} is compatible with --fix "
+                              f"{', '.join(f'{k}={v}' for k, v in fixed.items())}")
+        ncol = min(len(ok), 10)
+        vals = torch.tensor(ok[:ncol])
     rows = max(1, min(8, n // ncol))
     base = m.backend.sample_codes(rows, g, **fixed)
     codes = {k: v.repeat_interleave(ncol, 0) for k, v in base.items()}
@@ -224,7 +242,6 @@ def _vary_grid(m: Loaded, g, fixed: dict, vary: str, n: int):
         codes[vary] = torch.randn(ncol, base[vary].shape[1], generator=g).repeat(rows, 1)
         cl = [f"{vary}{j}" for j in range(ncol)]
     else:
-        vals = torch.arange(ncol)
         codes = m.backend.sample_codes(rows * ncol, g, **{**fixed, vary: vals.repeat(rows)},
                                        **{k: codes[k] for k in ("z",) if k in codes and k != vary})
         cl = [f"{vary}={int(v)}" for v in vals]
@@ -383,7 +400,8 @@ def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | 
                 raise FgtoolError(f"{data} has no labels to score against")
             imgs = _load_small(imageset, 32, progress)
             kk = k or int(y.max() + 1)
-            result["metrics"] = pixel_kmeans_floor(imgs, y, kk, size=32, seed=seed)
+            keep = y >= 0  # score only the labelled images, and only the metrics asked for
+            result["metrics"] = pixel_kmeans_floor(imgs[keep], y[keep], kk, size=32, seed=seed, metrics=tuple(cl))
             result["source"] = "k-means on 32 px pixels"
             result["k"] = kk
             result["metrics"]["label"] = label

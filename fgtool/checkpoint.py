@@ -22,6 +22,10 @@ from .errors import FgtoolError
 FORMAT = "fgtool-checkpoint"
 VERSION = 1
 
+# mkstemp makes 0600 files; give checkpoints the mode any other file would get (umask)
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     path = Path(path)
@@ -32,6 +36,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -43,9 +48,17 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def save(path: str | Path, *, config: dict, step: int, nets: dict, ema: dict | None = None,

@@ -296,25 +296,39 @@ def data_synth(
 def main(argv: list[str] | None = None) -> int:
     """Console entry: user errors become one line on stderr and exit code 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)  # typer.Exit / --help / Ctrl-C return a code
     except FgtoolError as e:
-        err.print(f"fgtool: error: {e}", markup=False, highlight=False, soft_wrap=True)
+        err.print(f"fgtool: error: {e}", markup=False, highlight=False, emoji=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err.print("fgtool: interrupted", markup=False)
         return 130
-    except SystemExit as e:  # typer.Exit
+    except SystemExit as e:
         return int(e.code or 0)
-    except Exception as e:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            return e.exit_code
-        if isinstance(e, click.exceptions.Abort):
+    except Exception as e:
+        # click usage errors (typer >= 0.24 vendors click as typer._click, so match by shape)
+        if _is_click_error(e):
+            if type(e).__name__ == "NoArgsIsHelpError":  # bare `fgtool` / `fgtool data`: the help
+                e.show()
+                return int(e.exit_code)
+            msg = " ".join(str(e.format_message()).split())
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+            err.print(f"fgtool: error: {msg}{hint}", markup=False, highlight=False, emoji=False, soft_wrap=True)
+            return 2 if int(getattr(e, "exit_code", 1)) == 2 else int(getattr(e, "exit_code", 1))
+        if type(e).__name__ == "Abort" and type(e).__module__.split(".")[0] in ("click", "typer"):
             return 1
         raise
-    return 0
+    return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+
+
+def _is_click_error(e: BaseException) -> bool:
+    import click
+
+    if isinstance(e, click.exceptions.ClickException):
+        return True
+    return (type(e).__module__.split(".")[0] == "typer" and callable(getattr(e, "format_message", None))
+            and isinstance(getattr(e, "exit_code", None), int))
 
 
 def run() -> None:

@@ -11,12 +11,11 @@ import copy
 
 import pytest
 import torch
+from conftest import TINY
 
 from fgtool import api, registry
 from fgtool.backends.base import Backend, Grid
 from fgtool.train.trainer import Trainer, phase_params, resolve_module
-
-from conftest import TINY
 
 MODELS = registry.names()
 

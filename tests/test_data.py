@@ -1,6 +1,7 @@
 """fgtool.data: scanning layouts, boxes, the training dataset and resumable sampling."""
 
 import csv
+import gc
 import random
 import time
 from pathlib import Path
@@ -318,10 +319,15 @@ def test_dataset_pads_crops_that_leave_the_image(tmp_path):
 
 
 def test_dataset_draft_decode_matches_full_decode(tmp_path):
+    from fgtool.io.images import decode_image
+
     big = _box_image((800, 600), (300, 200, 200, 200))
-    big.save(tmp_path / "jpg" / "a.jpg" if (tmp_path / "jpg").mkdir() is None else None, quality=95)
-    (tmp_path / "png").mkdir()
-    big.save(tmp_path / "png" / "a.png")
+    for fmt in ("jpg", "png"):
+        (tmp_path / fmt).mkdir()
+        big.save(tmp_path / fmt / f"a.{fmt}", quality=95)
+    # 32 px of a 600 px short side needs 1/18 of the resolution: the decoder may go to 1/8
+    small, orig = decode_image(tmp_path / "jpg" / "a.jpg", plan=lambda wh: 32 / min(wh))
+    assert orig == (800, 600) and small.size == (100, 75)
     a = ImageDataset(scan(tmp_path / "jpg"), 32, train=False)[0]  # JPEG: DCT-scaled decode
     b = ImageDataset(scan(tmp_path / "png"), 32, train=False)[0]
     assert (a["image"] - b["image"]).abs().mean() < 0.05
@@ -389,6 +395,11 @@ def test_loader_worker_error_is_one_clean_line(tmp_path):
         list(loader)
     msg = str(ei.value)
     assert msg.startswith("cannot read image ") and "bad.png" in msg and "Traceback" not in msg
+    # workers are stopped at once (torch would otherwise wait 5 s in the garbage collector)
+    del loader, ei
+    t0 = time.perf_counter()
+    gc.collect()
+    assert time.perf_counter() - t0 < 2.0
 
 
 # --------------------------------------------------------------------------- real data

@@ -227,6 +227,12 @@ def test_contact_sheet_survives_bad_file(tmp_path):
     assert (tmp_path / "s.png").exists()
     bare_w = 3 * 64 + 4 * 2
     assert sheet.width > bare_w and sheet.height == 2 * 64 + 3 * 2
+    # None pads a short row with a blank white cell, without a warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        padded = np.asarray(contact_sheet([paths[4], None], None, ncol=2, size=48))
+    assert padded.shape == (48 + 4, 2 * 48 + 6, 3)
+    assert tuple(padded[20, 2 + 20]) == (160, 0, 0) and tuple(padded[20, 4 + 48 + 20]) == (255, 255, 255)
 
 
 def test_list_images_filters_and_sorts(tmp_path):

@@ -19,8 +19,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import FgtoolError
-from ..nn.blocks import (Classifier, CodeToImageBackbone, InfoDiscriminator, PatchDiscriminator, ResBlock,
-                         conv3x3, init_weights, same_block, tile)
+from ..nn.blocks import (
+    Classifier,
+    CodeToImageBackbone,
+    InfoDiscriminator,
+    PatchDiscriminator,
+    ResBlock,
+    conv3x3,
+    init_weights,
+    same_block,
+    tile,
+)
 from ..nn.compose import composite, one_hot
 from ..registry import register
 from .base import Backend, Grid, Phase, as_rgb

@@ -402,12 +402,16 @@ def contact_sheet(paths_or_images: Iterable, path=None, ncol: int = 8, size: int
                   labels: Sequence[str] | None = None) -> Image.Image:
     """Thumbnail sheet (e.g. members of a cluster): ``ncol`` per row, one label per row.
 
-    Items may be paths, PIL images or ``[3,H,W]`` tensors in ``[-1,1]``. Thumbnails are
+    Items may be paths, PIL images, ``[3,H,W]`` tensors in ``[-1,1]`` or None (a blank white
+    cell, to pad a short row). Thumbnails are
     centre-cropped squares of ``size`` px. Unreadable files become a grey crossed tile and a
     warning, so one bad file does not lose the whole sheet.
     """
     thumbs = []
     for item in paths_or_images:
+        if item is None:  # an empty cell, e.g. to end a short row
+            thumbs.append(torch.ones(3, size, size))
+            continue
         if isinstance(item, torch.Tensor):
             img = to_pil(item)
         elif isinstance(item, Image.Image):

@@ -26,7 +26,6 @@ from ..backends.base import Backend, Phase
 from ..config import RunConfig
 from ..errors import FgtoolError, NonFiniteLoss
 
-
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -285,11 +284,19 @@ class Trainer:
             metrics_path.unlink()  # fresh run in a folder we own
         elif self.step > 0 and metrics_path.exists() and self.acc.is_main_process:
             _truncate_metrics(metrics_path, self.step)  # rows after the checkpoint are replayed
+        if self.step > 0 and self.acc.is_main_process:
+            for f in self.out.glob(".*.tmp"):  # half-written files of a run killed mid-save
+                f.unlink(missing_ok=True)
         for m in self.nets.values():
             m.train()
         if self.step >= t.steps:
             return self._summary(0.0)
         loader = loader_fn(self.step, self.rank, self.world)
+        if isinstance(loader, torch.utils.data.DataLoader) and loader.generator is None:
+            # A DataLoader draws its workers' base seed from the *global* torch RNG each time
+            # an iterator is made; a resumed run makes one more than an uninterrupted run, which
+            # would shift every code drawn after the resume. Give it its own generator.
+            loader.generator = torch.Generator().manual_seed(t.seed * 1000 + 2 + self.rank)
         sums: dict[str, torch.Tensor] = {}
         count, t0, t_log = 0, time.time(), time.time()
         start_step = self.step
@@ -372,8 +379,14 @@ class _Bar:
     def __enter__(self):
         if self.enabled:
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self.p = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                               TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
