@@ -53,11 +53,15 @@ def train(model: str | None = None, data: str | None = None, recipe: str | None 
         return cfg.to_dict()
     if not cfg.data.root:
         raise FgtoolError("no training data: pass --data DIR (or set data.root in the recipe)")
+    cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())  # resumable from any folder
     run = Path(out) if out else Path("runs") / cfg.model
     if run.exists() and not run.is_dir():
         raise FgtoolError(f"--out {run} is a file, not a run folder")
     if not resume and run.exists() and any(run.iterdir()):
-        raise FgtoolError(f"run folder {run} is not empty; pass --resume to continue it, or choose another --out")
+        # a run that died before its first checkpoint may be started again; anything else
+        # in the folder (a user's files, checkpoints) is never overwritten
+        if not (run / "config.json").exists() or any(run.glob("*.pt")):
+            raise FgtoolError(f"run folder {run} is not empty; pass --resume to continue it, or choose another --out")
 
     from .data.datasets import ImageDataset, make_loader, scan
 
@@ -67,10 +71,10 @@ def train(model: str | None = None, data: str | None = None, recipe: str | None 
         raise FgtoolError(f"only {len(imageset.records)} images in {d.root}, fewer than "
                           f"train.batch_size={t.batch_size}")
     ds = ImageDataset(imageset, d.size, train=True, box_mode=d.box_mode, crop_scale=d.crop_scale,
-                      pseudo_border=d.pseudo_border, flip=d.flip, seed=t.seed)
+                      pseudo_border=d.pseudo_border, flip=d.flip, seed=t.seed, skip_bad=d.skip_bad)
     run.mkdir(parents=True, exist_ok=True)
-    if not resume:  # the resolved config lands before step 0
-        ckpt.atomic_write_text(run / "config.json", cfg.to_json() + "\n")
+    # the resolved config lands before step 0 (and again on resume: steps may have grown)
+    ckpt.atomic_write_text(run / "config.json", cfg.to_json() + "\n")
 
     from .train.trainer import Trainer
 
@@ -527,10 +531,10 @@ def gif(ckpt_path: str, out: str, walk: str = "z", frames: int = 24, n: int = 8,
     seq = []
     if sizes[walk] == 0:
         keys = [base[walk]] + [torch.randn(base[walk].shape, generator=g) for _ in range(3)] + [base[walk]]
-        per = max(2, frames // (len(keys) - 1))
-        for a, b in zip(keys[:-1], keys[1:]):
-            for t in np.linspace(0, 1, per, endpoint=False):
-                seq.append({**base, walk: _slerp(a, b, float(t))})
+        # a closed loop through random points: exactly ``frames`` frames, the last leading back
+        for u in np.linspace(0, len(keys) - 1, frames, endpoint=False):
+            i, t = int(u), float(u - int(u))
+            seq.append({**base, walk: _slerp(keys[i], keys[i + 1], t)})
     else:
         # keep z and the other categorical codes; a fresh generator per frame keeps any
         # code the backend derives (a child under a walked parent) the same across frames

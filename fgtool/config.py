@@ -203,8 +203,14 @@ def load_recipe(path: str | Path | None) -> dict[str, dict[str, Any]]:
     if path is None:
         return {}
     p = Path(path)
+    if not p.is_file() and p.suffix == "" and len(p.parts) == 1:
+        # --recipe tiny -> recipes/tiny.toml here or in the source tree
+        for base in (Path.cwd() / "recipes", Path(__file__).resolve().parents[1] / "recipes"):
+            if (base / f"{p.name}.toml").is_file():
+                p = base / f"{p.name}.toml"
+                break
     if not p.is_file():
-        raise FgtoolError(f"recipe not found: {p}")
+        raise FgtoolError(f"recipe not found: {path}")
     try:
         with open(p, "rb") as f:
             data = tomllib.load(f)

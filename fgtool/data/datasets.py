@@ -369,7 +369,8 @@ class ImageDataset(Dataset):
 
     def __init__(self, imageset: ImageSet, size: int, train: bool = True, box_mode: str = "auto",
                  crop_scale: float = 1.5, pseudo_border: float = 0.15, flip: bool = True,
-                 jitter: float = 76 / 64, seed: int = 0, with_masks: bool = False):
+                 jitter: float = 76 / 64, seed: int = 0, with_masks: bool = False, skip_bad: bool = False):
+        self.skip_bad = skip_bad
         if box_mode not in BOX_MODES:
             raise FgtoolError(f"unknown box_mode {box_mode!r} (use one of {', '.join(BOX_MODES)})")
         if box_mode == "gt" and not any(r.box is not None for r in imageset.records):
@@ -425,6 +426,19 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, item) -> dict[str, torch.Tensor]:
         index, aug_seed = self._resolve(item)
+        if not self.skip_bad:
+            return self._item(index, aug_seed)
+        # the scan reads headers only; a file that fails to decode later is swapped for the
+        # next readable one (deterministically), with a warning, instead of killing a run
+        for k in range(len(self)):
+            j = (index + k) % len(self)
+            try:
+                return self._item(j, aug_seed)
+            except FgtoolError as e:
+                warnings.warn(f"skipping unreadable image: {e}", stacklevel=2)
+        raise FgtoolError("no readable images left")
+
+    def _item(self, index: int, aug_seed: int) -> dict[str, torch.Tensor]:
         rec = self.imageset.records[index]
         rng = random.Random(aug_seed)
         geo: dict = {}
