@@ -144,7 +144,8 @@ def load(path: str | Path, device: str | None = None) -> Loaded:
         for k, sd in ck["ema"].items():
             nets[k].load_state_dict(sd)
     except (RuntimeError, KeyError) as e:
-        raise FgtoolError(f"{path}: weights do not fit the model described in it ({str(e).splitlines()[0][:100]})") from None
+        reason = str(e).splitlines()[0][:100]
+        raise FgtoolError(f"{path}: weights do not fit the model described in it ({reason})") from None
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     for m in nets.values():
         m.to(dev).eval()

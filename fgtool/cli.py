@@ -140,7 +140,8 @@ def cluster(
     data: str = typer.Option(..., "--data", "-d"),
     out: str = typer.Option("clusters.json", "--out", "-o"),
     k: Optional[int] = typer.Option(None, "--k", help="Number of clusters (default: the model's fine classes)."),
-    features: str = typer.Option("all", "--features", help="Feature group: all, or one the model names (parent, child)."),
+    features: str = typer.Option("all", "--features",
+                                 help="Feature group: all, or one the model names (parent, child)."),
     split: Optional[str] = typer.Option(None, "--split", help="train or test (split.csv / train_test_split.txt)."),
     max_images: int = typer.Option(0, "--max-images"),
     label: str = typer.Option("class", "--label", help="Ground truth to score against when known: class, parent, bg."),
@@ -205,7 +206,8 @@ def gif(
     _emit(api.gif(ckpt, out, walk=walk, frames=frames, n=n, seed=seed, fps=fps), as_json, "gif")
 
 
-@app.command(epilog="Example: fgtool mix --ckpt runs/mnm/last.pt --bg a.jpg --shape b.jpg --texture c.jpg --out mix.png")
+@app.command(epilog="Example: fgtool mix --ckpt runs/mnm/last.pt --bg a.jpg --shape b.jpg --texture c.jpg "
+                    "--out mix.png")
 def mix(
     ckpt: str = typer.Option(..., "--ckpt"),
     bg: Optional[str] = typer.Option(None, "--bg"),

@@ -116,14 +116,15 @@ class ImageEncoder(nn.Module):
 def patch_geometry(size: int) -> list[tuple[int, int]]:
     """(kernel, stride) of FineGAN's background patch D, scaled with image size.
 
-    128 px: k4s2, k4s2, k4s1 + k4s1 head = receptive field 34, stride 4 (paper: 24x24 map
-    on 126 px). Smaller images get smaller fields so border-band patches still exist.
+    128 px: k4s2, k4s2, k4s1 + k4s1 head = receptive field 34 (27% of the side), stride 4:
+    the paper's 24x24 map on 126 px. Smaller images keep the field near that share of the
+    side, so that patches outside the object box still exist: 64 px -> 18, 32 px -> 9.
     """
     if size >= 128:
         return [(4, 2), (4, 2), (4, 1), (4, 1)]
     if size >= 64:
-        return [(4, 2), (4, 2), (3, 1), (3, 1)]
-    return [(4, 2), (3, 1), (3, 1), (3, 1)]
+        return [(4, 2), (4, 2), (3, 1), (1, 1)]
+    return [(3, 1), (3, 2), (3, 1), (1, 1)]
 
 
 def receptive_field(geom: list[tuple[int, int]]) -> tuple[int, int]:
