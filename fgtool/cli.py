@@ -7,6 +7,7 @@ tables go to stderr; exit 0 = success, 2 = user error (one line), 1 = bug.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import List, Optional
 
@@ -37,6 +38,8 @@ JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON on stdou
 
 
 def _emit(result, as_json: bool, title: str) -> None:
+    if int(os.environ.get("RANK", "0")) != 0:  # multi-process runs: one report, from rank 0
+        return
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
         sys.stdout.flush()

@@ -330,7 +330,21 @@ class Trainer:
             close = getattr(getattr(loader, "_iterator", None), "_shutdown_workers", None)
             if close:
                 close()
+        self._check_in_sync()
         return self._summary((time.time() - t0) / max(1, self.step - start_step))
+
+    def _check_in_sync(self) -> None:
+        """Multi-process: every rank must hold the same weights (gradients are averaged)."""
+        if self.world == 1:
+            return
+        import torch.distributed as dist
+
+        total = torch.stack([p.detach().float().sum() for m in self.nets.values() for p in m.parameters()]).sum()
+        lo, hi = total.clone().reshape(1), total.clone().reshape(1)
+        dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+        dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+        if not torch.allclose(lo, hi, rtol=1e-5, atol=1e-4):
+            raise RuntimeError(f"processes diverged: parameter sums {lo.item()} vs {hi.item()}")
 
     def _flush(self, sums, count, t_log, metrics_path) -> dict:
         vals = {k: (v / count).item() for k, v in sums.items()}  # one sync per log row
