@@ -137,12 +137,18 @@ def load(path: str | Path, device: str | None = None) -> Loaded:
     backend_cls = registry.get(cfg.model)
     backend = backend_cls(cfg.model_cfg, cfg.data.size)
     nets = backend.build()
+    if backend.inference_nets:  # discriminators are training-only: don't build what isn't used
+        nets = {k: v for k, v in nets.items() if k in backend.inference_nets}
+    missing = [k for k in nets if k not in ck["nets"]]
+    if missing:
+        raise FgtoolError(f"{path}: checkpoint lacks the weights of {', '.join(missing)}")
     try:
         for k, sd in ck["nets"].items():
             if k in nets:
                 nets[k].load_state_dict(sd)
         for k, sd in ck["ema"].items():
-            nets[k].load_state_dict(sd)
+            if k in nets:
+                nets[k].load_state_dict(sd)
     except (RuntimeError, KeyError) as e:
         reason = str(e).splitlines()[0][:100]
         raise FgtoolError(f"{path}: weights do not fit the model described in it ({reason})") from None
@@ -515,7 +521,7 @@ def _seg_eval(ckpt_path, data, split, max_images, workers) -> dict:
 
 
 def gif(ckpt_path: str, out: str, walk: str = "z", frames: int = 24, n: int = 8, seed: int = 0,
-        fps: int = 8) -> dict:
+        fps: int = 8, frames_dir: str | None = None) -> dict:
     """A latent walk: a row of ``n`` samples whose ``walk`` code moves smoothly (z: spherical
     interpolation through random points) or steps through its values (categorical codes)."""
     from torchvision.utils import make_grid
@@ -549,7 +555,14 @@ def gif(ckpt_path: str, out: str, walk: str = "z", frames: int = 24, n: int = 8,
             x = m.backend.generate(m.nets, codes)["image"].float().cpu()
             imgs.append(make_grid(x, nrow=n, padding=2, value_range=(-1, 1), normalize=True) * 2 - 1)
     p = write_gif(imgs, out, fps=fps)
-    return {"gif": str(p), "frames": len(imgs), "walk": walk, "n": n}
+    res = {"gif": str(p), "frames": len(imgs), "walk": walk, "n": n}
+    if frames_dir:  # every frame as a PNG too, for slides or ffmpeg
+        from .io.images import save_image
+
+        for i, im in enumerate(imgs):
+            save_image(im, Path(frames_dir) / f"frame_{i:04d}.png")
+        res["frames_dir"] = str(frames_dir)
+    return res
 
 
 def _slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:

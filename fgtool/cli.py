@@ -201,12 +201,14 @@ def gif(
     n: int = typer.Option(8, "--n", help="Samples side by side."),
     seed: int = typer.Option(0, "--seed"),
     fps: int = typer.Option(8, "--fps"),
+    frames_dir: Optional[str] = typer.Option(None, "--frames-dir", help="Also write every frame as PNG here."),
     as_json: bool = JSON_OPT,
 ):
     """Make a GIF of a latent walk."""
     from . import api
 
-    _emit(api.gif(ckpt, out, walk=walk, frames=frames, n=n, seed=seed, fps=fps), as_json, "gif")
+    _emit(api.gif(ckpt, out, walk=walk, frames=frames, n=n, seed=seed, fps=fps, frames_dir=frames_dir),
+          as_json, "gif")
 
 
 @app.command(epilog="Example: fgtool mix --ckpt runs/mnm/last.pt --bg a.jpg --shape b.jpg --texture c.jpg "

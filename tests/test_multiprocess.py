@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import TINY
 
 # about 20 s: two interpreters plus a gloo process group
