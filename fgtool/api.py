@@ -162,7 +162,8 @@ def load(path: str | Path, device: str | None = None) -> Loaded:
 
 def info(ckpt_path: str) -> dict:
     m = load(ckpt_path, device="cpu")
-    params = {k: sum(p.numel() for p in v.parameters()) for k, v in m.nets.items()}
+    # count every net the model trains, discriminators included (load keeps only inference nets)
+    params = {k: sum(p.numel() for p in v.parameters()) for k, v in m.backend.build().items()}
     return {"checkpoint": str(ckpt_path), "model": m.cfg.model, "step": m.step,
             "capabilities": m.backend.capabilities(), "params": params,
             "format_version": ckpt.VERSION, "config": m.cfg.to_dict()}
