@@ -198,10 +198,12 @@ class FineGAN(Backend):
         parts = {"g_bg_adv": bg_adv, "g_bg_aux": bg_aux, "g_child_adv": child_adv, "info_p": info_p,
                  "info_c": info_c}
         area = out["child_mask"].float().mean()
-        if c.w_mask_area > 0:
+        if c.w_mask_area > 0:  # keep both masks' mean inside the expected object size
             lo, hi = c.mask_area
-            per = out["child_mask"].float().mean(dim=(1, 2, 3))
-            prior = (F.relu(lo - per) + F.relu(per - hi)).mean()
+            prior = 0.0
+            for k in ("parent_mask", "child_mask"):
+                per = out[k].float().mean(dim=(1, 2, 3))
+                prior = prior + (F.relu(lo - per) + F.relu(per - hi)).mean()
             loss = loss + c.w_mask_area * prior
             parts["mask_prior"] = prior
         parts["mask_area"] = area.detach()
