@@ -50,6 +50,7 @@ class FineGANConfig:
     w_info_p: float = 1.0
     w_info_c: float = 1.0
     bg_patch_thresh: float = 1.0  # share of a patch's field that must be outside the box (paper: 1)
+    bg_warmup: int = 0  # steps over which real background patches fade from all to box-outside ones
     w_mask_area: float = 0.0  # optional prior: hinge on mean child-mask area outside mask_area range
     mask_area: tuple[float, float] = (0.1, 0.9)
     phi_every: int = 2  # cluster heads step every N iterations (0 = never)
@@ -173,7 +174,9 @@ class FineGAN(Backend):
 
     # ---------------------------------------------------------------- losses
     def loss(self, phase, nets, batch, step) -> dict[str, Tensor]:
-        return {"G": self._loss_g, "D": self._loss_d, "phi": self._loss_phi}[phase](nets, batch)
+        if phase == "D":
+            return self._loss_d(nets, batch, step)
+        return {"G": self._loss_g, "phi": self._loss_phi}[phase](nets, batch)
 
     def _fake(self, nets, batch, grad: bool) -> tuple[dict, dict]:
         cache = batch.setdefault("cache", {})
@@ -209,7 +212,7 @@ class FineGAN(Backend):
         parts["mask_area"] = area.detach()
         return {"loss": loss, **parts}
 
-    def _loss_d(self, nets, batch) -> dict[str, Tensor]:
+    def _loss_d(self, nets, batch, step: int = 0) -> dict[str, Tensor]:
         c = self.cfg
         out, _ = self._fake(nets, batch, grad=False)
         fake_bg, fake_img = out["background"].detach(), out["image"].detach()
@@ -220,8 +223,15 @@ class FineGAN(Backend):
             w = Dbg.patch_weights(batch["fg"], tuple(r_adv.shape[-2:]), c.bg_patch_thresh)
         else:  # box_mode none: every patch counts as background
             w = torch.ones_like(r_adv)
+        w_adv = w
+        if step < c.bg_warmup:
+            # Small images leave few background patches (2-12% at 32-64 px), and a patch D
+            # trained on so few real patches stalls the background generator at a flat
+            # colour. Start from every patch counting as real and fade to the box labels.
+            a = 1.0 - step / c.bg_warmup
+            w_adv = w + (1.0 - w) * a
         # real patches count only where they are background; rescale by N / sum(w)
-        bg_real = (bce(r_adv, 1.0, "none") * w).sum() / w.sum().clamp(min=1.0)
+        bg_real = (bce(r_adv, 1.0, "none") * w_adv).sum() / w_adv.sum().clamp(min=1.0)
         f_adv, _ = Dbg(fake_bg)
         bg_fake = bce(f_adv, 0.0)
         bg_aux = bce(r_aux, w)

@@ -32,7 +32,7 @@ from ..errors import FgtoolError, NonFiniteLoss
 def resolve_module(nets: dict[str, nn.Module], name: str) -> nn.Module:
     """``"Dc.info"`` -> nets["Dc"].info (a phase may train part of a net)."""
     root, _, rest = name.partition(".")
-    m = nets[root]
+    m = getattr(nets[root], "_orig_mod", nets[root])  # see through torch.compile
     return m.get_submodule(rest) if rest else m
 
 

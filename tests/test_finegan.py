@@ -1,0 +1,82 @@
+"""FineGAN specifics: patch geometry and labels, code hierarchy, compositing, warm-up."""
+
+from __future__ import annotations
+
+import torch
+from conftest import TINY
+
+from fgtool import api
+from fgtool.backends.finegan import FineGAN, bce
+from fgtool.nn.blocks import PatchDiscriminator
+
+
+def _backend(*sets):
+    cfg = api.resolve_config("finegan", None, str(TINY), list(sets))
+    return FineGAN(cfg.model_cfg, cfg.data.size)
+
+
+def test_paper_patch_geometry_at_128px():
+    d = PatchDiscriminator(4, 128)
+    adv, aux = d(torch.zeros(1, 3, 128, 128))
+    assert (d.rf, d.stride) == (34, 4)
+    assert adv.shape[-2:] == (24, 24) and aux.shape == adv.shape
+
+
+def test_patch_labels_follow_the_paper_rule():
+    d = PatchDiscriminator(4, 128)
+    box = torch.zeros(1, 1, 128, 128)
+    box[..., 60:100, 60:100] = 1  # object box, x and y in [60, 100)
+    w = d.patch_weights(box, (24, 24), thresh=1.0)
+    # patch (i, j) sees pixels [4i, 4i+34): background iff that window misses [60, 100)
+    for i in range(24):
+        for j in range(24):
+            hit = (4 * i < 100 and 4 * i + 34 > 60) and (4 * j < 100 and 4 * j + 34 > 60)
+            assert w[0, 0, i, j] == (0.0 if hit else 1.0), (i, j)
+    # a looser threshold admits patches that only graze the box
+    assert d.patch_weights(box, (24, 24), thresh=0.5).sum() > w.sum()
+
+
+def test_codes_follow_the_hierarchy():
+    b = _backend()  # tiny: 6 children, 2 parents -> 3 children per parent
+    g = torch.Generator().manual_seed(0)
+    codes = b.sample_codes(200, g)
+    assert torch.equal(codes["p"], codes["c"] // 3)
+    assert torch.equal(codes["b"], codes["c"])  # b = c while training
+    free = b.sample_codes(200, g, tie_b=False)
+    assert (free["b"] != free["c"]).float().mean() > 0.5
+    fixed = b.sample_codes(50, g, p=1)
+    assert set(fixed["c"].tolist()) <= {3, 4, 5} and (fixed["p"] == 1).all()
+    assert (b.sample_codes(7, g, c=4)["p"] == 1).all()
+
+
+def test_images_are_the_stated_composites():
+    b = _backend()
+    nets = b.build()
+    for m in nets.values():
+        m.eval()
+    with torch.no_grad():
+        out = b.generate(nets, b.sample_codes(4, torch.Generator().manual_seed(1)))
+    P = out["parent_mask"] * out["parent_fg"] + (1 - out["parent_mask"]) * out["background"]
+    C = out["child_mask"] * out["child_fg"] + (1 - out["child_mask"]) * P
+    assert torch.allclose(out["parent"], P, atol=1e-6)
+    assert torch.allclose(out["image"], C, atol=1e-6)
+
+
+def test_background_warmup_fades_from_all_patches_to_box_labels():
+    b = _backend("model.bg_warmup=100", "model.bg_patch_thresh=1.0")
+    torch.manual_seed(0)
+    nets = b.build()
+    s = b.size
+    fg = torch.zeros(4, 1, s, s)
+    fg[..., 4:28, 4:28] = 1
+    batch = {"image": torch.rand(4, 3, s, s) * 2 - 1, "fg": fg}
+    r_adv, _ = nets["Dbg"](batch["image"])
+    w = nets["Dbg"].patch_weights(fg, tuple(r_adv.shape[-2:]), 1.0)
+    per_patch = bce(r_adv, 1.0, "none")
+    all_patches = per_patch.mean()
+    boxed = (per_patch * w).sum() / w.sum().clamp(min=1)
+    assert not torch.isclose(all_patches, boxed)
+    for step, expect in ((0, all_patches), (100, boxed)):
+        batch["cache"] = {}
+        parts = b.loss("D", nets, batch, step)
+        assert torch.isclose(parts["d_bg_real"], expect, atol=1e-5), step
