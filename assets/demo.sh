@@ -5,7 +5,7 @@
 set -euo pipefail
 OUT=${1:-runs/demo}
 FG=${FGTOOL:-.venv/bin/fgtool}
-STEPS=${DEMO_STEPS:-900}
+STEPS=${DEMO_STEPS:-1000}
 mkdir -p "$OUT"
 echo "== 1/6 synthetic data (2,000 images, 4 shapes x 3 appearances, 3 backgrounds)" >&2
 [ -f "$OUT/data/meta.json" ] || $FG data synth --out "$OUT/data" --n 2000 --size 64 --seed 0 --quiet --json > "$OUT/synth.json"
@@ -14,7 +14,7 @@ if [ -f "$OUT/run/last.pt" ]; then
   $FG train --resume --out "$OUT/run" --set train.steps=$STEPS --json > "$OUT/train.json"
 else
   $FG train --model finegan --data "$OUT/data" --recipe recipes/synth-finegan.toml --out "$OUT/run" \
-    --set train.steps=$STEPS --set train.sample_every=300 --set train.ckpt_every=300 --json > "$OUT/train.json"
+    --set train.steps=$STEPS --set train.sample_every=250 --set train.ckpt_every=250 --set model.bg_warmup=500 --json > "$OUT/train.json"
 fi
 echo "== 3/6 sample grids: samples, per-stage layers, hierarchy" >&2
 $FG sample --ckpt "$OUT/run/last.pt" --out "$OUT/samples.png" --json > "$OUT/sample.json"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 
@@ -46,11 +44,9 @@ def plot_metrics(metrics: str | Path, out: str | Path, max_panels: int = 12) -> 
         ax.axis("off")
     fig.supxlabel("step", fontsize=8)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=out.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, out)
-    return out
+    from ..checkpoint import atomic_write
+
+    try:
+        return atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=90))
+    finally:
+        plt.close(fig)
