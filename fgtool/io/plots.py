@@ -20,7 +20,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return rows
 
 
-def plot_metrics(metrics: str | Path, out: str | Path, max_panels: int = 12) -> Path | None:
+def plot_metrics(metrics: str | Path, out: str | Path, max_panels: int = 20) -> Path | None:
     rows = read_jsonl(metrics)
     if not rows:
         return None
