@@ -15,6 +15,7 @@ import math
 import os
 import random
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -319,11 +320,10 @@ class Trainer:
                         row = self._flush(sums, count, t_log, metrics_path)
                         sums, count, t_log = {}, 0, time.time()
                         bar.update(self.step, row)
-                    if self.step % t.sample_every == 0 or last:
-                        self.save_grids()
-                        self.plot_losses()
                     if self.step % t.ckpt_every == 0 or last:
-                        self.save()
+                        self.save()  # before pictures: a picture must never cost a checkpoint
+                    if self.step % t.sample_every == 0 or last:
+                        self._pictures()
                     if last:
                         break
         finally:
@@ -359,6 +359,13 @@ class Trainer:
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(row) + "\n")
         return row
+
+    def _pictures(self) -> None:
+        try:
+            self.save_grids()
+            self.plot_losses()
+        except (OSError, ValueError, RuntimeError, ImportError) as e:  # a full disk, a bad font...
+            warnings.warn(f"could not write grids/loss curve at step {self.step}: {e}", stacklevel=2)
 
     def plot_losses(self) -> Path | None:
         if not self.acc.is_main_process:

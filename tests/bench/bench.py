@@ -143,17 +143,18 @@ def main() -> None:
         print(json.dumps(child(args)))
         return
     iters = 3 if args.quick else args.iters
+    warm = 1 if args.quick else args.warmup
     report = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "threads": args.threads},
               "protocol": "medians of timed steps after warm-up; each config in its own process", "models": {}}
     for model in args.models.split(","):
         paper = [*PAPER.get(model, []), "train.batch_size=16", "data.size=64"]
         r = {}
         r["paper_bf16_channels_last"] = run_child(model, [*paper, "train.precision=bf16", "train.channels_last=true"],
-                                                  iters=iters, sample=True, threads=args.threads)
-        r["paper_fp32"] = run_child(model, [*paper, "train.precision=no", "train.channels_last=false"], iters=iters,
+                                                  iters=iters, warmup=warm, sample=True, threads=args.threads)
+        r["paper_fp32"] = run_child(model, [*paper, "train.precision=no", "train.channels_last=false"], iters=iters, warmup=warm,
                                     threads=args.threads)
         r["reference_fp32_plain"] = run_child(model, [*paper, "train.precision=no", "train.channels_last=false"],
-                                              reference=True, iters=iters, threads=args.threads)
+                                              reference=True, iters=iters, warmup=warm, threads=args.threads)
         r["tiny"] = run_child(model, [], tiny=True, iters=max(iters, 10), sample=True, threads=args.threads)
         r["tiny_bf16"] = run_child(model, ["train.precision=bf16"], tiny=True, iters=max(iters, 10),
                                    threads=args.threads)
