@@ -151,8 +151,8 @@ def main() -> None:
         r = {}
         r["paper_bf16_channels_last"] = run_child(model, [*paper, "train.precision=bf16", "train.channels_last=true"],
                                                   iters=iters, warmup=warm, sample=True, threads=args.threads)
-        r["paper_fp32"] = run_child(model, [*paper, "train.precision=no", "train.channels_last=false"], iters=iters, warmup=warm,
-                                    threads=args.threads)
+        r["paper_fp32"] = run_child(model, [*paper, "train.precision=no", "train.channels_last=false"],
+                                    iters=iters, warmup=warm, threads=args.threads)
         r["reference_fp32_plain"] = run_child(model, [*paper, "train.precision=no", "train.channels_last=false"],
                                               reference=True, iters=iters, warmup=warm, threads=args.threads)
         r["tiny"] = run_child(model, [], tiny=True, iters=max(iters, 10), sample=True, threads=args.threads)
