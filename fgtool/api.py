@@ -554,6 +554,9 @@ def gif(ckpt_path: str, out: str, walk: str = "z", frames: int = 24, n: int = 8,
     with torch.no_grad():
         for codes in seq:
             x = m.backend.generate(m.nets, codes)["image"].float().cpu()
+            if x.shape[-1] < 96:  # small models: nearest-upscale so a GIF viewer shows something
+                k = -(-96 // x.shape[-1])
+                x = torch.nn.functional.interpolate(x, scale_factor=k, mode="nearest")
             imgs.append(make_grid(x, nrow=n, padding=2, value_range=(-1, 1), normalize=True) * 2 - 1)
     p = write_gif(imgs, out, fps=fps)
     res = {"gif": str(p), "frames": len(imgs), "walk": walk, "n": n}
