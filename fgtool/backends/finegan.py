@@ -51,6 +51,7 @@ class FineGANConfig:
     w_info_c: float = 1.0
     bg_patch_thresh: float = 1.0  # share of a patch's field that must be outside the box (paper: 1)
     bg_warmup: int = 0  # steps over which real background patches fade from all to box-outside ones
+    bg_real_floor: float = 0.0  # weight in-box patches keep as real after the warm-up (paper: 0)
     w_mask_area: float = 0.0  # optional prior: hinge on mean child-mask area outside mask_area range
     mask_area: tuple[float, float] = (0.1, 0.9)
     phi_every: int = 2  # cluster heads step every N iterations (0 = never)
@@ -223,13 +224,13 @@ class FineGAN(Backend):
             w = Dbg.patch_weights(batch["fg"], tuple(r_adv.shape[-2:]), c.bg_patch_thresh)
         else:  # box_mode none: every patch counts as background
             w = torch.ones_like(r_adv)
-        w_adv = w
-        if step < c.bg_warmup:
-            # Small images leave few background patches (2-12% at 32-64 px), and a patch D
-            # trained on so few real patches stalls the background generator at a flat
-            # colour. Start from every patch counting as real and fade to the box labels.
-            a = 1.0 - step / c.bg_warmup
-            w_adv = w + (1.0 - w) * a
+        # Small images leave few background patches (2-12% at 32-64 px), and a patch D
+        # trained on so few real patches stalls the background generator at a flat colour.
+        # Start from every patch counting as real and fade to the box labels; bg_real_floor
+        # keeps that share of the in-box patches as real for good.
+        a = max(1.0 - step / c.bg_warmup, 0.0) if c.bg_warmup > 0 else 0.0
+        a = max(a, c.bg_real_floor)
+        w_adv = w + (1.0 - w) * a if a > 0 else w
         # real patches count only where they are background; rescale by N / sum(w)
         bg_real = (bce(r_adv, 1.0, "none") * w_adv).sum() / w_adv.sum().clamp(min=1.0)
         f_adv, _ = Dbg(fake_bg)
