@@ -12,7 +12,6 @@ import contextlib
 import copy
 import json
 import math
-import os
 import random
 import time
 import warnings
@@ -139,7 +138,6 @@ class Trainer:
             torch.manual_seed(t.seed * 1000 + 1 + self.rank)
             np.random.seed(t.seed + self.rank)
             random.seed(t.seed + self.rank)
-        self._compiled = {}
         if t.compile:
             self.nets = {k: torch.compile(v) for k, v in self.nets.items()}
 
@@ -426,7 +424,3 @@ class _Bar:
         if self.p:
             self.p.__exit__(*exc)
         return False
-
-
-def world_info() -> tuple[int, int]:
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
