@@ -127,7 +127,7 @@ class Loaded:
 
     @property
     def device(self) -> torch.device:
-        return next(iter(self.nets.values())).parameters().__next__().device
+        return next(next(iter(self.nets.values())).parameters()).device
 
 
 def load(path: str | Path, device: str | None = None) -> Loaded:
@@ -264,13 +264,14 @@ def _vary_grid(m: Loaded, g, fixed: dict, vary: str, n: int):
 # ----------------------------------------------------------------------------- features / cluster
 
 
-def _eval_set(data: str, size: int, box_mode: str = "auto", split: str | None = None, max_images: int = 0,
-              pseudo_border: float = 0.15, crop_scale: float = 1.5):
+def _eval_set(m: "Loaded", data: str, split: str | None = None, max_images: int = 0, with_masks: bool = False):
+    """Real images seen the way the model saw them in training (same size, boxes, crops)."""
     from .data.datasets import ImageDataset, scan
 
+    d = m.cfg.data
     imageset = scan(data, split=split, max_images=max_images)
-    ds = ImageDataset(imageset, size, train=False, box_mode=box_mode, crop_scale=crop_scale,
-                      pseudo_border=pseudo_border, flip=False)
+    ds = ImageDataset(imageset, d.size, train=False, box_mode=d.box_mode, crop_scale=d.crop_scale,
+                      pseudo_border=d.pseudo_border, flip=False, with_masks=with_masks)
     return imageset, ds
 
 
@@ -284,8 +285,7 @@ def _batches(ds, batch_size: int = 64, workers: int = 2):
 def features(m: Loaded, data: str, split: str | None = None, max_images: int = 0, workers: int = 2,
              progress: Progress = None) -> tuple[Any, dict[str, np.ndarray]]:
     m.backend.require("cluster")
-    d = m.cfg.data
-    imageset, ds = _eval_set(data, d.size, d.box_mode, split, max_images, d.pseudo_border, d.crop_scale)
+    imageset, ds = _eval_set(m, data, split, max_images)
     feats: dict[str, list] = {}
     done = 0
     for batch in _batches(ds, workers=workers):
@@ -483,8 +483,7 @@ def _fid(ckpt_path, data, split, n_fake, inception, seed, workers) -> dict:
     resolve_inception_weights(inception)  # clear error before any work
     m = load(ckpt_path)
     model = InceptionFeatures(inception).to(m.device)
-    d = m.cfg.data
-    _, ds = _eval_set(data, d.size, d.box_mode, split, 0, d.pseudo_border, d.crop_scale)
+    _, ds = _eval_set(m, data, split)
     g = torch.Generator().manual_seed(seed)
 
     def fakes():
@@ -500,16 +499,13 @@ def _fid(ckpt_path, data, split, n_fake, inception, seed, workers) -> dict:
 
 
 def _seg_eval(ckpt_path, data, split, max_images, workers) -> dict:
-    from .data.datasets import ImageDataset, scan
     from .metrics.segmentation import seg_metrics
 
     m = load(ckpt_path)
     m.backend.require("segment")
-    imageset = scan(data, split=split, max_images=max_images)
+    imageset, ds = _eval_set(m, data, split, max_images, with_masks=True)
     if not imageset.has_masks:
         raise FgtoolError(f"{data} has no segmentations/ to score against")
-    d = m.cfg.data
-    ds = ImageDataset(imageset, d.size, train=False, box_mode=d.box_mode, with_masks=True)
     preds, gts = [], []
     with torch.no_grad():
         for b in _batches(ds, 64, workers):

@@ -194,12 +194,12 @@ class Trainer:
         for name in phase.trains:
             resolve_module(self.nets, name).requires_grad_(True)
 
-    def _sync_grads(self, params) -> None:
+    def _sync_grads(self, opt: torch.optim.Optimizer) -> None:
         if self.world == 1:
             return
         import torch.distributed as dist
 
-        grads = [p.grad for p in params if p.grad is not None]
+        grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
         if grads:
             flat = torch.cat([g.reshape(-1) for g in grads])
             dist.all_reduce(flat)
@@ -225,8 +225,7 @@ class Trainer:
                 self.scaler.scale(loss).backward()
             else:
                 loss.backward()
-            params = [p for g in opt.param_groups for p in g["params"]]
-            self._sync_grads(params)
+            self._sync_grads(opt)
             if self.scaler:
                 self.scaler.step(opt)
             else:
