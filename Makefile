@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DEMO   ?= runs/demo
 
-.PHONY: install demo test test-all bench lint clean
+.PHONY: install demo test test-slow test-all bench lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# Fault-injection tests that take minutes: SIGKILL at random points + resume, a real file-size limit
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow
 
 test-all: $(STAMP)
 	$(PY) -m pytest -m ""

@@ -1,7 +1,7 @@
 """Re-create the README figures in assets/ from the project itself.
 
     .venv/bin/python assets/make_assets.py            # synthetic examples (seconds)
-    .venv/bin/python assets/make_assets.py RUN_FOLDER # plus FineGAN figures from a run
+    .venv/bin/python assets/make_assets.py RUN_FOLDER # plus a run's figures, named <model>_<grid>.png
 
 Nothing here is downloaded or copied from elsewhere.
 """
@@ -28,10 +28,14 @@ def synth_examples() -> None:
 
 
 def run_figures(run: Path) -> None:
-    for name in ("layers.png", "fix_p_vary_c.png", "fix_c_vary_z.png", "fix_pc_vary_b.png", "samples.png"):
+    import json
+
+    model = json.loads((run / "config.json").read_text())["model"]["name"]
+    for name in ("layers.png", "fix_p_vary_c.png", "fix_c_vary_z.png", "fix_z_vary_c.png", "fix_pc_vary_b.png",
+                 "samples.png", "like.png"):
         src = run / name
         if src.exists():
-            shutil.copy(src, HERE / f"finegan_{name}")
+            shutil.copy(src, HERE / f"{model}_{name}")
 
 
 if __name__ == "__main__":

@@ -57,11 +57,8 @@ def train(model: str | None = None, data: str | None = None, recipe: str | None 
     run = Path(out) if out else Path("runs") / cfg.model
     if run.exists() and not run.is_dir():
         raise FgtoolError(f"--out {run} is a file, not a run folder")
-    if not resume and run.exists() and any(run.iterdir()):
-        # a run that died before its first checkpoint may be started again; anything else
-        # in the folder (a user's files, checkpoints) is never overwritten
-        if not (run / "config.json").exists() or any(run.glob("*.pt")):
-            raise FgtoolError(f"run folder {run} is not empty; pass --resume to continue it, or choose another --out")
+    if not resume and run.exists() and not _restartable(run):
+        raise FgtoolError(f"run folder {run} is not empty; pass --resume to continue it, or choose another --out")
 
     from .data.datasets import ImageDataset, make_loader, scan
 
@@ -70,7 +67,7 @@ def train(model: str | None = None, data: str | None = None, recipe: str | None 
     if len(imageset.records) < t.batch_size:
         raise FgtoolError(f"only {len(imageset.records)} images in {d.root}, fewer than "
                           f"train.batch_size={t.batch_size}")
-    ds = ImageDataset(imageset, d.size, train=True, box_mode=d.box_mode, crop_scale=d.crop_scale,
+    ds = ImageDataset(imageset, d.size, train=True, box_mode=_box_mode(cfg), crop_scale=d.crop_scale,
                       pseudo_border=d.pseudo_border, flip=d.flip, seed=t.seed, skip_bad=d.skip_bad)
     run.mkdir(parents=True, exist_ok=True)
     # the resolved config lands before step 0 (and again on resume: steps may have grown)
@@ -90,6 +87,37 @@ def train(model: str | None = None, data: str | None = None, recipe: str | None 
     return summary
 
 
+# what a run writes before its first checkpoint (fgtool's temp files start with a dot)
+_RUN_OWN = {"config.json", "metrics.jsonl", "loss_curve.png", "grids"}
+
+
+def _restartable(run: Path) -> bool:
+    """An empty folder, or a run that died before its first checkpoint: only fgtool's own
+    files, and a config.json that is an fgtool config. Anything else (a user's files,
+    checkpoints) is never overwritten."""
+    entries = list(run.iterdir())
+    if not entries:
+        return True
+    own = all(e.name in _RUN_OWN or (e.name.startswith(".") and e.name.endswith(".tmp")) for e in entries)
+    if not own or any(e.suffix == ".pt" for e in entries):
+        return False
+    cfg_path = run / "config.json"
+    if not cfg_path.exists():
+        return all(e.name.startswith(".") for e in entries)  # only temp files of a killed first write
+    try:
+        raw = json.loads(cfg_path.read_text())
+        return isinstance(raw, dict) and {"model", "data", "train"} <= set(raw)
+    except (OSError, ValueError):
+        return False
+
+
+def _box_mode(cfg: C.RunConfig) -> str:
+    """data.box_mode "auto" means full images for a model that never uses boxes (C3-GAN)."""
+    if cfg.data.box_mode == "auto" and not registry.get(cfg.model).uses_boxes:
+        return "none"
+    return cfg.data.box_mode
+
+
 def _resume_config(run: Path, sets, model, data, recipe) -> C.RunConfig:
     if recipe:
         raise FgtoolError("--resume continues a run with its own config; drop --recipe (use --set train.steps=N)")
@@ -101,9 +129,9 @@ def _resume_config(run: Path, sets, model, data, recipe) -> C.RunConfig:
     over = C.parse_set(sets)
     for section, values in over.items():
         for key in values:
-            if section != "train" and not (section == "data" and key in ("workers", "root")):
+            if section != "train" and not (section == "data" and key in ("workers", "root", "skip_bad")):
                 raise FgtoolError(f"cannot change {section}.{key} when resuming; only train.* keys, "
-                                  "data.workers and data.root")
+                                  "data.workers, data.root and data.skip_bad")
     if model and model != raw["model"]["name"]:
         raise FgtoolError(f"--model {model} but {ck_path} holds '{raw['model']['name']}'")
     raw = C.merge(raw, over)
@@ -186,7 +214,7 @@ def parse_fix(items: list[str] | None) -> dict[str, int]:
 
 
 def sample(ckpt_path: str, out: str, n: int = 64, seed: int = 0, fix: list[str] | None = None,
-           vary: str | None = None, grids: bool = True) -> dict:
+           vary: str | None = None, grids: bool = True, like: list[str] | None = None) -> dict:
     """Write a sample grid (with ``--fix``/``--vary`` control) and the backend's named grids."""
     from .io.images import save_grid
 
@@ -214,6 +242,10 @@ def sample(ckpt_path: str, out: str, n: int = 64, seed: int = 0, fix: list[str] 
             images, nrow, rl, cl = m.backend.generate(m.nets, codes)["image"], 8, None, None
         save_grid(images.float().cpu(), main_png, nrow=nrow, row_labels=rl, col_labels=cl)
         written["samples"] = str(main_png)
+        if like:
+            p = folder / "like.png"
+            _like_grid(m, like, g, p)
+            written["like"] = str(p)
         if grids:
             for name, grid in m.backend.grids(m.nets, g, "all").items():
                 if name == "samples":
@@ -224,6 +256,29 @@ def sample(ckpt_path: str, out: str, n: int = 64, seed: int = 0, fix: list[str] 
                 written[name] = str(p)
     return {"checkpoint": str(ckpt_path), "step": m.step, "n": n, "seed": seed, "fix": fixed,
             "vary": vary, "files": written}
+
+
+def _like_grid(m: Loaded, paths: list[str], g: torch.Generator, out: Path, ncol: int = 8) -> None:
+    """Paper Fig. 4a: each real image (first column), then images generated from the
+    cluster it is assigned to."""
+    from .data.datasets import ImageDataset, scan
+    from .io.images import save_grid
+
+    if not hasattr(m.backend, "assign"):
+        raise FgtoolError(f"--like needs a model that assigns images to clusters; {m.cfg.model} does not")
+    d = m.cfg.data
+    rows, labels = [], []
+    for p in paths:
+        ds = ImageDataset(scan(p), d.size, train=False, box_mode=_box_mode(m.cfg), crop_scale=d.crop_scale,
+                          pseudo_border=d.pseudo_border, flip=False)
+        x = ds[0]["image"][None].to(m.device)
+        idx, conf = m.backend.assign(m.nets, x)
+        codes = m.backend.sample_codes(ncol, g, c=int(idx[0]))
+        fake = m.backend.generate(m.nets, codes)["image"].float().cpu()
+        rows.append(torch.cat([x.float().cpu(), fake]))
+        labels.append(f"c={int(idx[0])} p={float(conf[0]):.2f}")
+    save_grid(torch.cat(rows), out, nrow=ncol + 1, row_labels=labels,
+              col_labels=["real"] + [f"z{j}" for j in range(ncol)])
 
 
 def _vary_grid(m: Loaded, g, fixed: dict, vary: str, n: int):
@@ -270,7 +325,7 @@ def _eval_set(m: "Loaded", data: str, split: str | None = None, max_images: int 
 
     d = m.cfg.data
     imageset = scan(data, split=split, max_images=max_images)
-    ds = ImageDataset(imageset, d.size, train=False, box_mode=d.box_mode, crop_scale=d.crop_scale,
+    ds = ImageDataset(imageset, d.size, train=False, box_mode=_box_mode(m.cfg), crop_scale=d.crop_scale,
                       pseudo_border=d.pseudo_border, flip=False, with_masks=with_masks)
     return imageset, ds
 
@@ -288,10 +343,15 @@ def features(m: Loaded, data: str, split: str | None = None, max_images: int = 0
     imageset, ds = _eval_set(m, data, split, max_images)
     feats: dict[str, list] = {}
     done = 0
+    direct = hasattr(m.backend, "assign")
     for batch in _batches(ds, workers=workers):
         x = batch["image"].to(m.device)
         for k, v in m.backend.cluster_features(m.nets, x).items():
             feats.setdefault(k, []).append(v.float().cpu().numpy())
+        if direct:  # models with centroids (C3-GAN) assign images themselves
+            idx, conf = m.backend.assign(m.nets, x)
+            feats.setdefault("_assign", []).append(idx.cpu().numpy())
+            feats.setdefault("_conf", []).append(conf.float().cpu().numpy())
         done += x.shape[0]
         if progress:
             progress("features", done, len(ds))
@@ -299,11 +359,51 @@ def features(m: Loaded, data: str, split: str | None = None, max_images: int = 0
 
 
 def _select(feats: dict[str, np.ndarray], which: str) -> np.ndarray:
+    names = sorted(k for k in feats if not k.startswith("_"))
     if which == "all":
-        return np.concatenate([feats[k] for k in sorted(feats)], axis=1)
-    if which not in feats:
-        raise FgtoolError(f"--features {which}: this model has {', '.join(['all', *sorted(feats)])}")
+        return np.concatenate([feats[k] for k in names], axis=1)
+    if which not in names:
+        raise FgtoolError(f"--features {which}: this model has {', '.join(['all', *names])}")
     return feats[which]
+
+
+def _predict(m: Loaded, feats: dict[str, np.ndarray], k: int | None, features_: str, seed: int):
+    """Cluster ids, per-image confidences (or None) and a description of the method.
+
+    A model with centroids assigns each image to its most similar centroid; ``k`` then
+    groups the K over-clusters into k by k-means on the centroids (weighted by their
+    sizes). Other models (or ``--features`` naming a feature group) run k-means with ``k``
+    (default: the model's number of fine classes).
+    """
+    from .metrics.clustering import kmeans
+
+    if "_assign" in feats and features_ == "all":
+        pred, conf = feats["_assign"].astype(np.int64), feats["_conf"]
+        kk = m.backend.n_clusters()
+        how = {"method": "centroids", "k_model": kk, "overcluster": int(getattr(m.cfg.model_cfg, "overcluster", 1))}
+        if k is not None and k != kk:
+            used = np.unique(pred)
+            if not 1 <= k <= len(used):
+                raise FgtoolError(f"--k must be between 1 and the {len(used)} clusters in use, got {k}")
+            with torch.no_grad():
+                cents = m.backend.centroids(m.nets).cpu().numpy()[used]
+            from sklearn.cluster import KMeans
+
+            counts = np.bincount(pred, minlength=kk)[used]
+            group = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(cents, sample_weight=counts).labels_
+            remap = np.zeros(kk, dtype=np.int64)
+            remap[used] = group
+            pred = remap[pred]
+            how = {"method": f"centroids grouped into {k} by k-means", "k_model": kk}
+            kk = k
+        return pred, conf, kk, how
+    X = _select(feats, features_)
+    kk = k or (m.backend.n_clusters() if hasattr(m.backend, "n_clusters") else None)
+    if kk is None:
+        raise FgtoolError("pass --k (the model does not know its number of classes)")
+    if kk < 1 or kk > len(X):
+        raise FgtoolError(f"--k must be between 1 and the number of images ({len(X)}), got {kk}")
+    return kmeans(X, kk, seed=seed), None, kk, {"method": "k-means", "features": features_}
 
 
 def _labels(imageset, label: str) -> np.ndarray | None:
@@ -317,32 +417,32 @@ def _labels(imageset, label: str) -> np.ndarray | None:
 def cluster(ckpt_path: str, data: str, out: str, k: int | None = None, features_: str = "all",
             split: str | None = None, max_images: int = 0, label: str = "class", seed: int = 0,
             sheets: bool = True, workers: int = 2, progress: Progress = None) -> dict:
-    from .metrics.clustering import cluster_metrics, kmeans
+    from .metrics.clustering import cluster_metrics
 
     m = load(ckpt_path)
     imageset, feats = features(m, data, split, max_images, workers, progress)
-    X = _select(feats, features_)
-    if k is None:
-        k = m.backend.n_clusters() if hasattr(m.backend, "n_clusters") else len(imageset.classes) or 10
-    if k < 1 or k > len(X):
-        raise FgtoolError(f"--k must be between 1 and the number of images ({len(X)}), got {k}")
-    pred = kmeans(X, k, seed=seed)
-    result = _write_clusters(imageset, pred, out, k, extra={"checkpoint": str(ckpt_path), "features": features_},
-                             sheets=sheets)
+    if k is None and "_assign" not in feats and not hasattr(m.backend, "n_clusters"):
+        k = len(imageset.classes) or 10
+    pred, conf, kk, how = _predict(m, feats, k, features_, seed)
+    result = _write_clusters(imageset, pred, out, kk, extra={"checkpoint": str(ckpt_path), **how},
+                             sheets=sheets, conf=conf)
     y = _labels(imageset, label)
     if y is not None:
-        result["metrics"] = cluster_metrics(y[y >= 0], pred[y >= 0])
+        result["metrics"] = cluster_metrics(y[y >= 0], pred[y >= 0], overcluster=how.get("overcluster"))
         result["metrics"]["label"] = label
     return result
 
 
-def _write_clusters(imageset, pred: np.ndarray, out: str, k: int, extra: dict, sheets: bool = True) -> dict:
+def _write_clusters(imageset, pred: np.ndarray, out: str, k: int, extra: dict, sheets: bool = True,
+                    conf: np.ndarray | None = None) -> dict:
     from .io.images import contact_sheet
 
     outp = Path(out)
     items = []
-    for r, c in zip(imageset.records, pred.tolist()):
+    for i, (r, c) in enumerate(zip(imageset.records, pred.tolist())):
         it = {"path": str(r.path), "cluster": int(c), "label": int(r.label)}
+        if conf is not None:
+            it["confidence"] = round(float(conf[i]), 4)
         if r.label >= 0 and imageset.classes:
             it["class"] = imageset.classes[r.label]
         items.append(it)
@@ -354,7 +454,8 @@ def _write_clusters(imageset, pred: np.ndarray, out: str, k: int, extra: dict, s
         sheet_dir = outp.with_suffix("")
         sheet_dir = sheet_dir.parent / f"{sheet_dir.name}_sheets"
         sheet_dir.mkdir(parents=True, exist_ok=True)
-        paths_by = {c: [imageset.records[i].path for i in np.flatnonzero(pred == c)] for c in range(k)}
+        rank = np.argsort(-conf, kind="stable") if conf is not None else np.arange(len(pred))
+        paths_by = {c: [imageset.records[i].path for i in rank if pred[i] == c] for c in range(k)}
         for c in range(k):
             if paths_by[c]:
                 contact_sheet(paths_by[c][:32], sheet_dir / f"cluster_{c:03d}.png", ncol=8, size=48)
@@ -379,16 +480,17 @@ def _write_clusters(imageset, pred: np.ndarray, out: str, k: int, extra: dict, s
 CLUSTER_METRICS = {"nmi", "nmi_max", "acc", "ari"}
 GEN_METRICS = {"fid", "kid"}
 SEG_METRICS = {"iou", "dice"}
+MIX_METRICS = {"mix"}  # mix fidelity on the synthetic set (fgtool/metrics/mix.py)
 
 
 def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | None = None,
              baseline: str | None = None, k: int | None = None, features_: str = "all", label: str = "class",
              split: str | None = None, max_images: int = 0, n_fake: int = 1000, inception: str | None = None,
              seed: int = 0, workers: int = 2, progress: Progress = None) -> dict:
-    from .metrics.clustering import cluster_metrics, kmeans, pixel_kmeans_floor
+    from .metrics.clustering import cluster_metrics, pixel_kmeans_floor
 
     names = [x.strip().lower() for x in metrics.split(",") if x.strip()]
-    known = CLUSTER_METRICS | GEN_METRICS | SEG_METRICS
+    known = CLUSTER_METRICS | GEN_METRICS | SEG_METRICS | MIX_METRICS
     bad = [x for x in names if x not in known]
     if bad or not names:
         raise FgtoolError(f"unknown metric {', '.join(bad) or '(none)'}; choose from {', '.join(sorted(known))}")
@@ -396,6 +498,7 @@ def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | 
     if len(sources) != 1:
         raise FgtoolError("pass exactly one of --ckpt, --pred or --baseline")
     result: dict[str, Any] = {"data": str(data), "metrics": {}}
+    overcluster = None
     cl = [x for x in names if x in CLUSTER_METRICS]
     if cl:
         if pred:
@@ -421,15 +524,16 @@ def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | 
         else:
             m = load(ckpt_path)
             imageset, feats = features(m, data, split, max_images, workers, progress)
-            X = _select(feats, features_)
-            kk = k or (m.backend.n_clusters() if hasattr(m.backend, "n_clusters") else len(imageset.classes))
-            y_pred = kmeans(X, kk, seed=seed)
-            result.update(source=str(ckpt_path), features=features_, k=int(kk))
+            if k is None and "_assign" not in feats and not hasattr(m.backend, "n_clusters"):
+                k = len(imageset.classes) or None
+            y_pred, _, kk, how = _predict(m, feats, k, features_, seed)
+            overcluster = how.get("overcluster")
+            result.update(source=str(ckpt_path), k=int(kk), **how)
         y = _labels(imageset, label)
         if y is None:
             raise FgtoolError(f"{data} has no labels (folder names or image_class_labels.txt) to score against")
         keep = y >= 0
-        scores = cluster_metrics(y[keep], y_pred[keep], metrics=tuple(cl))
+        scores = cluster_metrics(y[keep], y_pred[keep], metrics=tuple(cl), overcluster=overcluster)
         result["metrics"].update(scores)
         result["metrics"]["label"] = label
     gen = [x for x in names if x in GEN_METRICS]
@@ -442,6 +546,12 @@ def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | 
         if not ckpt_path:
             raise FgtoolError("iou/dice need --ckpt of a model that can segment")
         result["metrics"].update(_seg_eval(ckpt_path, data, split, max_images, workers))
+    if "mix" in names:
+        if not ckpt_path:
+            raise FgtoolError("mix needs --ckpt of a model that can mix")
+        from .metrics.mix import mix_fidelity
+
+        result["metrics"].update(mix_fidelity(load(ckpt_path), data, n_pairs=n_fake, seed=seed, progress=progress))
     return result
 
 
@@ -518,14 +628,20 @@ def _seg_eval(ckpt_path, data, split, max_images, workers) -> dict:
 
 
 def gif(ckpt_path: str, out: str, walk: str = "z", frames: int = 24, n: int = 8, seed: int = 0,
-        fps: int = 8, frames_dir: str | None = None) -> dict:
+        fps: int = 8, frames_dir: str | None = None, image: str | None = None, source: str | None = None,
+        max_size: int = 256) -> dict:
     """A latent walk: a row of ``n`` samples whose ``walk`` code moves smoothly (z: spherical
-    interpolation through random points) or steps through its values (categorical codes)."""
+    interpolation through random points) or steps through its values (categorical codes).
+    With ``image`` and ``source``: img2gif (:func:`fgtool.mixing.img2gif`)."""
     from torchvision.utils import make_grid
 
     from .io.gif import write_gif
 
     m = load(ckpt_path)
+    if image or source:
+        from .mixing import img2gif
+
+        return img2gif(m, image, source, out, frames=frames, fps=fps, max_size=max_size, frames_dir=frames_dir)
     m.backend.require("gif")
     sizes = m.backend.code_sizes()
     if walk not in sizes:
@@ -581,10 +697,14 @@ def segment(ckpt_path: str, data: str, out: str, parts: bool = False) -> dict:
     raise FgtoolError("segment is not implemented for any model yet")  # pragma: no cover
 
 
-def mix(ckpt_path: str, out: str, **images) -> dict:
+def mix(ckpt_path: str, out: str | None = None, **options) -> dict:
+    """Background, shape, texture and pose from reference photos: one image, a ``grid``
+    sheet or one image per ``batch`` CSV row (see :func:`fgtool.mixing.run_mix`)."""
     m = load(ckpt_path)
     m.backend.require("mix")
-    raise FgtoolError("mix is not implemented for any model yet")  # pragma: no cover
+    from .mixing import run_mix
+
+    return run_mix(m, out, **options)
 
 
 def data_synth(out: str, n: int = 6000, size: int = 64, seed: int = 0, parents: int = 4, children: int = 3,

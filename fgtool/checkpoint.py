@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
+import warnings
 from pathlib import Path
 from typing import IO, Any, Callable
 
 import torch
 
-from .errors import FgtoolError
+from .errors import FgtoolError, WriteFailed
 
 FORMAT = "fgtool-checkpoint"
 VERSION = 1
@@ -28,23 +30,75 @@ os.umask(_UMASK)
 
 
 def atomic_write(path: str | Path, write: Callable[[IO], None], binary: bool = True) -> Path:
-    """Write through ``write(file)`` to a temp file beside ``path``, fsync, then rename:
-    a reader (or a resumed run) sees the old file or the new one, never half of one."""
+    """Write through ``write(file)`` to a temp file beside ``path``, fsync, then rename and fsync
+    the folder: a reader (or a resumed run) sees the old file or the new one, never half of one,
+    even after a power cut. A failed write (disk full, read-only folder ...) removes the temp
+    file, leaves the old ``path`` as it was and raises :class:`WriteFailed` naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
+    rec = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
+            rec = _WriteErrors(f)
+            write(rec)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp = None
+        _fsync_dir(path.parent)
+    except BaseException as exc:
+        # the real cause, whatever the writer made of it
+        cause = rec.error if rec is not None and rec.error is not None else exc
+        if tmp is not None and os.path.exists(tmp):
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        if isinstance(cause, OSError) and not isinstance(cause, WriteFailed):
+            reason = cause.strerror or str(cause) or type(cause).__name__
+            err = WriteFailed(f"cannot write {path}: {reason}; the previous version (if any) is intact")
+            err.errno, err.strerror, err.filename = cause.errno, cause.strerror, str(path)
+            raise err from cause
         raise
     return path
+
+
+class _WriteErrors:
+    """File proxy that remembers the first ``OSError`` of ``write``: ``torch.save`` swallows it
+    (a full disk then surfaces as "RuntimeError: unexpected pos ..."), so atomic_write would
+    otherwise not know that the disk, not fgtool, failed."""
+
+    def __init__(self, f: IO):
+        self._f = f
+        self.error: OSError | None = None
+
+    def write(self, data):
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            if self.error is None:
+                self.error = e
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self._f, name)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable. Best effort: some file systems cannot fsync a folder."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -78,26 +132,65 @@ def _cpu(sd: dict) -> dict:
 
 
 def load(path: str | Path) -> dict:
-    """Load and validate a checkpoint; every failure is one line for the user."""
+    """Load and validate a checkpoint; every failure is one line for the user naming the file.
+
+    ``weights_only=True``: tensors and plain containers only, so a crafted file cannot run
+    code when it is read."""
     p = Path(path)
     if p.is_dir():
         p = p / "last.pt"
     if not p.is_file():
         raise FgtoolError(f"checkpoint not found: {path}")
     try:
-        ck = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, foreign pickle, random bytes ...
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": not for the user
+            warnings.simplefilter("ignore")
+            ck = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's own text suggests weights_only=False, i.e. running the file's code: never
+        raise FgtoolError(f"{p} is not a readable fgtool checkpoint (it holds pickled objects other than "
+                          "tensors and plain data, possibly code; fgtool refuses to unpickle it)") from None
+    except Exception as e:  # truncated zip, random bytes, unreadable file ...
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise FgtoolError(f"{p} is not a readable fgtool checkpoint ({reason[:160]})") from None
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise FgtoolError(f"{p} is not an fgtool checkpoint (no '{FORMAT}' header)")
     version = ck.get("version")
-    if not isinstance(version, int) or version > VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version > VERSION:
         raise FgtoolError(
             f"{p} has checkpoint format version {version}; this fgtool reads up to {VERSION}: upgrade fgtool"
         )
     try:
         ck["config"] = json.loads(ck["config"])
+        if not isinstance(ck["config"], dict) or not isinstance(ck["config"].get("model"), dict):
+            raise ValueError("no [model] section")
     except (KeyError, TypeError, ValueError):
         raise FgtoolError(f"{p} is an fgtool checkpoint with a damaged config") from None
+    step = ck.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise FgtoolError(f"{p} is an fgtool checkpoint with a damaged step counter ({step!r})")
+    for key in ("nets", "ema", "optim", "rng", "extra"):
+        if not isinstance(ck.setdefault(key, {}), dict):
+            raise FgtoolError(f"{p} is an fgtool checkpoint with a damaged '{key}' entry")
+    _check_model(p, ck)
     return ck
+
+
+def _check_model(p: Path, ck: dict) -> None:
+    """The checkpoint's backend must exist here, and its config must resolve (no unknown keys)."""
+    from . import config as C
+    from . import registry
+
+    name, cfg_name = ck.get("model"), ck["config"]["model"].get("name")
+    for n in (cfg_name, name):  # the config rebuilds the model; the header names it
+        if not isinstance(n, str) or n not in registry.names():
+            raise FgtoolError(f"{p} holds a {n!r} model, which this fgtool does not have "
+                              f"(available: {', '.join(registry.names())})")
+    if name != cfg_name:
+        raise FgtoolError(f"{p} is a damaged fgtool checkpoint: header says model {name!r}, "
+                          f"its config says {cfg_name!r}")
+    try:
+        C.from_dict(ck["config"])
+    except FgtoolError as e:
+        raise FgtoolError(f"{p}: the config stored in this checkpoint does not fit this fgtool ({e})") from None
+    except (TypeError, ValueError, AttributeError) as e:
+        raise FgtoolError(f"{p} is an fgtool checkpoint with a damaged config ({e})") from None

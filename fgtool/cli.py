@@ -6,9 +6,11 @@ tables go to stderr; exit 0 = success, 2 = user error (one line), 1 = bug.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
+import warnings
 from typing import List, Optional
 
 import typer
@@ -17,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import __version__
-from .errors import FgtoolError
+from .errors import FgtoolError, printable
 
 err = Console(stderr=True)
 app = typer.Typer(
@@ -35,6 +37,9 @@ data_app = typer.Typer(help="Datasets: generate the synthetic ground-truth set."
 app.add_typer(data_app, name="data")
 
 JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
+SKIP_BAD_OPT = typer.Option(False, "--skip-bad",
+                            help="Skip unreadable images with a warning instead of stopping "
+                                 "(same as --set data.skip_bad=true).")
 
 
 def _emit(result, as_json: bool, title: str) -> None:
@@ -107,11 +112,14 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from last.pt."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    skip_bad: bool = SKIP_BAD_OPT,
     as_json: bool = JSON_OPT,
 ):
     """Train a model on a folder of images; checkpoints, grids and metrics go to --out."""
     from . import api
 
+    if skip_bad:
+        set_ = [*(set_ or []), "data.skip_bad=true"]
     res = api.train(model, data, recipe, set_, out, resume=resume, dry_run=dry_run, progress=not quiet)
     if dry_run:
         sys.stdout.write(json.dumps(res, indent=2) + "\n")
@@ -129,12 +137,15 @@ def sample(
     fix: Optional[List[str]] = typer.Option(None, "--fix", help="Fix a code: p=3, c=17, b=5 (repeatable)."),
     vary: Optional[str] = typer.Option(None, "--vary", help="Columns vary this code (z, b, p or c)."),
     no_grids: bool = typer.Option(False, "--no-grids", help="Only the main grid, not the layer/hierarchy grids."),
+    like: Optional[List[str]] = typer.Option(None, "--like", help="A real image: generate from the cluster it "
+                                             "falls in (models with centroids; repeatable)."),
     as_json: bool = JSON_OPT,
 ):
     """Generate images: a sample grid, the per-stage layer sheet and hierarchy grids."""
     from . import api
 
-    _emit(api.sample(ckpt, out, n=n, seed=seed, fix=fix, vary=vary, grids=not no_grids), as_json, "sample")
+    _emit(api.sample(ckpt, out, n=n, seed=seed, fix=fix, vary=vary, grids=not no_grids, like=like), as_json,
+          "sample")
 
 
 @app.command(epilog="Example: fgtool cluster --ckpt runs/fg/last.pt --data data/synth --out runs/fg/clusters.json")
@@ -142,7 +153,9 @@ def cluster(
     ckpt: str = typer.Option(..., "--ckpt"),
     data: str = typer.Option(..., "--data", "-d"),
     out: str = typer.Option("clusters.json", "--out", "-o"),
-    k: Optional[int] = typer.Option(None, "--k", help="Number of clusters (default: the model's fine classes)."),
+    k: Optional[int] = typer.Option(None, "--k", help="Number of clusters (default: the model's own: its "
+                                    "centroids for C3-GAN, else its fine classes). With centroids, --k groups "
+                                    "the over-clusters into k."),
     features: str = typer.Option("all", "--features",
                                  help="Feature group: all, or one the model names (parent, child)."),
     split: Optional[str] = typer.Option(None, "--split", help="train or test (split.csv / train_test_split.txt)."),
@@ -150,12 +163,14 @@ def cluster(
     label: str = typer.Option("class", "--label", help="Ground truth to score against when known: class, parent, bg."),
     seed: int = typer.Option(0, "--seed"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    skip_bad: bool = SKIP_BAD_OPT,
     as_json: bool = JSON_OPT,
 ):
     """Cluster real photos into fine-grained classes with no labels (JSON + contact sheets)."""
     from . import api
+    from .data.datasets import skip_bad_images
 
-    with _Bars(quiet) as bars:
+    with _Bars(quiet) as bars, skip_bad_images(skip_bad):
         res = api.cluster(ckpt, data, out, k=k, features_=features, split=split, max_images=max_images,
                           label=label, seed=seed, progress=bars)
     _emit(res, as_json, "cluster")
@@ -165,7 +180,7 @@ def cluster(
                                  "fgtool eval --metric nmi --pred clusters.json --data data/synth\n\n"
                                  "fgtool eval --metric nmi,acc --baseline pixels --data ../shared/data/cub100")
 def eval_(
-    metric: str = typer.Option(..., "--metric", help="Comma list: nmi, nmi_max, acc, ari, fid, kid, iou, dice."),
+    metric: str = typer.Option(..., "--metric", help="Comma list: nmi, nmi_max, acc, ari, fid, kid, iou, dice, mix."),
     data: str = typer.Option(..., "--data", "-d"),
     ckpt: Optional[str] = typer.Option(None, "--ckpt"),
     pred: Optional[str] = typer.Option(None, "--pred", help="clusters.json from `fgtool cluster`."),
@@ -175,58 +190,82 @@ def eval_(
     label: str = typer.Option("class", "--label", help="class, parent or bg."),
     split: Optional[str] = typer.Option(None, "--split"),
     max_images: int = typer.Option(0, "--max-images"),
-    n_fake: int = typer.Option(1000, "--n-fake", help="Generated images for FID/KID."),
+    n_fake: int = typer.Option(1000, "--n-fake", help="Generated images for FID/KID; mixed pairs for mix."),
     inception: Optional[str] = typer.Option(None, "--inception-weights",
                                             help="torchvision inception_v3 state dict (or FGTOOL_INCEPTION_WEIGHTS)."),
     seed: int = typer.Option(0, "--seed"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    skip_bad: bool = SKIP_BAD_OPT,
     as_json: bool = JSON_OPT,
 ):
     """Score clusters (NMI, ACC, ARI), generation (FID, KID) or segmentation (IoU, DICE)."""
     from . import api
+    from .data.datasets import skip_bad_images
 
-    with _Bars(quiet) as bars:
+    with _Bars(quiet) as bars, skip_bad_images(skip_bad):
         res = api.evaluate(metric, data, ckpt_path=ckpt, pred=pred, baseline=baseline, k=k, features_=features,
                            label=label, split=split, max_images=max_images, n_fake=n_fake, inception=inception,
                            seed=seed, progress=bars)
     _emit(res, as_json, "eval")
 
 
-@app.command(epilog="Example: fgtool gif --ckpt runs/fg/last.pt --walk c --out walk_c.gif")
+@app.command(epilog="Examples: fgtool gif --ckpt runs/fg/last.pt --walk c --out walk_c.gif\n\n"
+                    "fgtool gif --ckpt runs/mnm/last.pt --image bird.jpg --from flight.mp4 --frames 48 --out bird.gif")
 def gif(
     ckpt: str = typer.Option(..., "--ckpt"),
     out: str = typer.Option("walk.gif", "--out", "-o"),
     walk: str = typer.Option("z", "--walk", help="Code to move: z (smooth), or b, p, c (step through values)."),
-    frames: int = typer.Option(24, "--frames"),
+    frames: int = typer.Option(24, "--frames", help="Frames of the walk; with --from: frames taken from the source, "
+                                                    "evenly spaced (0 = all)."),
     n: int = typer.Option(8, "--n", help="Samples side by side."),
     seed: int = typer.Option(0, "--seed"),
     fps: int = typer.Option(8, "--fps"),
     frames_dir: Optional[str] = typer.Option(None, "--frames-dir", help="Also write every frame as PNG here."),
+    image: Optional[str] = typer.Option(None, "--image", help="img2gif: the still photo to animate (its background, "
+                                                              "shape and texture)."),
+    source: Optional[str] = typer.Option(None, "--from", help="img2gif: a folder of frames, a GIF or a video; each "
+                                                              "frame gives the pose (z)."),
+    max_size: int = typer.Option(256, "--max-size", help="img2gif: largest GIF side in px (small models are "
+                                                         "upscaled up to it, big ones downscaled)."),
     as_json: bool = JSON_OPT,
 ):
-    """Make a GIF of a latent walk."""
+    """Make a GIF of a latent walk, or animate a photo with the poses of a clip (img2gif)."""
     from . import api
 
-    _emit(api.gif(ckpt, out, walk=walk, frames=frames, n=n, seed=seed, fps=fps, frames_dir=frames_dir),
-          as_json, "gif")
+    _emit(api.gif(ckpt, out, walk=walk, frames=frames, n=n, seed=seed, fps=fps, frames_dir=frames_dir,
+                  image=image, source=source, max_size=max_size), as_json, "gif")
 
 
-@app.command(epilog="Example: fgtool mix --ckpt runs/mnm/last.pt --bg a.jpg --shape b.jpg --texture c.jpg "
-                    "--out mix.png")
+@app.command(epilog="Examples: fgtool mix --ckpt runs/mnm/last.pt --bg a.jpg --shape b.jpg --texture c.jpg "
+                    "--pose d.jpg --out mix.png\n\n"
+                    "fgtool mix --ckpt runs/mnm/last.pt --grid pose --pose p1.jpg --pose p2.jpg --pose p3.jpg "
+                    "--base r1.jpg --base r2.jpg --out vary_pose.png\n\n"
+                    "fgtool mix --ckpt runs/mnm/last.pt --batch triples.csv --out mixes/")
 def mix(
     ckpt: str = typer.Option(..., "--ckpt"),
-    bg: Optional[str] = typer.Option(None, "--bg"),
-    shape: Optional[str] = typer.Option(None, "--shape"),
-    texture: Optional[str] = typer.Option(None, "--texture"),
-    pose: Optional[str] = typer.Option(None, "--pose"),
-    mode: str = typer.Option("code", "--mode", help="code or feature."),
-    out: str = typer.Option("mix.png", "--out", "-o"),
+    bg: Optional[List[str]] = typer.Option(None, "--bg", help="Background reference image."),
+    shape: Optional[List[str]] = typer.Option(None, "--shape", help="Shape reference image."),
+    texture: Optional[List[str]] = typer.Option(None, "--texture", help="Texture reference image."),
+    pose: Optional[List[str]] = typer.Option(None, "--pose", help="Pose reference image."),
+    base: Optional[List[str]] = typer.Option(None, "--base", help="Gives every factor not given above (else they "
+                                                                  "are sampled with --seed); with --grid: the rows."),
+    mode: str = typer.Option("code", "--mode", help="code, or feature: pixel-aligned shape and pose from --shape "
+                                                    "(a checkpoint past model.stage2_start)."),
+    grid: Optional[str] = typer.Option(None, "--grid", help="Sheet varying one factor (bg, shape, texture, pose): its "
+                                                            "references (repeat the option) across the top, --base "
+                                                            "images down the left."),
+    batch: Optional[str] = typer.Option(None, "--batch", help="CSV with columns bg,shape,texture,pose[,base,out] "
+                                                              "(header optional): one image per row into --out."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the sampled factors (batch row i uses seed + i)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="PNG (default mix.png, mix_grid.png); a folder "
+                                                                "with --batch (default mix_batch/)."),
     as_json: bool = JSON_OPT,
 ):
     """Mix background, shape, texture and pose taken from real photos."""
     from . import api
 
-    _emit(api.mix(ckpt, out, bg=bg, shape=shape, texture=texture, pose=pose, mode=mode), as_json, "mix")
+    _emit(api.mix(ckpt, out, bg=bg, shape=shape, texture=texture, pose=pose, base=base, mode=mode, seed=seed,
+                  grid=grid, batch=batch), as_json, "mix")
 
 
 @app.command(epilog="Example: fgtool segment --ckpt runs/onegan/last.pt --data photos/ --out masks/")
@@ -307,6 +346,13 @@ def main(argv: list[str] | None = None) -> int:
     except FgtoolError as e:
         err.print(f"fgtool: error: {e}", markup=False, highlight=False, emoji=False, soft_wrap=True)
         return 2
+    except OSError as e:
+        if e.errno not in _USER_OS_ERRORS:
+            raise
+        # the machine, not fgtool: a full disk, a read-only folder, no permission
+        msg = FgtoolError(f"{e.filename}: {e.strerror or e}" if e.filename else f"{e.strerror or e}")
+        err.print(f"fgtool: error: {msg}", markup=False, highlight=False, emoji=False, soft_wrap=True)
+        return 2
     except KeyboardInterrupt:
         err.print("fgtool: interrupted", markup=False)
         return 130
@@ -329,6 +375,18 @@ def main(argv: list[str] | None = None) -> int:
     return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
 
 
+_USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as ``fgtool: warning: ...`` on one line (no source file and line)."""
+    text = printable(" ".join(str(message).split()))
+    try:
+        (file or sys.stderr).write(f"fgtool: warning: {text}\n")
+    except (OSError, ValueError):  # stderr closed: nothing sensible left to do
+        pass
+
+
 def _is_click_error(e: BaseException) -> bool:
     import click
 
@@ -339,6 +397,7 @@ def _is_click_error(e: BaseException) -> bool:
 
 
 def run() -> None:
+    warnings.showwarning = _one_line_warning  # the process is ours: one line per warning
     sys.exit(main())
 
 

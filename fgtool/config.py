@@ -193,7 +193,7 @@ def parse_set(items: list[str] | None) -> dict[str, dict[str, Any]]:
         section, name = key.strip().split(".", 1)
         try:  # "[1,2]" or "true" or "0.5" as TOML values; plain words stay strings
             value = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
+        except (tomllib.TOMLDecodeError, RecursionError):  # RecursionError: "[[[[..." too deep
             pass
         out.setdefault(section, {})[name] = value
     return out
@@ -216,10 +216,43 @@ def load_recipe(path: str | Path | None) -> dict[str, dict[str, Any]]:
             data = tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise FgtoolError(f"recipe {p} is not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise FgtoolError(f"recipe {p} is not valid TOML: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except RecursionError:
+        raise FgtoolError(f"recipe {p} is not valid TOML: values nested too deeply") from None
+    except OSError as e:
+        raise FgtoolError(f"cannot read recipe {p}: {e.strerror or e}") from None
     for k, v in data.items():
         if not isinstance(v, dict):
             raise FgtoolError(f"recipe {p}: top-level key '{k}' must be a [section]")
+    try:
+        _check_recipe(data)
+    except FgtoolError as e:
+        raise FgtoolError(f"recipe {p}: {e}") from None
     return data
+
+
+def _check_recipe(data: dict) -> None:
+    """What can be checked before ``--set`` and ``--model`` are merged in, so that the error
+    names the recipe file: sections, [data]/[train] keys and types, [model.<name>] table
+    names, and the [model] keys when the recipe names its model."""
+    from . import registry
+
+    for section in data:
+        if section not in ("data", "train", "model"):
+            raise FgtoolError(f"unknown section '[{section}]'; valid sections: data, train, model")
+    for section, cls in SECTIONS.items():
+        build_dataclass(cls, data.get(section, {}), section)
+    model = data.get("model", {})
+    for key, table in model.items():
+        if not isinstance(table, dict):
+            continue
+        if key not in registry.names():
+            raise FgtoolError(f"unknown table [model.{key}]; tables must be named after a model: "
+                              f"{', '.join(registry.names())}")
+        build_dataclass(registry.get(key).Config, table, "model")  # [model.<name>]: that backend's keys
+    if "name" in model:
+        resolve({"model": model})  # the named backend's keys and types (its own table included)
 
 
 def merge(*layers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -240,6 +273,8 @@ def resolve(raw: dict[str, dict[str, Any]], model: str | None = None) -> RunConf
             raise FgtoolError(f"unknown section '[{section}]'; valid sections: {', '.join(valid)}")
     model_values = dict(raw.get("model", {}))
     name = model or model_values.pop("name", None) or "finegan"
+    if not isinstance(name, str):
+        raise FgtoolError(f"model.name must be a model name (a string), got {name!r}")
     model_values.pop("name", None)
     backend_cls = registry.get(name)
     # A recipe may hold per-backend tables ([model.finegan], [model.c3gan]): the chosen

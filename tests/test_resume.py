@@ -182,3 +182,75 @@ def test_sigkill_then_resume_equals_uninterrupted_run(synth_dir, tmp_path):
     assert steps == list(range(2, N + 1, 2))  # every log row once, none duplicated by the replay
     assert rows == metric_rows(ref)
     assert sorted(p.name for p in run.glob("step_*.pt")) == [f"step_{s:07d}.pt" for s in range(2, N + 1, 2)]
+
+
+# ----------------------------------------------------------------------------- SIGKILL at random points
+
+RANDOM_N = 12
+RANDOM_SETS = [f"train.steps={RANDOM_N}", "train.ckpt_every=1", "train.log_every=1", "train.sample_every=1000",
+               "data.workers=0"]
+
+
+def _newest_step(run: Path) -> int:
+    return max((int(p.name[5:12]) for p in run.glob("step_*.pt")), default=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sigkill_at_random_points_then_resume_equals_uninterrupted_run(synth_dir, tmp_path, seed):
+    """Three SIGKILLs per run at random moments (while importing, mid-step, mid-save), each followed
+    by `fgtool train --resume` (or a fresh start if no checkpoint exists yet): every checkpoint of
+    the run, and its metrics, equal those of an uninterrupted run with the same seed, bit for bit."""
+    import random
+
+    rng = random.Random(seed)
+    sets = [*RANDOM_SETS, f"train.seed={seed}"]
+    run = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    base = [sys.executable, "-m", "fgtool", "train", "--out", str(run), "--quiet"]
+    fresh = base + ["--model", "finegan", "--data", str(synth_dir), "--recipe", str(TINY)]
+    for s in sets:
+        fresh += ["--set", s]
+    kills: list[tuple[int, float]] = []  # (target step, delay) of kills that hit a running process
+    for attempt in range(4):
+        argv = base + ["--resume"] if (run / "last.pt").exists() else fresh
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        try:
+            if attempt == 3:  # the last round runs to the end
+                _, err = proc.communicate(timeout=300)
+                assert proc.returncode == 0, err.decode()[-3000:]
+                break
+            start = _newest_step(run)
+            target = rng.randint(start, RANDOM_N - 1)
+            deadline = time.time() + 180
+            # wait for the checkpoint of step `target` (at `start`: for this process's config.json)
+            while (_newest_step(run) < target if target > start else not (run / "config.json").exists()):
+                if proc.poll() is not None:
+                    break
+                assert time.time() < deadline, f"no progress to step {target} in 180 s"
+                time.sleep(0.01)
+            delay = rng.uniform(0.0, 0.5) if target > start else rng.uniform(0.0, 3.0)
+            time.sleep(delay)
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                assert proc.wait(timeout=30) == -signal.SIGKILL
+                kills.append((target, round(delay, 3)))
+            else:
+                assert proc.returncode == 0, proc.stderr.read().decode()[-3000:]
+                break
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stderr.close()
+    assert len(kills) >= 2, f"too few kills landed: {kills}"
+
+    ref = tmp_path / "ref"
+    api.train("finegan", str(synth_dir), str(TINY), sets, str(ref), progress=False)
+    assert_same_state(ref / "last.pt", run / "last.pt", RANDOM_N)
+    names = [f"step_{s:07d}.pt" for s in range(1, RANDOM_N + 1)]
+    assert sorted(p.name for p in run.glob("step_*.pt")) == names, f"kills: {kills}"
+    for s, name in enumerate(names, 1):
+        assert_same_state(ref / name, run / name, s)
+    assert metric_rows(run) == metric_rows(ref)
+    assert not [p.name for p in run.rglob("*.tmp")], "half-written files left behind"

@@ -66,6 +66,7 @@ class Backend(ABC):
     ema: ClassVar[tuple[str, ...]] = ("G",)  # nets the trainer keeps an EMA of
     # nets needed after training (sample/cluster/...); others are dropped from exports
     inference_nets: ClassVar[tuple[str, ...] | None] = None
+    uses_boxes: ClassVar[bool] = True  # False: data.box_mode "auto" feeds whole images, no box mask
 
     def __init__(self, cfg, size: int):
         self.cfg = cfg

@@ -30,7 +30,7 @@ from ..nn.blocks import (
     same_block,
     tile,
 )
-from ..nn.compose import composite, one_hot
+from ..nn.compose import composite, full_code, one_hot
 from ..registry import register
 from .base import Backend, Grid, Phase, as_rgb
 
@@ -83,9 +83,19 @@ class GeneratorFG(nn.Module):
 
     def forward(self, z: Tensor, b: Tensor, p: Tensor, c: Tensor) -> dict[str, Tensor]:
         b1, p1, c1 = one_hot(b, self.nc).to(z), one_hot(p, self.np).to(z), one_hot(c, self.nc).to(z)
-        B = self.bg_head(self.bg_backbone(torch.cat([z, b1], 1)))
+        return self.compose(self.parent_features(z, p1), self.background(z, b1), c1)
+
+    # The stages, callable one by one (MixNMatch: a separate z for the background, soft
+    # codes, and an image feature map in place of phi(p, z)). Codes here are [N, K] vectors.
+    def background(self, z: Tensor, b1: Tensor) -> Tensor:
+        return self.bg_head(self.bg_backbone(torch.cat([z, b1], 1)))
+
+    def parent_features(self, z: Tensor, p1: Tensor) -> Tensor:
+        """phi(p, z): the parent stage's feature map, which the parent heads and the child stage read."""
         h = self.p_backbone(torch.cat([z, p1], 1))
-        hp = self.p_res(self.p_joint(torch.cat([h, tile(p1, h)], 1)))
+        return self.p_res(self.p_joint(torch.cat([h, tile(p1, h)], 1)))
+
+    def compose(self, hp: Tensor, B: Tensor, c1: Tensor) -> dict[str, Tensor]:
         hp2 = self.p_half(hp)
         Pf, Pm = self.p_img(hp2), self.p_mask(hp2)
         P = composite(Pf, Pm, B)
@@ -150,14 +160,14 @@ class FineGAN(Backend):
         kw = {"generator": generator, "device": device}
         z = fix["z"] if "z" in fix else torch.randn(n, c_cfg.z_dim, **kw)
         if "c" in fix:
-            c = _full(fix["c"], n, device)
+            c = full_code(fix["c"], n, device)
         elif "p" in fix:
-            c = _full(fix["p"], n, device) * self.ratio + torch.randint(0, self.ratio, (n,), **kw)
+            c = full_code(fix["p"], n, device) * self.ratio + torch.randint(0, self.ratio, (n,), **kw)
         else:
             c = torch.randint(0, c_cfg.n_child, (n,), **kw)
         p = c // self.ratio
         if "b" in fix:
-            b = _full(fix["b"], n, device)
+            b = full_code(fix["b"], n, device)
         else:
             b = c.clone() if tie_b else torch.randint(0, c_cfg.n_child, (n,), **kw)
         for name, v, hi in (("c", c, c_cfg.n_child), ("b", b, c_cfg.n_child)):
@@ -304,8 +314,3 @@ class FineGAN(Backend):
                                   nb, [f"c={int(v)}" for v in cc], [f"b={int(v)}" for v in bvals])
         return g
 
-
-def _full(v, n: int, device) -> Tensor:
-    if torch.is_tensor(v):
-        return v.to(device=device, dtype=torch.long).expand(n).clone() if v.numel() == 1 else v.to(device).long()
-    return torch.full((n,), int(v), dtype=torch.long, device=device)

@@ -11,6 +11,7 @@ Layouts recognised by :func:`scan`:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
@@ -26,11 +27,27 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fgtool.data.boxes import box_to_mask, crop_box_around, pseudo_box, transform_box
-from fgtool.errors import FgtoolError
-from fgtool.io.images import IMAGE_EXTENSIONS, decode_image, list_images
+from fgtool.errors import FgtoolError, printable
+from fgtool.io.images import IMAGE_EXTENSIONS, decode_image, image_size, list_images
 
 BOX_MODES = ("auto", "gt", "pseudo", "none")
-_SKIP_HINT = "(remove it, or pass --set data.skip_bad=true to skip unreadable images)"
+_SKIP_HINT = "(remove it, or pass --skip-bad / --set data.skip_bad=true to skip unreadable images)"
+BOX_TOLERANCE = 1.0  # px a box may reach past the image border (rounding in annotation tools)
+
+# Process-wide default of ``skip_bad`` for scan()/ImageDataset() calls that do not pass it:
+# the CLI's --skip-bad on commands whose API has no such parameter (cluster, eval).
+_SKIP_BAD_DEFAULT = False
+
+
+@contextlib.contextmanager
+def skip_bad_images(on: bool = True):
+    """Within the block, scan() and ImageDataset() skip unreadable images unless told otherwise."""
+    global _SKIP_BAD_DEFAULT
+    old, _SKIP_BAD_DEFAULT = _SKIP_BAD_DEFAULT, bool(on)
+    try:
+        yield
+    finally:
+        _SKIP_BAD_DEFAULT = old
 
 
 @dataclass
@@ -86,24 +103,52 @@ def _no_images(folder: Path) -> FgtoolError:
 
 
 def _visible_dirs(folder: Path) -> list[str]:
-    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+    """Sub-folders that are not hidden. A symlink loop (a link to itself, or back to ``folder``
+    or above it, which would list every image again) is left out with a warning."""
+    here = folder.resolve()
+    names = []
+    for e in os.scandir(folder):
+        if e.name.startswith("."):
+            continue
+        try:
+            if not e.is_dir():
+                continue
+            target = Path(e.path).resolve(strict=True) if e.is_symlink() else None
+        except (OSError, RuntimeError):  # ELOOP: a link that points to itself
+            if e.is_symlink():
+                warnings.warn(printable(f"ignoring {e.path}: symlink loop"), stacklevel=3)
+            continue
+        if target is not None and (target == here or target in here.parents):
+            warnings.warn(printable(f"ignoring {e.path}: symlink back to {target} (a loop)"), stacklevel=3)
+            continue
+        names.append(e.name)
+    return sorted(names)
 
 
 def _read_table(path: Path, ncols: int, last_rest: bool = False) -> dict[int, list[str]]:
     """``<id> <v1> ...`` lines -> {id: [v1, ...]}; ``last_rest`` keeps spaces in the last column."""
     out: dict[int, list[str]] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            s = line.strip()
-            if not s or s.startswith("#"):
-                continue
-            parts = s.split(maxsplit=ncols) if last_rest else s.split()
-            if len(parts) < ncols + 1:
-                raise FgtoolError(f"{path} line {lineno}: expected {ncols + 1} columns, got {s!r}")
-            try:
-                out[int(parts[0])] = parts[1:ncols + 1]
-            except ValueError:
-                raise FgtoolError(f"{path} line {lineno}: bad image id {parts[0]!r}") from None
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError as e:
+        raise FgtoolError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise FgtoolError(f"cannot read {path}: {e.strerror or e}") from None
+    for lineno, line in enumerate(lines, 1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        parts = s.split(maxsplit=ncols) if last_rest else s.split()
+        if len(parts) < ncols + 1 or (not last_rest and len(parts) > ncols + 1):
+            raise FgtoolError(f"{path} line {lineno}: expected {ncols + 1} columns, got {len(parts)}: {s[:80]!r}")
+        try:
+            key = int(parts[0])
+        except ValueError:
+            raise FgtoolError(f"{path} line {lineno}: bad image id {parts[0]!r}") from None
+        if key in out:
+            raise FgtoolError(f"{path} line {lineno}: image id {key} appears twice")
+        out[key] = parts[1:ncols + 1]
     return out
 
 
@@ -143,11 +188,7 @@ def _scan_cub(root: Path, split: str | None) -> ImageSet:
         bgs = _int_column(root / "background_labels.txt", ids)
     boxes: list = [None] * len(ids)
     if (root / "bounding_boxes.txt").is_file():
-        bt = _read_table(root / "bounding_boxes.txt", 4)
-        try:
-            boxes = [tuple(float(v) for v in bt[i]) if i in bt else None for i in ids]
-        except ValueError:
-            raise FgtoolError(f"{root / 'bounding_boxes.txt'}: non-numeric box") from None
+        boxes = _read_boxes(root / "bounding_boxes.txt", ids)
     masks: list = [None] * len(ids)
     seg_dir = root / "segmentations"
     if seg_dir.is_dir():
@@ -175,14 +216,56 @@ def _scan_cub(root: Path, split: str | None) -> ImageSet:
     return ImageSet(root, "cub", records, classes)
 
 
+def _read_boxes(path: Path, ids: Sequence[int]) -> list:
+    """``<id> <x> <y> <w> <h>`` per image; every id must be in images.txt and every box must
+    have a positive size (whether it lies inside its image is checked with the headers)."""
+    table = _read_table(path, 4)
+    unknown = sorted(set(table) - set(ids))
+    if unknown:
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        raise FgtoolError(f"{path}: box for image id {unknown[0]}{more}, which images.txt does not list")
+    boxes: list = []
+    for i in ids:
+        if i not in table:
+            boxes.append(None)
+            continue
+        try:
+            box = tuple(float(v) for v in table[i])
+        except ValueError:
+            raise FgtoolError(f"{path}: non-numeric box for image id {i}: {' '.join(table[i])!r}") from None
+        x, y, w, h = box
+        if not all(math.isfinite(v) for v in box):
+            raise FgtoolError(f"{path}: box of image id {i} is not finite: {' '.join(table[i])}")
+        if w <= 0 or h <= 0:
+            raise FgtoolError(f"{path}: box of image id {i} has a negative or zero size (w={w:g}, h={h:g})")
+        if x < -BOX_TOLERANCE or y < -BOX_TOLERANCE:
+            raise FgtoolError(f"{path}: box of image id {i} starts outside the image (x={x:g}, y={y:g})")
+        boxes.append(box)
+    return boxes
+
+
+def _box_problem(box, size: tuple[int, int]) -> str | None:
+    x, y, w, h = box
+    W, H = size
+    t = BOX_TOLERANCE
+    if x < -t or y < -t or x + w > W + t or y + h > H + t:
+        return f"box (x={x:g}, y={y:g}, w={w:g}, h={h:g}) lies outside the {W}x{H} image"
+    return None
+
+
 def _read_split_csv(csv_path: Path) -> dict[str, str]:
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        cols = {c.strip().lower(): c for c in (reader.fieldnames or [])}
-        if "path" not in cols or "split" not in cols:
-            raise FgtoolError(f"{csv_path} needs a header with columns path,split (got {reader.fieldnames})")
-        return {Path(row[cols["path"]].strip()).as_posix(): row[cols["split"]].strip().lower()
-                for row in reader if row.get(cols["path"])}
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            cols = {c.strip().lower(): c for c in (reader.fieldnames or [])}
+            if "path" not in cols or "split" not in cols:
+                raise FgtoolError(f"{csv_path} needs a header with columns path,split (got {reader.fieldnames})")
+            return {Path(row[cols["path"]].strip()).as_posix(): (row[cols["split"]] or "").strip().lower()
+                    for row in reader if row.get(cols["path"])}
+    except UnicodeDecodeError as e:
+        raise FgtoolError(f"{csv_path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except csv.Error as e:
+        raise FgtoolError(f"{csv_path} is not a valid CSV file ({e})") from None
 
 
 def _scan_folder(root: Path, split: str | None) -> ImageSet:
@@ -252,26 +335,42 @@ def _balanced_subset(labels: np.ndarray, k: int) -> np.ndarray:
     return np.sort(np.concatenate(chosen))
 
 
-def _header_problem(path: Path) -> str | None:
+def _header_problem(path: Path) -> tuple[str | None, tuple[int, int]]:
+    """(why the file cannot be used or None, (W, H) after EXIF orientation)."""
     try:
-        with Image.open(path) as im:
-            w, h = im.size
-            if w <= 0 or h <= 0:
-                return "empty image"
-    except Exception as exc:
-        return " ".join((str(exc) or type(exc).__name__).split())
-    return None
+        w, h = image_size(path)
+    except FgtoolError as exc:
+        why = str(exc)
+        prefix = f"cannot read image {FgtoolError(str(path))}: "
+        return (why[len(prefix):] if why.startswith(prefix) else why), (0, 0)
+    except Exception as exc:  # pragma: no cover - image_size maps errors already
+        return " ".join((str(exc) or type(exc).__name__).split()), (0, 0)
+    if w <= 0 or h <= 0:
+        return "empty image", (w, h)
+    return None, (w, h)
 
 
 def scan(root, split: str | None = None, max_images: int = 0, check: bool = True,
-         skip_bad: bool = False) -> ImageSet:
+         skip_bad: bool | None = None) -> ImageSet:
     """Find the images under ``root`` (see module docstring for layouts).
 
     ``split`` "train"/"test" filters with split.csv / train_test_split.txt. ``max_images > 0``
     keeps a deterministic class-balanced subset. ``check`` opens every kept file's header (no full
     decode: ~6,000 files take well under a second) and raises :class:`FgtoolError` naming the
-    first unreadable file, or, with ``skip_bad``, drops unreadable files with a warning.
+    first unreadable file, or, with ``skip_bad``, drops unreadable files with a warning (``None``:
+    the default set by :func:`skip_bad_images`). A box that lies outside its image is always an
+    error (a wrong annotation file is not a bad image).
     """
+    if skip_bad is None:
+        skip_bad = _SKIP_BAD_DEFAULT
+    try:
+        return _scan(root, split, max_images, check, skip_bad)
+    except OSError as e:  # an unreadable folder or metadata file
+        where = e.filename or root
+        raise FgtoolError(f"cannot read {where}: {e.strerror or e}") from None
+
+
+def _scan(root, split: str | None, max_images: int, check: bool, skip_bad: bool) -> ImageSet:
     root = Path(root).expanduser()
     if not root.exists():
         raise FgtoolError(f"data folder {root} does not exist")
@@ -292,14 +391,21 @@ def scan(root, split: str | None = None, max_images: int = 0, check: bool = True
         iset = iset.subset(_balanced_subset(labels, int(max_images)))
 
     if check:
-        bad = [(k, why) for k, r in enumerate(iset.records) if (why := _header_problem(r.path)) is not None]
+        bad = []
+        for k, r in enumerate(iset.records):
+            why, size = _header_problem(r.path)
+            if why is not None:
+                bad.append((k, why))
+            elif r.box is not None and (box_why := _box_problem(r.box, size)) is not None:
+                boxes = iset.root / "bounding_boxes.txt"
+                raise FgtoolError(f"{boxes}: {box_why} {r.path}")
         if bad:
             first = iset.records[bad[0][0]].path
             if not skip_bad:
                 raise FgtoolError(f"{len(bad)} unreadable image(s) in {iset.root}, first: {first} "
                                   f"({bad[0][1]}) {_SKIP_HINT}")
-            warnings.warn(f"skipping {len(bad)} unreadable image(s) in {iset.root}, first: {first} "
-                          f"({bad[0][1]})", stacklevel=2)
+            warnings.warn(str(FgtoolError(f"skipping {len(bad)} unreadable image(s) in {iset.root}, "
+                                          f"first: {first} ({bad[0][1]})")), stacklevel=3)
             drop = {k for k, _ in bad}
             iset = iset.subset([k for k in range(len(iset)) if k not in drop])
             if not iset.records:
@@ -369,8 +475,9 @@ class ImageDataset(Dataset):
 
     def __init__(self, imageset: ImageSet, size: int, train: bool = True, box_mode: str = "auto",
                  crop_scale: float = 1.5, pseudo_border: float = 0.15, flip: bool = True,
-                 jitter: float = 76 / 64, seed: int = 0, with_masks: bool = False, skip_bad: bool = False):
-        self.skip_bad = skip_bad
+                 jitter: float = 76 / 64, seed: int = 0, with_masks: bool = False, skip_bad: bool | None = None):
+        self.skip_bad = _SKIP_BAD_DEFAULT if skip_bad is None else bool(skip_bad)
+        self._skipped: set[int] = set()  # indices found unreadable (per process: each worker has its own)
         if box_mode not in BOX_MODES:
             raise FgtoolError(f"unknown box_mode {box_mode!r} (use one of {', '.join(BOX_MODES)})")
         if box_mode == "gt" and not any(r.box is not None for r in imageset.records):
@@ -432,11 +539,14 @@ class ImageDataset(Dataset):
         # next readable one (deterministically), with a warning, instead of killing a run
         for k in range(len(self)):
             j = (index + k) % len(self)
+            if j in self._skipped:
+                continue
             try:
                 return self._item(j, aug_seed)
             except FgtoolError as e:
-                warnings.warn(f"skipping unreadable image: {e}", stacklevel=2)
-        raise FgtoolError("no readable images left")
+                self._skipped.add(j)  # counted and reported once; later draws go straight past it
+                warnings.warn(f"skipping unreadable image ({len(self._skipped)} so far): {e}", stacklevel=2)
+        raise FgtoolError(f"no readable images left in {self.imageset.root}")
 
     def _item(self, index: int, aug_seed: int) -> dict[str, torch.Tensor]:
         rec = self.imageset.records[index]

@@ -441,16 +441,19 @@ def _foreground(rng, name, k, A, t, cfg: SynthConfig):
     return img
 
 
-def render_one(i: int, seed: int, cfg: SynthConfig):
+def render_one(i: int, seed: int, cfg: SynthConfig, shape: int | None = None):
     """Render image ``i``. Returns (rgb uint8 HxWx3, mask bool HxW, labels) where labels
-    holds 0-based ``child``, ``parent``, ``bg`` and ``box`` = (x, y, w, h) of the mask."""
+    holds 0-based ``child``, ``parent``, ``bg`` and ``box`` = (x, y, w, h) of the mask.
+
+    ``shape`` (a parent id) draws that parent's silhouette with child ``i``'s appearance:
+    shape and appearance then vary independently (the mix-fidelity probe trains on these)."""
     child = _child_of(i, seed, cfg.n_children)
     parent = child // cfg.children
     rng = np.random.default_rng([seed, i])
     # draw both numbers always, so bg_corr only changes the background, never the pose
     home, r, other = cfg.home_background(parent), rng.random(), int(rng.integers(cfg.backgrounds))
     bg = home if r < cfg.bg_corr else other
-    name = PARENT_NAMES[parent]
+    name = PARENT_NAMES[parent if shape is None else shape]
     A, t = _pose(rng, name, cfg)
     soft = _soft_mask(_shape(name), A, t, cfg.size)
     fg = _foreground(rng, name, child, A, t, cfg)

@@ -98,6 +98,33 @@ def _composite(rgba: Image.Image) -> Image.Image:
     return bg
 
 
+def max_pixels() -> int | None:
+    """Largest image (W*H) fgtool decodes: Pillow's ``Image.MAX_IMAGE_PIXELS`` (about 89 M pixels,
+    ~270 MB as RGB). Pillow itself only warns between 1x and 2x that limit; fgtool refuses."""
+    return Image.MAX_IMAGE_PIXELS
+
+
+def _open(path) -> Image.Image:
+    """``Image.open`` with the decompression-bomb guard as a one-line error, not a warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(path)
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+            raise _TooLarge(str(exc)) from None
+    w, h = im.size
+    limit = max_pixels()
+    if limit and w * h > limit:
+        im.close()
+        raise _TooLarge(f"{w}x{h} = {w * h} pixels, over the limit of {limit}")
+    return im
+
+
+class _TooLarge(Exception):
+    def __init__(self, detail: str):
+        super().__init__(f"image too large (decompression-bomb guard): {detail}")
+
+
 class _CallerError(Exception):
     def __init__(self, exc: BaseException):
         super().__init__(str(exc))
@@ -115,7 +142,7 @@ def decode_image(path, plan: Callable[[tuple[int, int]], float] | None = None
     ``image.size / original_size``). Errors become a one-line :class:`FgtoolError`.
     """
     try:
-        with Image.open(path) as im:
+        with _open(path) as im:
             w0, h0 = im.size
             try:
                 orient = int(im.getexif().get(0x0112, 1) or 1)
@@ -159,7 +186,7 @@ def load_image(path) -> Image.Image:
 def image_size(path) -> tuple[int, int]:
     """``(W, H)`` from the header only (EXIF orientation applied), without decoding pixels."""
     try:
-        with Image.open(path) as im:
+        with _open(path) as im:
             w, h = im.size
             try:
                 orient = int(im.getexif().get(0x0112, 1) or 1)

@@ -62,27 +62,64 @@ class CodeToImageBackbone(nn.Module):
     At 128 px with ngf=64 this is FineGAN's backbone: 1024@4 -> ... -> 64@128.
     """
 
-    def __init__(self, in_dim: int, ngf: int, size: int, top_mult: int = 16):
+    def __init__(self, in_dim: int, ngf: int, size: int, top_mult: int = 16, extra_ch: int = 0):
         super().__init__()
         top = ngf * top_mult
         self.top = top
         self.fc = nn.Sequential(nn.Linear(in_dim, top * 16 * 2, bias=False), nn.BatchNorm1d(top * 16 * 2), GLU())
-        blocks, ch = [], top
+        # extra_ch: a second code tiled onto the 4x4 map before the up-blocks (C3-GAN's c')
+        blocks, ch, cin = [], top, top + extra_ch
         for _ in range(n_up(size)):
             nxt = max(ch // 2, ngf)
-            blocks.append(up_block(ch, nxt))
-            ch = nxt
+            blocks.append(up_block(cin, nxt))
+            ch = cin = nxt
         self.ups = nn.Sequential(*blocks)
         self.out_ch = ch
 
-    def forward(self, code: Tensor) -> Tensor:
+    def forward(self, code: Tensor, extra: Tensor | None = None) -> Tensor:
         h = self.fc(code).view(code.shape[0], self.top, 4, 4)
+        if extra is not None:
+            h = torch.cat([h, tile(extra, h)], 1)
         return self.ups(h)
 
 
 def tile(code: Tensor, like: Tensor) -> Tensor:
     """Broadcast a [B,D] code to [B,D,H,W] like a feature map (for joint convs)."""
     return code[:, :, None, None].expand(-1, -1, like.shape[2], like.shape[3]).to(like.dtype)
+
+
+class CodeConv(nn.Module):
+    """3x3 conv over ``cat(x, tile(code))`` without building the tiled tensor.
+
+    A spatially constant code seen through a zero-padded 3x3 conv adds, at each pixel,
+    the sum of the code weights of the taps that fall inside the image. So the code part
+    is computed from a [B, Cout, 9] weight gather and a [9, H, W] tap-validity map,
+    instead of convolving K extra channels (K = 400 at 128 px is 25x the work of the
+    feature part). Same parameter (one Conv2d weight over cin + code_dim channels), same
+    numbers up to float rounding.
+    """
+
+    naive: bool = False  # benchmarks only: build the tiled tensor, as a reference
+
+    def __init__(self, cin: int, code_dim: int, cout: int):
+        super().__init__()
+        self.cin = cin
+        self.conv = nn.Conv2d(cin + code_dim, cout, 3, 1, 1, bias=False)
+
+    @staticmethod
+    def _taps(h: int, w: int, like: Tensor) -> Tensor:
+        ones = torch.ones(1, 1, h, w, device=like.device, dtype=like.dtype)
+        eye = torch.eye(9, device=like.device, dtype=like.dtype).view(9, 1, 3, 3)
+        return F.conv2d(ones, eye, padding=1)[0]  # [9, H, W]: 1 where tap t reads inside
+
+    def forward(self, x: Tensor, code: Tensor) -> Tensor:
+        if self.naive:
+            return self.conv(torch.cat([x, tile(code, x)], 1))
+        w = self.conv.weight
+        out = F.conv2d(x, w[:, : self.cin], padding=1)
+        wc = torch.einsum("bk,okt->bot", code.to(w.dtype), w[:, self.cin:].flatten(2))
+        taps = self._taps(x.shape[2], x.shape[3], out)
+        return out + torch.einsum("bot,thw->bohw", wc.to(out.dtype), taps)
 
 
 def down_block(cin: int, cout: int, k: int = 4, s: int = 2, p: int = 1, bn: bool = True) -> nn.Sequential:
@@ -99,12 +136,12 @@ class ImageEncoder(nn.Module):
     Trunk of the child/parent discriminators and of the clustering heads.
     """
 
-    def __init__(self, ndf: int, size: int, in_ch: int = 3):
+    def __init__(self, ndf: int, size: int, in_ch: int = 3, bn: bool = True):
         super().__init__()
         layers, ch = [down_block(in_ch, ndf, bn=False)], ndf
         for _ in range(n_up(size) - 1):
             nxt = min(ch * 2, ndf * 8)
-            layers.append(down_block(ch, nxt))
+            layers.append(down_block(ch, nxt, bn=bn))  # bn=False: WGAN-GP critics (MixNMatch)
             ch = nxt
         self.net = nn.Sequential(*layers)
         self.out_ch = ch

@@ -22,3 +22,10 @@ def randint(n: int, high: int, generator: torch.Generator | None, device=None) -
 
 def randn(n: int, dim: int, generator: torch.Generator | None, device=None) -> Tensor:
     return torch.randn(n, dim, generator=generator, device=device)
+
+
+def full_code(v, n: int, device=None) -> Tensor:
+    """A fixed categorical code as an [n] long tensor: an int, a 1-element or an [n] tensor."""
+    if torch.is_tensor(v):
+        return v.to(device=device, dtype=torch.long).expand(n).clone() if v.numel() == 1 else v.to(device).long()
+    return torch.full((n,), int(v), dtype=torch.long, device=device)

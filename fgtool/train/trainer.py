@@ -13,6 +13,7 @@ import copy
 import json
 import math
 import random
+import re
 import time
 import warnings
 from pathlib import Path
@@ -24,7 +25,7 @@ from torch import nn
 from .. import checkpoint as ckpt
 from ..backends.base import Backend, Phase
 from ..config import RunConfig
-from ..errors import FgtoolError, NonFiniteLoss
+from ..errors import FgtoolError, NonFiniteLoss, WriteFailed
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -131,6 +132,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16" else None
         self.step = 0
         self.last_good: Path | None = None
+        self._window: list[tuple[int, dict[str, str], dict[str, torch.Tensor]]] = []  # steps since last log
         if resume:
             self._load(self.out / "last.pt")
         # codes drawn inside the losses differ per process, but are reproducible
@@ -156,8 +158,19 @@ class Trainer:
             return self.out / "last.pt"
         state = self._state()
         path = self.out / f"step_{self.step:07d}.pt"
-        ckpt.save(path, **state)
-        ckpt.save(self.out / "last.pt", **state)
+        last = self.out / "last.pt"
+        # last.pt first: a kill between the two writes leaves a resumable run (the numbered file is
+        # restored on resume); the other order could leave step_N.pt without any last.pt
+        written = None
+        try:
+            ckpt.save(last, **state)
+            written = last
+            ckpt.save(path, **state)
+        except OSError as e:  # WriteFailed: a full disk, a folder gone read-only or away
+            where = f"{last} (step {self.step})" if written else (self.last_good or "none (no checkpoint yet)")
+            raise WriteFailed(f"could not write checkpoint {e.filename or path} at step {self.step} "
+                              f"({e.strerror or e}); training stopped; last good checkpoint: {where}; "
+                              "make room and continue with --resume") from None
         self.last_good = path
         if self.cfg.train.keep > 0:
             old = sorted(self.out.glob("step_*.pt"))[: -self.cfg.train.keep]
@@ -186,6 +199,11 @@ class Trainer:
             set_rng_state(ck["rng"])
         self.step = ck["step"]
         self.last_good = path
+        numbered = path.parent / f"step_{self.step:07d}.pt"
+        if self.step > 0 and not numbered.exists() and self.acc.is_main_process:
+            # killed between the writes of last.pt and step_N.pt: restore the numbered copy
+            ckpt.atomic_write(numbered, lambda f: f.write(path.read_bytes()))
+            self.last_good = numbered
 
     # ------------------------------------------------------------------ one iteration
     def _set_trainable(self, phase: Phase) -> None:
@@ -212,6 +230,7 @@ class Trainer:
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
         batch["cache"] = {}  # per-iteration scratch a backend may share between phases
         parts: dict[str, torch.Tensor] = {}
+        phase_of: dict[str, str] = {}  # loss part -> phase, for the non-finite message
         for phase in self.phases:
             if not phase.active(self.step):
                 continue
@@ -231,13 +250,17 @@ class Trainer:
             else:
                 opt.step()
             for k, v in out.items():
-                parts[f"{phase.name}/{k}" if k == "loss" else k] = v.detach().float()
+                key = f"{phase.name}/{k}" if k == "loss" else k
+                parts[key] = v.detach().float()
+                phase_of[key] = phase.name
         if self.scaler:
             self.scaler.update()
         d = self.cfg.train.ema_decay
         for k, e in self.ema.items():
             ema_update(e, self.nets[k], 0.0 if self.step < self.cfg.train.ema_start else d)
         self.step += 1
+        if len(self._window) < 4096:  # fit() empties it every log row; callers of train_step alone may not
+            self._window.append((self.step, phase_of, parts))  # no sync: read only when a log row is bad
         return parts
 
     # ------------------------------------------------------------------ pictures
@@ -282,8 +305,8 @@ class Trainer:
             metrics_path.unlink()  # fresh run in a folder we own
         elif self.step > 0 and metrics_path.exists() and self.acc.is_main_process:
             _truncate_metrics(metrics_path, self.step)  # rows after the checkpoint are replayed
-        if self.step > 0 and self.acc.is_main_process:
-            for f in self.out.glob(".*.tmp"):  # half-written files of a run killed mid-save
+        if self.acc.is_main_process:
+            for f in _stale_temp_files(self.out):  # half-written files of a run killed mid-save
                 f.unlink(missing_ok=True)
         for m in self.nets.values():
             m.train()
@@ -345,11 +368,20 @@ class Trainer:
 
     def _flush(self, sums, count, t_log, metrics_path) -> dict:
         vals = {k: (v / count).item() for k, v in sums.items()}  # one sync per log row
+        window, self._window = self._window, []
         bad = [k for k, v in vals.items() if not math.isfinite(v)]
-        if bad:
+        others_bad = False
+        if self.world > 1:  # every rank stops, or the others would save the broken weights
+            import torch.distributed as dist
+
+            flag = torch.tensor([1.0 if bad else 0.0], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            others_bad = not bad and flag.item() > 0
+        if bad or others_bad:
             where = f"{self.last_good}" if self.last_good else "none (no checkpoint yet)"
-            raise NonFiniteLoss(f"loss became non-finite ({', '.join(bad[:4])}) before step {self.step}; "
-                                f"stopped; last good checkpoint: {where}")
+            what = _first_non_finite(window) if bad else "on another process"
+            raise NonFiniteLoss(f"loss became non-finite {what}; stopped before step {self.step} was logged "
+                                f"or saved; last good checkpoint: {where}")
         row = {"step": self.step, **{k: round(v, 6) for k, v in vals.items()},
                "it_s": round(count / max(1e-9, time.time() - t_log), 4)}
         if self.acc.is_main_process:
@@ -376,6 +408,28 @@ class Trainer:
                 "checkpoint": str(self.out / "last.pt"),
                 "sec_per_it": round(sec_per_it, 4), "device": str(self.device),
                 "precision": self.cfg.train.precision, "processes": self.world}
+
+
+_OWN_TEMP = re.compile(r"\.(?:last\.pt|step_\d+\.pt|config\.json|metrics\.jsonl|[\w-]+\.png)\..+\.tmp")
+
+
+def _stale_temp_files(out: Path) -> list[Path]:
+    """Temp files that fgtool's atomic writers leave when killed mid-write (and nothing else)."""
+    return [f for d in (out, out / "grids") if d.is_dir() for f in d.iterdir()
+            if f.is_file() and _OWN_TEMP.fullmatch(f.name)]
+
+
+def _first_non_finite(window) -> str:
+    """'in step 7, phase G (G/loss, info_c)': the first step of the window with a NaN/inf part,
+    grouped by phase in the order the phases ran."""
+    for step, phase_of, parts in window:
+        bad: dict[str, list[str]] = {}
+        for k, v in parts.items():
+            if not bool(torch.isfinite(v).all()):
+                bad.setdefault(phase_of.get(k, "?"), []).append(k)
+        if bad:
+            return f"in step {step}, " + ", ".join(f"phase {ph} ({', '.join(ks)})" for ph, ks in bad.items())
+    return "(phase unknown)"
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

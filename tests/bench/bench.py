@@ -4,10 +4,12 @@ Each measurement runs in its own subprocess (clean Accelerate state, honest peak
 Machines are shared and noisy, so compare variants inside one run as ratios, and read
 medians. Configs:
 
-* ``paper``: the paper architecture at batch 16 and 64 px (FineGAN: ngf=ndf=64, Nc=200, Np=20);
+* ``paper``: the paper architecture at batch 16 and 64 px (FineGAN: ngf=ndf=64, Nc=200, Np=20;
+  C3-GAN: 512 -> 16 channel generators, ndf=64, K = 200 x 2);
 * ``tiny``: recipes/tiny.toml;
 * ``reference``: the paper architecture run the plain way (fp32, NCHW, generator forward
-  once for D and again for G, a host sync per loss part per step), as a baseline step;
+  once for D and again for G, a host sync per loss part per step, one-hot codes tiled
+  into full feature maps), as a baseline step;
 * peak RSS of training at batch 16 and 128 px.
 
 Usage: python tests/bench/bench.py [--models finegan] [--iters 5] [--quick] [--out bench.json]
@@ -27,7 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-PAPER = {"finegan": ["model.n_child=200", "model.n_parent=20", "model.ngf=64", "model.ndf=64", "model.z_dim=100"]}
+PAPER = {"finegan": ["model.n_child=200", "model.n_parent=20", "model.ngf=64", "model.ndf=64", "model.z_dim=100"],
+         "c3gan": ["model.n_classes=200", "model.overcluster=2", "model.ngf=16", "model.ndf=64", "model.z_dim=64"]}
 
 
 def child(args) -> dict:
@@ -69,6 +72,9 @@ def child(args) -> dict:
             return orig(nets, b, grad)
 
         tr.backend._fake = no_cache
+        from fgtool.nn.blocks import CodeConv
+
+        CodeConv.naive = True  # the one-hot code tiled to a full feature map, as the authors do
     for _ in range(args.warmup):
         step(batch())
     times = []
@@ -128,7 +134,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--child", action="store_true")
     ap.add_argument("--model", default=None)
-    ap.add_argument("--models", default="finegan")
+    ap.add_argument("--models", default="finegan,c3gan")
     ap.add_argument("--set", action="append")
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--reference", action="store_true")

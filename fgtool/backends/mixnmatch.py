@@ -1,0 +1,376 @@
+"""MixNMatch (Li, Singh, Ojha & Lee, CVPR 2020): FineGAN's generator plus encoders that
+read background, pose, shape and texture codes off real photos, so factors from different
+photos can be mixed.
+
+Generator: FineGAN's (:class:`GeneratorFG`), with the stages called one by one so that the
+background may take its own z, codes may be soft (softmax) vectors, and an image feature
+map may stand in for the parent stage's phi(p, z).
+
+Stage 1 (code mode), one run, phases G, D, Dpair:
+  G+E:   FineGAN's G loss (10 bg_adv + bg_aux + child_adv + info_p + info_c)
+         + paired adversarial loss against four image-code critics, one per code type
+           (BiGAN/ALI; a critic never sees the relation between codes)
+         + code re-prediction on images generated from *untied* codes (b, p, c drawn
+           independently): 5 L1(z) + 5 CE(b) + 10 CE(p) + 10 CE(c); the images carry no
+           gradient, so this part only moves the encoders
+  D:     FineGAN's background and child discriminators
+  Dpair: WGAN critics on (real image, E(image)) vs (G(y), y), Gaussian noise on the code
+         branch, gradient penalty (weight 10) on interpolated pairs
+Stage 2 (feature mode), from step ``model.stage2_start`` (phases S, Dfeat; stage-1 phases
+stop there, so the generator and encoders are frozen):
+  S:     an extractor from image to phi(p, z), trained with L1(S(G(y)), phi(p, z)) on
+         generated images plus a patch-level adversarial loss on real photos
+  Dfeat: the patch critic on feature maps (phi real, S(photo) fake), Adam 2e-5
+Clustering: L2-normalised penultimate features of the p and c encoders, then k-means.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import FgtoolError
+from ..nn.blocks import ImageEncoder, InfoDiscriminator, PatchDiscriminator, down_block, init_weights, n_up, up_block
+from ..nn.compose import one_hot
+from ..registry import register
+from .base import Phase
+from .finegan import FineGAN, FineGANConfig, GeneratorFG, bce
+
+CODES = ("z", "b", "p", "c")
+
+
+@dataclass
+class MixNMatchConfig(FineGANConfig):
+    phi_every: int = 0  # unused: MixNMatch clusters with its encoders, it builds no phi heads
+    enc_width: int = 0  # base width of the four encoders (z, b, p, c); 0 = ndf
+    z_scale: float = 4.0  # the z encoder outputs tanh * z_scale
+    pair_width: int = 0  # base width of the paired critics' image trunks; 0 = ndf
+    pair_hidden: int = 0  # width of the critics' code and joint layers; 0 = 8 * pair width
+    pair_noise: tuple[float, float] = (0.5, 0.3)  # noise std after the critics' first / later code layers
+    lr_pair: float = 2e-4
+    w_pair: float = 1.0  # paired adversarial loss (generator and encoders)
+    w_gp: float = 10.0  # WGAN-GP weight of the paired critics
+    w_rec_z: float = 5.0  # code re-prediction from untied-code images: L1 on z
+    w_rec_b: float = 5.0  # ... and cross-entropies on b, p, c
+    w_rec_p: float = 10.0
+    w_rec_c: float = 10.0
+    stage2_start: int = 0  # step where stage 1 stops and stage 2 (feature extractor) starts; 0 = no stage 2
+    s_width: int = 0  # extractor S base width; 0 = ngf
+    lr_s: float = 2e-4
+    lr_dfeat: float = 2e-5
+    w_feat_adv: float = 1.0
+    w_feat_l1: float = 1.0
+
+
+# ----------------------------------------------------------------------------- networks
+
+
+class Encoders(nn.Module):
+    """Four encoders, each built like FineGAN's info discriminator (trunk to 4x4, code head).
+
+    ``forward`` gives z as tanh * z_scale and b, p, c as logits.
+    """
+
+    def __init__(self, width: int, size: int, dims: dict[str, int], z_scale: float):
+        super().__init__()
+        for k in CODES:
+            setattr(self, k, InfoDiscriminator(width, size, dims[k], adv=False))
+        self.z_scale = z_scale
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        out = {k: getattr(self, k).forward_info(x).float() for k in CODES}
+        out["z"] = torch.tanh(out["z"]) * self.z_scale
+        return out
+
+    def features(self, x: Tensor, k: str) -> Tensor:
+        """Penultimate features of encoder ``k``: what its last (4x4) conv reads, flattened."""
+        enc = getattr(self, k)
+        return enc.info[:-1](enc.trunk(x)).flatten(1)
+
+
+class PairCritic(nn.Module):
+    """WGAN critic of an (image, code) pair: a BN-free image trunk and a code MLP with
+    Gaussian noise on its layers (training only), joined by two linear layers."""
+
+    def __init__(self, width: int, size: int, code_dim: int, hidden: int, noise: tuple[float, float]):
+        super().__init__()
+        trunk = ImageEncoder(width, size, bn=False)
+        self.image = nn.Sequential(trunk, nn.Conv2d(trunk.out_ch, hidden, 4), nn.LeakyReLU(0.2), nn.Flatten())
+        self.code = nn.ModuleList([nn.Linear(code_dim, hidden), nn.Linear(hidden, hidden)])
+        self.noise = tuple(float(s) for s in noise)
+        self.joint = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
+
+    def forward(self, img: Tensor, code: Tensor) -> Tensor:
+        e = code.float()
+        for lin, std in zip(self.code, self.noise):
+            e = F.leaky_relu(lin(e), 0.2)
+            if self.training and std > 0:
+                e = e + torch.randn_like(e) * std
+        h = self.image(img)
+        return self.joint(torch.cat([h, e.to(h.dtype)], 1)).flatten().float()
+
+
+class PairCritics(nn.Module):
+    def __init__(self, width: int, size: int, dims: dict[str, int], hidden: int, noise: tuple[float, float]):
+        super().__init__()
+        for k in CODES:
+            setattr(self, k, PairCritic(width, size, dims[k], hidden, noise))
+
+
+class FeatureExtractor(nn.Module):
+    """S: image -> the parent stage's feature map. A small U-Net: strided convs down,
+    FineGAN's GLU up-blocks back up with skip connections, a linear 3x3 head."""
+
+    def __init__(self, width: int, size: int, out_ch: int, depth: int = 3):
+        super().__init__()
+        depth = max(1, min(depth, n_up(size)))
+        chans, ch = [], 3
+        self.downs = nn.ModuleList()
+        for i in range(depth):
+            nxt = width * 2 ** i
+            self.downs.append(down_block(ch, nxt, bn=i > 0))
+            chans.append(nxt)
+            ch = nxt
+        self.ups = nn.ModuleList()
+        for i in reversed(range(depth)):
+            nxt = chans[i - 1] if i > 0 else width
+            self.ups.append(up_block(ch, nxt))
+            ch = nxt + (chans[i - 1] if i > 0 else 0)
+        self.head = nn.Conv2d(ch, out_ch, 3, 1, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        skips, h = [], x
+        for d in self.downs:
+            h = d(h)
+            skips.append(h)
+        skips.pop()  # the bottom of the U is h itself
+        for up in self.ups:
+            h = up(h)
+            if skips:
+                h = torch.cat([h, skips.pop()], 1)
+        return self.head(h)
+
+
+def feature_critic(in_ch: int, width: int) -> nn.Sequential:
+    """Patch-level critic on feature maps (stage 2): two strided convs and a 3x3 logit map."""
+    return nn.Sequential(down_block(in_ch, width, bn=False), down_block(width, width * 2),
+                         nn.Conv2d(width * 2, 1, 3, 1, 1))
+
+
+def gradient_penalty(critic: nn.Module, real: tuple[Tensor, ...], fake: tuple[Tensor, ...]) -> Tensor:
+    """WGAN-GP on points between real and fake pairs (one mixing weight per sample for all
+    inputs): mean (||grad||_2 - 1)^2 over the joint input."""
+    n = real[0].shape[0]
+    a = torch.rand(n, device=real[0].device)
+    mixed = [(a.view(-1, *[1] * (r.dim() - 1)).to(r.dtype) * r.detach()
+              + (1 - a.view(-1, *[1] * (r.dim() - 1))).to(r.dtype) * f.detach()).requires_grad_(True)
+             for r, f in zip(real, fake)]
+    out = critic(*mixed)
+    grads = torch.autograd.grad(out.sum(), mixed, create_graph=True)
+    g = torch.cat([x.float().flatten(1) for x in grads], 1)
+    return ((g.norm(2, dim=1) - 1.0) ** 2).mean()
+
+
+def _pair_gap(critic: nn.Module, real: tuple[Tensor, Tensor], fake: tuple[Tensor, Tensor]) -> Tensor:
+    """mean critic(real pairs) - mean critic(fake pairs), both in one forward (no BN)."""
+    n = real[0].shape[0]
+    out = critic(torch.cat([real[0], fake[0].to(real[0].dtype)]), torch.cat([real[1].float(), fake[1].float()]))
+    return out[:n].mean() - out[n:].mean()
+
+
+@contextlib.contextmanager
+def _eval_mode(m: nn.Module):
+    """A frozen generator runs as at inference (BN running statistics, none updated)."""
+    was = m.training
+    m.eval()
+    try:
+        yield m
+    finally:
+        m.train(was)
+
+
+# ----------------------------------------------------------------------------- backend
+
+
+@register
+class MixNMatch(FineGAN):
+    name = "mixnmatch"
+    Config = MixNMatchConfig
+    ema = ("G",)
+    inference_nets = ("G", "E", "S")
+
+    def __init__(self, cfg: MixNMatchConfig, size: int):
+        super().__init__(cfg, size)
+        if cfg.phi_every:
+            raise FgtoolError("model.phi_every: MixNMatch has no phi heads (its encoders give the cluster "
+                              "features); leave it at 0")
+        if cfg.stage2_start < 0:
+            raise FgtoolError(f"model.stage2_start must be >= 0 (0 = no stage 2), got {cfg.stage2_start}")
+        self.dims = {"z": cfg.z_dim, "b": cfg.n_child, "p": cfg.n_parent, "c": cfg.n_child}
+
+    # ---------------------------------------------------------------- nets and phases
+    def build(self) -> dict[str, nn.Module]:
+        c, s = self.cfg, self.size
+        pw = c.pair_width or c.ndf
+        nets = {
+            "G": GeneratorFG(c, s),
+            "Dbg": PatchDiscriminator(c.ndf, s),
+            "Dp": InfoDiscriminator(c.ndf, s, c.n_parent, adv=False),
+            "Dc": InfoDiscriminator(c.ndf, s, c.n_child, adv=True),
+            "E": Encoders(c.enc_width or c.ndf, s, self.dims, c.z_scale),
+            "Dpair": PairCritics(pw, s, self.dims, c.pair_hidden or 8 * pw, c.pair_noise),
+            "S": FeatureExtractor(c.s_width or c.ngf, s, c.ngf),
+            "Dfeat": feature_critic(c.ngf, c.ndf),
+        }
+        for m in nets.values():
+            init_weights(m, "orthogonal")
+        return nets
+
+    def phases(self) -> list[Phase]:
+        c = self.cfg
+        s2 = c.stage2_start
+        # stage 1 (stops at stage2_start): G first, its output is cached for D and Dpair
+        ph = [Phase("G", ("G", "E", "Dp", "Dc.info"), lr=c.lr_g, stop=s2),
+              Phase("D", ("Dbg", "Dc.trunk", "Dc.adv"), lr=c.lr_d, stop=s2),
+              Phase("Dpair", ("Dpair",), lr=c.lr_pair, stop=s2)]
+        if s2 > 0:  # stage 2: only the extractor and its critic move
+            ph += [Phase("S", ("S",), lr=c.lr_s, start=s2), Phase("Dfeat", ("Dfeat",), lr=c.lr_dfeat, start=s2)]
+        return ph
+
+    def feature_ready(self, step: int) -> bool:
+        """Whether a checkpoint at ``step`` has a trained extractor (feature mode)."""
+        return self.cfg.stage2_start > 0 and step > self.cfg.stage2_start
+
+    # ---------------------------------------------------------------- codes
+    def free_codes(self, n: int, generator: torch.Generator | None = None, device=None) -> dict[str, Tensor]:
+        """Codes with FineGAN's constraints removed: b, p and c drawn independently."""
+        c, kw = self.cfg, {"generator": generator, "device": device}
+        return {"z": torch.randn(n, c.z_dim, **kw), "b": torch.randint(0, c.n_child, (n,), **kw),
+                "p": torch.randint(0, c.n_parent, (n,), **kw), "c": torch.randint(0, c.n_child, (n,), **kw)}
+
+    def code_vector(self, k: str, v: Tensor, like: Tensor) -> Tensor:
+        """[N] indices -> one-hot [N, K]; [N, K] (soft) vectors pass through."""
+        return v.to(like) if v.dim() == 2 else one_hot(v.to(like.device), self.dims[k]).to(like)
+
+    def generate(self, nets, codes) -> dict[str, Tensor]:
+        """Codes: z [N, z_dim]; b, p, c as indices or soft [N, K] vectors. Optional: ``z_bg``
+        (the background stage's z; default z) and ``feature`` (an [N, ngf, S, S] map from
+        :meth:`shape_features` that replaces phi(p, z), so p is then not needed)."""
+        G = nets["G"]
+        dev = next(G.parameters()).device
+        z = codes["z"].to(dev)
+        z_bg = codes["z_bg"].to(dev) if "z_bg" in codes else z
+        if "feature" in codes:
+            hp = codes["feature"].to(dev)
+        else:
+            hp = G.parent_features(z, self.code_vector("p", codes["p"], z))
+        return G.compose(hp, G.background(z_bg, self.code_vector("b", codes["b"], z)),
+                         self.code_vector("c", codes["c"], hp))
+
+    # ---------------------------------------------------------------- capabilities
+    def encode(self, nets, images: Tensor, hard: bool = False) -> dict[str, Tensor]:
+        """z [N, z_dim] and b, p, c as softmax vectors [N, K] (``hard``: argmax indices [N])."""
+        raw = nets["E"](images)
+        out = {"z": raw["z"]}
+        for k in ("b", "p", "c"):
+            out[k] = raw[k].argmax(1) if hard else torch.softmax(raw[k], 1)
+        return out
+
+    def shape_features(self, nets, images: Tensor) -> Tensor:
+        """Feature mode: S(image), the pixel-aligned shape-and-pose map that replaces phi(p, z)."""
+        return nets["S"](images)
+
+    def cluster_features(self, nets, images: Tensor) -> dict[str, Tensor]:
+        E = nets["E"]
+        return {"parent": F.normalize(E.features(images, "p").float(), dim=1),
+                "child": F.normalize(E.features(images, "c").float(), dim=1)}
+
+    # ---------------------------------------------------------------- losses
+    def loss(self, phase, nets, batch, step) -> dict[str, Tensor]:
+        if phase == "D":
+            return self._loss_d(nets, batch, step)
+        return {"G": self._loss_g, "Dpair": self._loss_pair, "S": self._loss_s,
+                "Dfeat": self._loss_dfeat}[phase](nets, batch)
+
+    def _fake_pairs(self, codes: dict, like: Tensor) -> dict[str, Tensor]:
+        return {k: codes[k].to(like) if k == "z" else self.code_vector(k, codes[k], like) for k in CODES}
+
+    def _loss_g(self, nets, batch) -> dict[str, Tensor]:
+        c = self.cfg
+        parts = super()._loss_g(nets, batch)  # FineGAN's generator losses, fake cached
+        out, codes = self._fake(nets, batch, grad=True)
+        x = batch["image"]
+        raw = nets["E"](x)
+        enc = {"z": raw["z"], **{k: torch.softmax(raw[k], 1) for k in ("b", "p", "c")}}
+        batch["cache"]["enc"] = {k: v.detach() for k, v in enc.items()}
+        fake = self._fake_pairs(codes, raw["z"])
+        # the encoders make real pairs look generated, the generator the reverse
+        pair = sum(_pair_gap(getattr(nets["Dpair"], k), (x, enc[k]), (out["image"], fake[k])) for k in CODES)
+        # code re-prediction on images from untied codes: no gradient reaches G
+        n, dev = x.shape[0], x.device
+        free = self.free_codes(n, device=dev)
+        with torch.no_grad():
+            img = self.generate(nets, free)["image"]
+        pred = nets["E"](img)
+        rec = {"rec_z": F.l1_loss(pred["z"], free["z"].float()),
+               **{f"rec_{k}": F.cross_entropy(pred[k], free[k]) for k in ("b", "p", "c")}}
+        loss = (parts.pop("loss") + c.w_pair * pair + c.w_rec_z * rec["rec_z"] + c.w_rec_b * rec["rec_b"]
+                + c.w_rec_p * rec["rec_p"] + c.w_rec_c * rec["rec_c"])
+        acc_c = (pred["c"].argmax(1) == free["c"]).float().mean()
+        return {"loss": loss, **parts, "g_pair": pair, **rec, "rec_acc_c": acc_c}
+
+    def _loss_pair(self, nets, batch) -> dict[str, Tensor]:
+        c = self.cfg
+        out, codes = self._fake(nets, batch, grad=False)
+        x = batch["image"]
+        enc = batch["cache"].get("enc")
+        if enc is None:  # the G phase did not run this step
+            with torch.no_grad():
+                enc = self.encode(nets, x)
+        fake_img = out["image"].detach()
+        fake = self._fake_pairs(codes, enc["z"])
+        wdist, gp = 0.0, 0.0
+        for k in CODES:
+            critic = getattr(nets["Dpair"], k)
+            wdist = wdist + _pair_gap(critic, (x, enc[k]), (fake_img, fake[k]))
+            gp = gp + gradient_penalty(critic, (x, enc[k]), (fake_img, fake[k]))
+        return {"loss": -wdist + c.w_gp * gp, "pair_wdist": wdist, "pair_gp": gp}
+
+    def _stage2_fake(self, nets, batch) -> tuple[Tensor, Tensor]:
+        """phi(p, z) and G(z, b, p, c) for untied codes, from the frozen generator (eval mode)."""
+        cache = batch.setdefault("cache", {})
+        if "s2" not in cache:
+            n, dev = batch["image"].shape[0], batch["image"].device
+            codes = self.free_codes(n, device=dev)
+            G = nets["G"]
+            with torch.no_grad(), _eval_mode(G):
+                z = codes["z"]
+                phi = G.parent_features(z, self.code_vector("p", codes["p"], z))
+                img = G.compose(phi, G.background(z, self.code_vector("b", codes["b"], z)),
+                                self.code_vector("c", codes["c"], phi))["image"]
+            cache["s2"] = (phi, img)
+        return cache["s2"]
+
+    def _loss_s(self, nets, batch) -> dict[str, Tensor]:
+        c = self.cfg
+        phi, img = self._stage2_fake(nets, batch)
+        S = nets["S"]
+        sx = S(batch["image"])
+        batch["cache"]["sx"] = sx.detach()
+        adv = bce(nets["Dfeat"](sx), 1.0)
+        l1 = F.l1_loss(S(img).float(), phi.float())
+        return {"loss": c.w_feat_adv * adv + c.w_feat_l1 * l1, "s_adv": adv, "s_l1": l1}
+
+    def _loss_dfeat(self, nets, batch) -> dict[str, Tensor]:
+        phi, _ = self._stage2_fake(nets, batch)
+        sx = batch["cache"].get("sx")
+        if sx is None:
+            with torch.no_grad():
+                sx = nets["S"](batch["image"])
+        D = nets["Dfeat"]
+        real, fake = bce(D(phi), 1.0), bce(D(sx), 0.0)
+        return {"loss": real + fake, "dfeat_real": real, "dfeat_fake": fake}

@@ -1,0 +1,167 @@
+"""C3-GAN specifics: code sampling, the contrastive pieces, centroid clustering, no boxes."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import TINY
+
+from fgtool import api
+from fgtool.backends.c3gan import C3GAN
+from fgtool.metrics.clustering import acc
+from fgtool.nn.augment import color_jitter, random_affine, simclr_view
+from fgtool.nn.blocks import CodeConv, tile
+from fgtool.nn.losses import binary_entropy, cosine_logits, nt_xent
+
+
+def _backend(*sets):
+    cfg = api.resolve_config("c3gan", None, str(TINY), list(sets))
+    return C3GAN(cfg.model_cfg, cfg.data.size)
+
+
+def test_codes_cover_every_row_even_when_batch_exceeds_k():
+    b = _backend()  # tiny: 3 classes x 2 = 6 clusters
+    assert b.k == 6
+    for n in (4, 6, 20, 64):
+        c = b.sample_codes(n, torch.Generator().manual_seed(n))["c"]
+        assert c.shape == (n,) and c.min() >= 0 and c.max() < 6
+        counts = torch.bincount(c, minlength=6)
+        assert counts.max() - counts.min() <= 1  # balanced: concatenated permutations
+        g = b.build()["G"]
+        one = F.one_hot(c, 6)
+        assert (one.sum(1) == 1).all()  # no all-zero code rows (the authors' bug for n > K)
+        del g
+    fixed = b.sample_codes(5, c=4)["c"]
+    assert fixed.tolist() == [4] * 5
+    with pytest.raises(Exception):
+        b.sample_codes(2, c=6)
+
+
+def test_code_conv_equals_conv_over_tiled_code():
+    m = CodeConv(5, 7, 4)
+    x = torch.randn(3, 5, 6, 8)
+    for code in (F.one_hot(torch.tensor([0, 3, 6]), 7).float(), torch.rand(3, 7)):
+        ref = F.conv2d(torch.cat([x, tile(code, x)], 1), m.conv.weight, padding=1)
+        assert torch.allclose(m(x, code), ref, atol=1e-5)
+
+
+def test_nt_xent_matches_the_formula_and_rewards_agreeing_views():
+    torch.manual_seed(0)
+    a, b = torch.randn(4, 8), torch.randn(4, 8)
+    f = F.normalize(torch.cat([a, b]), dim=1)
+    sim = f @ f.t() / 0.5
+    want = 0.0
+    for i in range(8):
+        j = (i + 4) % 8
+        others = torch.cat([sim[i, :i], sim[i, i + 1:]])
+        want += -(sim[i, j] - torch.logsumexp(others, 0))
+    assert math.isclose(float(nt_xent(a, b, 0.5)), float(want / 8), rel_tol=1e-5)
+    assert nt_xent(a, a + 0.01 * torch.randn(4, 8), 0.1) < nt_xent(a, b, 0.1)
+
+
+def test_cosine_logits_and_binary_entropy():
+    h = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    l = torch.tensor([[3.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    lg = cosine_logits(h, l, 0.1)
+    assert torch.allclose(lg[0], torch.tensor([10.0, 0.0, 10 / math.sqrt(2)]), atol=1e-4)
+    assert float(binary_entropy(torch.tensor([0.0, 1.0])).max()) < 1e-4
+    assert math.isclose(float(binary_entropy(torch.tensor([0.5]))), math.log(2), rel_tol=1e-5)
+
+
+def test_affine_perturbation_identity_and_shared_warp():
+    x = torch.rand(2, 1, 16, 16)
+    y, _ = random_affine(x, (1.0, 1.0), 0.0, 0.0)
+    assert torch.allclose(x, y, atol=1e-5)
+    torch.manual_seed(1)
+    m, grid = random_affine(x, (0.8, 1.5), 15.0, 0.15)
+    t, _ = random_affine(x, (0.8, 1.5), 15.0, 0.15, grids=grid)
+    assert torch.equal(m, t) and not torch.allclose(m, x)
+
+
+def test_views_stay_in_range_and_jitter_off_is_identity():
+    torch.manual_seed(0)
+    x = torch.rand(6, 3, 16, 16) * 2 - 1
+    v = simclr_view(x)
+    assert v.shape == x.shape and v.min() >= -1 and v.max() <= 1 and not torch.allclose(v, x)
+    assert torch.allclose(color_jitter(x, p=0.0, p_gray=0.0), x, atol=1e-6)
+    g = color_jitter(x, p=0.0, p_gray=1.0)
+    assert torch.allclose(g[:, 0], g[:, 1]) and torch.allclose(g[:, 1], g[:, 2])
+
+
+def test_generator_layers_and_perturbation_only_in_training():
+    b = _backend()
+    nets = b.build()
+    for m in nets.values():
+        m.eval()
+    codes = b.sample_codes(4, torch.Generator().manual_seed(0))
+    torch.set_grad_enabled(False)
+    try:
+        out = b.generate(nets, codes)
+        again = b.generate(nets, codes)
+        warped = b.generate(nets, {**codes}, perturb=True)
+    finally:
+        torch.set_grad_enabled(True)
+    assert out["image"].shape == (4, 3, 32, 32) and out["mask"].shape == (4, 1, 32, 32)
+    assert 0 <= float(out["mask"].min()) and float(out["mask"].max()) <= 1
+    rebuilt = out["mask"] * out["foreground"] + (1 - out["mask"]) * out["background"]
+    assert torch.allclose(rebuilt, out["image"], atol=1e-6)
+    assert torch.equal(again["image"], out["image"])  # no warp at sample time
+    assert torch.equal(warped["background"], out["background"])
+    assert not torch.allclose(warped["mask"], out["mask"])
+
+
+def test_assign_picks_the_most_similar_centroid():
+    b = _backend()
+    nets = b.build()
+    D = nets["D"].eval()
+    cents = D.centres().detach()
+    # pretend the semantic head returns a centroid (scaled): the image must land there
+    target = torch.tensor([2, 5, 0])
+    D.semantic = lambda x: cents[target] * 3.0
+    idx, conf = b.assign(nets, torch.zeros(3, 3, 32, 32))
+    assert idx.tolist() == target.tolist()
+    want = cosine_logits(cents[target], cents, b.cfg.tau).softmax(1).max(1).values
+    assert torch.allclose(conf, want)
+
+
+def test_overcluster_accuracy_repeats_each_class():
+    y = np.array([0, 0, 1, 1, 2, 2])
+    pred = np.array([0, 3, 1, 4, 2, 5])  # two clusters per class
+    assert acc(y, pred, overcluster=2) == 1.0
+    assert acc(y, pred, overcluster=1) == 0.5
+
+
+def test_trained_tiny_model_clusters_with_confidences(tmp_path, synth_dir):
+    run = tmp_path / "run"
+    api.train("c3gan", str(synth_dir), str(TINY), ["train.steps=2"], str(run), progress=False)
+    assert api._box_mode(api.resolve_config("c3gan", str(synth_dir), str(TINY), [])) == "none"
+    res = api.cluster(str(run / "last.pt"), str(synth_dir), str(tmp_path / "c.json"), workers=0)
+    doc = json.loads((tmp_path / "c.json").read_text())
+    assert doc["method"] == "centroids" and doc["k"] == 6 and doc["overcluster"] == 2
+    assert len(doc["items"]) == 48
+    for it in doc["items"]:
+        assert 0 <= it["cluster"] < 6 and 1 / 6 - 1e-6 <= it["confidence"] <= 1.0
+    assert res["metrics"]["n"] == 48 and 0 <= res["metrics"]["nmi"] <= 1
+    # the same predictions scored by eval --pred
+    ev = api.evaluate("nmi", str(synth_dir), pred=str(tmp_path / "c.json"))
+    assert math.isclose(ev["metrics"]["nmi"], res["metrics"]["nmi"], rel_tol=1e-9)
+    # --k groups the over-clusters: at most k ids, and each centroid maps to one group
+    api.cluster(str(run / "last.pt"), str(synth_dir), str(tmp_path / "g.json"), k=2, workers=0, sheets=False)
+    g = json.loads((tmp_path / "g.json").read_text())
+    by = {}
+    for a, b in zip(doc["items"], g["items"]):
+        by.setdefault(a["cluster"], set()).add(b["cluster"])
+        assert b["cluster"] < 2
+    assert all(len(v) == 1 for v in by.values())
+    # Fig. 4a: the real image, then generated images of its cluster
+    out = api.sample(str(run / "last.pt"), str(tmp_path / "s.png"), n=8, like=[doc["items"][0]["path"]],
+                     grids=False)
+    from PIL import Image
+
+    w, h = Image.open(out["files"]["like"]).size
+    assert w > 9 * 32 and h >= 32
