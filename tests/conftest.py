@@ -43,3 +43,29 @@ def _reset_accelerate():
 @pytest.fixture
 def tiny() -> Path:
     return TINY
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+    from fgtool.cli import main
+
+    capsys.readouterr()  # drop anything printed before
+    rc = main([a if isinstance(a, (str, bytes)) else str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def run_json(capsys, *argv) -> dict:
+    import json
+
+    rc, out, err = run_cli(capsys, *argv, "--json")
+    assert rc == 0, err
+    return json.loads(out)
+
+
+def one_error_line(err: str) -> str:
+    """The single ``fgtool: error:`` line of a user error (no traceback)."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{err}"
+    assert lines[0].startswith("fgtool: error: ") and "Traceback" not in err, lines[0]
+    return lines[0]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, one_error_line, run_cli, run_json
 from PIL import Image
 
 import fgtool
@@ -29,25 +29,7 @@ COMMANDS = [["train"], ["sample"], ["mix"], ["cluster"], ["segment"], ["eval"], 
             ["data", "synth"]]
 
 
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()  # drop anything printed before
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
-
-def run_json(capsys, *argv) -> dict:
-    rc, out, err = run_cli(capsys, *argv, "--json")
-    assert rc == 0, err
-    return json.loads(out)
-
-
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{err}"
-    assert lines[0].startswith("fgtool: error: "), lines[0]
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def snapshot(folder: Path) -> dict:

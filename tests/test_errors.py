@@ -12,27 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, one_error_line, run_cli
 
 from fgtool import api
 from fgtool import checkpoint as ckpt
 from fgtool.backends.finegan import FineGAN
-from fgtool.cli import main
 from fgtool.errors import FgtoolError, NonFiniteLoss
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{err}"
-    assert lines[0].startswith("fgtool: error: ") and "Traceback" not in err, lines[0]
-    return lines[0]
 
 
 def sha1(p: Path) -> str:

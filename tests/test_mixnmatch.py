@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CUB100, TINY
+from conftest import CUB100, TINY, one_error_line, run_cli, run_json
 from PIL import Image
 
 from fgtool import api
@@ -26,24 +26,7 @@ from fgtool.mixing import grid_cell, load_reference, mix_images
 # ----------------------------------------------------------------------------- helpers
 
 
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
-
-def run_json(capsys, *argv) -> dict:
-    rc, out, err = run_cli(capsys, *argv, "--json")
-    assert rc == 0, err
-    return json.loads(out)
-
-
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{err}"
-    assert lines[0].startswith("fgtool: error: ") and "Traceback" not in err, lines[0]
-    return lines[0]
 
 
 def png(path) -> np.ndarray:

@@ -27,14 +27,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, one_error_line, run_cli
 from PIL import Image
 from test_resume import assert_same_state, metric_rows
 
 from fgtool import api
 from fgtool import checkpoint as ckpt
 from fgtool.backends.finegan import FineGAN
-from fgtool.cli import main
 from fgtool.data.datasets import ImageDataset, scan
 from fgtool.errors import FgtoolError, NonFiniteLoss, WriteFailed, printable
 
@@ -44,18 +43,6 @@ REF_SETS = ["train.steps=6", "train.ckpt_every=2", "train.log_every=1", "train.s
 # ----------------------------------------------------------------------------- helpers
 
 
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    rc = main([a if isinstance(a, (str, bytes)) else str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{err}"
-    assert lines[0].startswith("fgtool: error: ") and "Traceback" not in err, lines[0]
-    return lines[0]
 
 
 def train_argv(data, out, *sets) -> list:

@@ -34,11 +34,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import FgtoolError
-from ..nn.blocks import ImageEncoder, InfoDiscriminator, PatchDiscriminator, down_block, init_weights, n_up, up_block
+from ..nn.blocks import ImageEncoder, InfoDiscriminator, down_block, init_weights, n_up, up_block
 from ..nn.compose import one_hot
 from ..registry import register
 from .base import Phase
-from .finegan import FineGAN, FineGANConfig, GeneratorFG, bce
+from .finegan import FineGAN, FineGANConfig, bce
 
 CODES = ("z", "b", "p", "c")
 
@@ -216,19 +216,16 @@ class MixNMatch(FineGAN):
     def build(self) -> dict[str, nn.Module]:
         c, s = self.cfg, self.size
         pw = c.pair_width or c.ndf
-        nets = {
-            "G": GeneratorFG(c, s),
-            "Dbg": PatchDiscriminator(c.ndf, s),
-            "Dp": InfoDiscriminator(c.ndf, s, c.n_parent, adv=False),
-            "Dc": InfoDiscriminator(c.ndf, s, c.n_child, adv=True),
-            "E": Encoders(c.enc_width or c.ndf, s, self.dims, c.z_scale),
-            "Dpair": PairCritics(pw, s, self.dims, c.pair_hidden or 8 * pw, c.pair_noise),
-            "S": FeatureExtractor(c.s_width or c.ngf, s, c.ngf),
-            "Dfeat": feature_critic(c.ngf, c.ndf),
-        }
-        for m in nets.values():
+        nets = super().build()  # FineGAN's G, Dbg, Dp, Dc; its post-hoc phi heads are not used
+        for k in ("phi_p", "phi_c"):
+            nets.pop(k)
+        new = {"E": Encoders(c.enc_width or c.ndf, s, self.dims, c.z_scale),
+               "Dpair": PairCritics(pw, s, self.dims, c.pair_hidden or 8 * pw, c.pair_noise),
+               "S": FeatureExtractor(c.s_width or c.ngf, s, c.ngf),
+               "Dfeat": feature_critic(c.ngf, c.ndf)}
+        for m in new.values():
             init_weights(m, "orthogonal")
-        return nets
+        return {**nets, **new}
 
     def phases(self) -> list[Phase]:
         c = self.cfg

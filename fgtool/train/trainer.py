@@ -319,6 +319,7 @@ class Trainer:
             # would shift every code drawn after the resume. Give it its own generator.
             loader.generator = torch.Generator().manual_seed(t.seed * 1000 + 2 + self.rank)
         sums: dict[str, torch.Tensor] = {}
+        seen: dict[str, int] = {}
         count, t0, t_log = 0, time.time(), time.time()
         start_step = self.step
         bar = _Bar(t.steps, self.step, enabled=self.progress and self.acc.is_main_process)
@@ -334,11 +335,12 @@ class Trainer:
                     parts = self.train_step(batch)
                     for k, v in parts.items():
                         sums[k] = sums[k] + v if k in sums else v.clone()
+                        seen[k] = seen.get(k, 0) + 1  # lazy phases (every N, start/stop) log their own mean
                     count += 1
                     last = self.step >= t.steps
                     if self.step % t.log_every == 0 or last or self.step % t.ckpt_every == 0:
-                        row = self._flush(sums, count, t_log, metrics_path)
-                        sums, count, t_log = {}, 0, time.time()
+                        row = self._flush(sums, count, t_log, metrics_path, seen)
+                        sums, seen, count, t_log = {}, {}, 0, time.time()
                         bar.update(self.step, row)
                     if self.step % t.ckpt_every == 0 or last:
                         self.save()  # before pictures: a picture must never cost a checkpoint
@@ -366,8 +368,9 @@ class Trainer:
         if not torch.allclose(lo, hi, rtol=1e-5, atol=1e-4):
             raise RuntimeError(f"processes diverged: parameter sums {lo.item()} vs {hi.item()}")
 
-    def _flush(self, sums, count, t_log, metrics_path) -> dict:
-        vals = {k: (v / count).item() for k, v in sums.items()}  # one sync per log row
+    def _flush(self, sums, count, t_log, metrics_path, seen: dict | None = None) -> dict:
+        seen = seen or {}
+        vals = {k: (v / seen.get(k, count)).item() for k, v in sums.items()}  # one sync per log row
         window, self._window = self._window, []
         bad = [k for k, v in vals.items() if not math.isfinite(v)]
         others_bad = False
