@@ -69,3 +69,15 @@ def one_error_line(err: str) -> str:
     assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{err}"
     assert lines[0].startswith("fgtool: error: ") and "Traceback" not in err, lines[0]
     return lines[0]
+
+
+def image_folder(synth_dir: Path, dest: Path, n: int) -> Path:
+    """An ImageFolder of ``n`` good synthetic images in two classes a/ and b/."""
+    import shutil
+
+    files = sorted((synth_dir / "images").rglob("*.png"))[:n]
+    for i, f in enumerate(files):
+        d = dest / ("a" if i % 2 else "b")
+        d.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, d / f"{i:03d}.png")
+    return dest

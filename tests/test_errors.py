@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, one_error_line, run_cli
+from conftest import TINY, image_folder, one_error_line, run_cli
 
 from fgtool import api
 from fgtool import checkpoint as ckpt
@@ -23,15 +23,6 @@ from fgtool.errors import FgtoolError, NonFiniteLoss
 def sha1(p: Path) -> str:
     return hashlib.sha1(p.read_bytes()).hexdigest()
 
-
-def image_folder(synth_dir: Path, dest: Path, n: int) -> Path:
-    """An ImageFolder of ``n`` synthetic images in two classes."""
-    files = sorted((synth_dir / "images").rglob("*.png"))[:n]
-    for i, f in enumerate(files):
-        d = dest / ("a" if i % 2 else "b")
-        d.mkdir(parents=True, exist_ok=True)
-        shutil.copy(f, d / f"{i:03d}.png")
-    return dest
 
 
 def train_argv(data, out, *sets) -> list:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TINY, one_error_line, run_cli
+from conftest import ROOT, TINY, image_folder, one_error_line, run_cli
 from PIL import Image
 from test_resume import assert_same_state, metric_rows
 
@@ -83,15 +83,6 @@ def jpeg_bytes(size=(40, 30), color=(200, 30, 60)) -> bytes:
     Image.fromarray(arr).save(buf, "JPEG", quality=90)
     return buf.getvalue()
 
-
-def image_folder(synth_dir: Path, dest: Path, n: int) -> Path:
-    """An ImageFolder of ``n`` good synthetic images in two classes a/ and b/."""
-    files = sorted((synth_dir / "images").rglob("*.png"))[:n]
-    for i, f in enumerate(files):
-        d = dest / ("a" if i % 2 else "b")
-        d.mkdir(parents=True, exist_ok=True)
-        shutil.copy(f, d / f"{i:03d}.png")
-    return dest
 
 
 def join(folder: Path, name: str | bytes) -> Path:
