@@ -346,10 +346,11 @@ def features(m: Loaded, data: str, split: str | None = None, max_images: int = 0
     direct = hasattr(m.backend, "assign")
     for batch in _batches(ds, workers=workers):
         x = batch["image"].to(m.device)
-        for k, v in m.backend.cluster_features(m.nets, x).items():
+        fb = m.backend.cluster_features(m.nets, x)
+        for k, v in fb.items():
             feats.setdefault(k, []).append(v.float().cpu().numpy())
         if direct:  # models with centroids (C3-GAN) assign images themselves
-            idx, conf = m.backend.assign(m.nets, x)
+            idx, conf = m.backend.assign(m.nets, x, fb)
             feats.setdefault("_assign", []).append(idx.cpu().numpy())
             feats.setdefault("_conf", []).append(conf.float().cpu().numpy())
         done += x.shape[0]
@@ -367,7 +368,8 @@ def _select(feats: dict[str, np.ndarray], which: str) -> np.ndarray:
     return feats[which]
 
 
-def _predict(m: Loaded, feats: dict[str, np.ndarray], k: int | None, features_: str, seed: int):
+def _predict(m: Loaded, feats: dict[str, np.ndarray], k: int | None, features_: str, seed: int,
+             n_classes: int = 0):
     """Cluster ids, per-image confidences (or None) and a description of the method.
 
     A model with centroids assigns each image to its most similar centroid; ``k`` then
@@ -398,9 +400,10 @@ def _predict(m: Loaded, feats: dict[str, np.ndarray], k: int | None, features_: 
             kk = k
         return pred, conf, kk, how
     X = _select(feats, features_)
-    kk = k or (m.backend.n_clusters() if hasattr(m.backend, "n_clusters") else None)
-    if kk is None:
-        raise FgtoolError("pass --k (the model does not know its number of classes)")
+    # default k: the model's own cluster count, else the data's classes (folder names)
+    kk = k or (m.backend.n_clusters() if hasattr(m.backend, "n_clusters") else n_classes)
+    if not kk:
+        raise FgtoolError("pass --k (neither the model nor the data says how many classes there are)")
     if kk < 1 or kk > len(X):
         raise FgtoolError(f"--k must be between 1 and the number of images ({len(X)}), got {kk}")
     return kmeans(X, kk, seed=seed), None, kk, {"method": "k-means", "features": features_}
@@ -421,9 +424,7 @@ def cluster(ckpt_path: str, data: str, out: str, k: int | None = None, features_
 
     m = load(ckpt_path)
     imageset, feats = features(m, data, split, max_images, workers, progress)
-    if k is None and "_assign" not in feats and not hasattr(m.backend, "n_clusters"):
-        k = len(imageset.classes) or 10
-    pred, conf, kk, how = _predict(m, feats, k, features_, seed)
+    pred, conf, kk, how = _predict(m, feats, k, features_, seed, n_classes=len(imageset.classes) or 10)
     result = _write_clusters(imageset, pred, out, kk, extra={"checkpoint": str(ckpt_path), **how},
                              sheets=sheets, conf=conf)
     y = _labels(imageset, label)
@@ -524,9 +525,7 @@ def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | 
         else:
             m = load(ckpt_path)
             imageset, feats = features(m, data, split, max_images, workers, progress)
-            if k is None and "_assign" not in feats and not hasattr(m.backend, "n_clusters"):
-                k = len(imageset.classes) or None
-            y_pred, _, kk, how = _predict(m, feats, k, features_, seed)
+            y_pred, _, kk, how = _predict(m, feats, k, features_, seed, n_classes=len(imageset.classes))
             overcluster = how.get("overcluster")
             result.update(source=str(ckpt_path), k=int(kk), **how)
         y = _labels(imageset, label)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import FgtoolError
-from ..nn.augment import color_jitter, random_affine, random_resized_crop
+from ..nn.augment import random_affine, simclr_view
 from ..nn.blocks import GLU, CodeConv, CodeToImageBackbone, ImageEncoder, ResBlock, conv3x3, init_weights, same_block
 from ..nn.compose import composite, full_code, one_hot
 from ..nn.losses import binary_entropy, cosine_logits, nt_xent
@@ -201,8 +201,8 @@ class C3GAN(Backend):
         w = self.cfg.info_warmup
         return min(1.0, step / w) if w > 0 else 1.0
 
-    def _info(self, D: C3Discriminator, h: Tensor, c: Tensor) -> Tensor:
-        return F.cross_entropy(cosine_logits(h, D.centres(), self.cfg.tau), c)
+    def _info(self, h: Tensor, centres: Tensor, c: Tensor) -> Tensor:
+        return F.cross_entropy(cosine_logits(h, centres, self.cfg.tau), c)
 
     def _loss_g(self, nets, batch, step) -> dict[str, Tensor]:
         c = self.cfg
@@ -211,8 +211,9 @@ class C3GAN(Backend):
         adv, h = D(out["image"])
         h_fg = D.semantic(out["mask"] * out["image"])
         g_adv = -adv.float().mean()
-        info = self._info(D, h, codes["c"])
-        info_fg = self._info(D, h_fg, codes["c"])
+        centres = D.centres()
+        info = self._info(h, centres, codes["c"])
+        info_fg = self._info(h_fg, centres, codes["c"])
         m = out["mask"].float()
         per = m.flatten(1).mean(1)
         lo, hi = c.mask_range
@@ -233,15 +234,15 @@ class C3GAN(Backend):
         h_fg = D.semantic(mask * fake)
         d_real = F.relu(1.0 - r_adv.float()).mean()
         d_fake = F.relu(1.0 + f_adv.float()).mean()
-        info = self._info(D, h_fake, codes["c"])
-        info_fg = self._info(D, h_fg, codes["c"])
+        centres = D.centres()
+        info = self._info(h_fake, centres, codes["c"])
+        info_fg = self._info(h_fg, centres, codes["c"])
         # real images: a second, strongly augmented view for NT-Xent (the first is the loader's)
         with torch.no_grad():
-            view = random_resized_crop(real, tuple(c.aug_crop))
-            view = color_jitter(view, c.aug_p_jitter, *c.aug_jitter, p_gray=c.aug_p_gray)
+            view = simclr_view(real, tuple(c.aug_crop), c.aug_p_jitter, tuple(c.aug_jitter), c.aug_p_gray)
         h_view = D.semantic(view)
         cont = nt_xent(h_real, h_view, c.tau)
-        q = cosine_logits(h_real, D.centres(), c.tau).softmax(1)
+        q = cosine_logits(h_real, centres, c.tau).softmax(1)
         ent_each = -(q * q.clamp_min(1e-12).log()).sum(1).mean()
         qm = q.mean(0)
         ent_mean = -(qm * qm.clamp_min(1e-12).log()).sum()
@@ -254,10 +255,12 @@ class C3GAN(Backend):
                 "cont": cont, "ent_each": ent_each, "ent_mean": ent_mean, "real_conf": conf}
 
     # ---------------------------------------------------------------- clustering
-    def assign(self, nets, images: Tensor) -> tuple[Tensor, Tensor]:
-        """Each image's nearest centroid (cosine) and its softmax probability at tau."""
+    def assign(self, nets, images: Tensor, feats: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """Each image's nearest centroid (cosine) and its softmax probability at tau.
+        ``feats``: this batch's :meth:`cluster_features`, so h is not computed twice."""
         D = nets["D"]
-        logits = cosine_logits(D.semantic(images).float(), D.centres().float(), self.cfg.tau)
+        h = feats["h"] if feats is not None else D.semantic(images).float()
+        logits = cosine_logits(h, D.centres().float(), self.cfg.tau)
         p = logits.softmax(1)
         conf, idx = p.max(1)
         return idx, conf

@@ -347,8 +347,7 @@ class MixNMatch(FineGAN):
             with torch.no_grad(), _eval_mode(G):
                 z = codes["z"]
                 phi = G.parent_features(z, self.code_vector("p", codes["p"], z))
-                img = G.compose(phi, G.background(z, self.code_vector("b", codes["b"], z)),
-                                self.code_vector("c", codes["c"], phi))["image"]
+                img = self.generate(nets, {**codes, "feature": phi})["image"]
             cache["s2"] = (phi, img)
         return cache["s2"]
 
