@@ -59,6 +59,7 @@ class TrainConfig:
     keep: int = 0  # numbered checkpoints to keep; 0 keeps all
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
     compile: bool = False  # torch.compile the nets (GPU; experimental)
+    fused_adam: bool = True  # one fused Adam kernel per phase; false = the per-tensor loop
 
 
 # Keys every recipe may use. The model section is validated against the backend's Config.

@@ -583,3 +583,24 @@ def test_mixnmatch_config_rejects_phi_heads():
         _backend("model.phi_every=2")
     cfg = api.resolve_config("mixnmatch", None, str(TINY), [])
     assert cfg.model_cfg.stage2_start == 2 and cfg.model_cfg.n_parent == 2
+
+
+def test_gradient_penalty_is_fp32_under_bf16_autocast():
+    """The penalty's forward and double-backward run in fp32 even inside bf16 autocast."""
+    from fgtool.backends.mixnmatch import gradient_penalty
+
+    torch.manual_seed(0)
+    critic = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(1))
+    real = (torch.randn(4, 3, 8, 8),)
+    fake = (torch.randn(4, 3, 8, 8),)
+    seen = []
+    critic[0].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    torch.manual_seed(1)
+    ref = gradient_penalty(critic, real, fake)
+    torch.manual_seed(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = gradient_penalty(critic, real, fake)
+    assert seen == [torch.float32, torch.float32]
+    assert under.dtype == torch.float32 and torch.equal(under, ref)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # what the guard prevents: the same conv in bf16
+        assert critic[0](real[0]).dtype == torch.bfloat16

@@ -25,10 +25,10 @@ from ..nn.blocks import (
     InfoDiscriminator,
     PatchDiscriminator,
     ResBlock,
+    code_block,
     conv3x3,
     init_weights,
     same_block,
-    tile,
 )
 from ..nn.compose import composite, full_code, one_hot
 from ..registry import register
@@ -93,13 +93,13 @@ class GeneratorFG(nn.Module):
     def parent_features(self, z: Tensor, p1: Tensor) -> Tensor:
         """phi(p, z): the parent stage's feature map, which the parent heads and the child stage read."""
         h = self.p_backbone(torch.cat([z, p1], 1))
-        return self.p_res(self.p_joint(torch.cat([h, tile(p1, h)], 1)))
+        return self.p_res(code_block(self.p_joint, h, p1))
 
     def compose(self, hp: Tensor, B: Tensor, c1: Tensor) -> dict[str, Tensor]:
         hp2 = self.p_half(hp)
         Pf, Pm = self.p_img(hp2), self.p_mask(hp2)
         P = composite(Pf, Pm, B)
-        hc = self.c_half(self.c_res(self.c_joint(torch.cat([hp, tile(c1, hp)], 1))))
+        hc = self.c_half(self.c_res(code_block(self.c_joint, hp, c1)))
         Cf, Cm = self.c_img(hc), self.c_mask(hc)
         C = composite(Cf, Cm, P)
         return {"image": C, "background": B, "parent": P, "parent_fg": Pf, "parent_mask": Pm,

@@ -163,16 +163,20 @@ def feature_critic(in_ch: int, width: int) -> nn.Sequential:
 
 def gradient_penalty(critic: nn.Module, real: tuple[Tensor, ...], fake: tuple[Tensor, ...]) -> Tensor:
     """WGAN-GP on points between real and fake pairs (one mixing weight per sample for all
-    inputs): mean (||grad||_2 - 1)^2 over the joint input."""
+    inputs): mean (||grad||_2 - 1)^2 over the joint input.
+
+    Always fp32, autocast or not: a penalty on gradient norms is a second-order quantity
+    that bf16/fp16 round too coarsely."""
     n = real[0].shape[0]
     a = torch.rand(n, device=real[0].device)
-    mixed = [(a.view(-1, *[1] * (r.dim() - 1)).to(r.dtype) * r.detach()
-              + (1 - a.view(-1, *[1] * (r.dim() - 1))).to(r.dtype) * f.detach()).requires_grad_(True)
-             for r, f in zip(real, fake)]
-    out = critic(*mixed)
-    grads = torch.autograd.grad(out.sum(), mixed, create_graph=True)
-    g = torch.cat([x.float().flatten(1) for x in grads], 1)
-    return ((g.norm(2, dim=1) - 1.0) ** 2).mean()
+    with torch.autocast(real[0].device.type, enabled=False):
+        mixed = [(a.view(-1, *[1] * (r.dim() - 1)) * r.detach().float()
+                  + (1 - a.view(-1, *[1] * (r.dim() - 1))) * f.detach().float()).requires_grad_(True)
+                 for r, f in zip(real, fake)]
+        out = critic(*mixed).float()
+        grads = torch.autograd.grad(out.sum(), mixed, create_graph=True)
+        g = torch.cat([x.flatten(1) for x in grads], 1)
+        return ((g.norm(2, dim=1) - 1.0) ** 2).mean()
 
 
 def _pair_gap(critic: nn.Module, real: tuple[Tensor, Tensor], fake: tuple[Tensor, Tensor]) -> Tensor:

@@ -88,15 +88,35 @@ def tile(code: Tensor, like: Tensor) -> Tensor:
     return code[:, :, None, None].expand(-1, -1, like.shape[2], like.shape[3]).to(like.dtype)
 
 
-class CodeConv(nn.Module):
-    """3x3 conv over ``cat(x, tile(code))`` without building the tiled tensor.
+def _taps(h: int, w: int, like: Tensor) -> Tensor:
+    ones = torch.ones(1, 1, h, w, device=like.device, dtype=like.dtype)
+    eye = torch.eye(9, device=like.device, dtype=like.dtype).view(9, 1, 3, 3)
+    return F.conv2d(ones, eye, padding=1)[0]  # [9, H, W]: 1 where tap t reads inside
+
+
+def code_conv(x: Tensor, code: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``conv3x3(cat(x, tile(code)))`` with ``weight`` over x's channels then the code's,
+    computed without building the tiled tensor.
 
     A spatially constant code seen through a zero-padded 3x3 conv adds, at each pixel,
     the sum of the code weights of the taps that fall inside the image. So the code part
     is computed from a [B, Cout, 9] weight gather and a [9, H, W] tap-validity map,
-    instead of convolving K extra channels (K = 400 at 128 px is 25x the work of the
-    feature part). Same parameter (one Conv2d weight over cin + code_dim channels), same
-    numbers up to float rounding.
+    instead of convolving K extra channels (FineGAN's child stage at 128 px: 200 code
+    channels against 64 feature channels). Same numbers up to float rounding.
+    """
+    if CodeConv.naive:
+        return F.conv2d(torch.cat([x, tile(code, x)], 1), weight, bias, padding=1)
+    cin = x.shape[1]
+    out = F.conv2d(x, weight[:, :cin], bias, padding=1)
+    wc = torch.einsum("bk,okt->bot", code.to(weight.dtype), weight[:, cin:].flatten(2))
+    taps = _taps(x.shape[2], x.shape[3], out)
+    return out + torch.einsum("bot,thw->bohw", wc.to(out.dtype), taps)
+
+
+class CodeConv(nn.Module):
+    """3x3 conv over ``cat(x, tile(code))`` without building the tiled tensor (see code_conv).
+
+    One Conv2d weight over cin + code_dim channels, so checkpoints look like a plain conv's.
     """
 
     naive: bool = False  # benchmarks only: build the tiled tensor, as a reference
@@ -106,20 +126,14 @@ class CodeConv(nn.Module):
         self.cin = cin
         self.conv = nn.Conv2d(cin + code_dim, cout, 3, 1, 1, bias=False)
 
-    @staticmethod
-    def _taps(h: int, w: int, like: Tensor) -> Tensor:
-        ones = torch.ones(1, 1, h, w, device=like.device, dtype=like.dtype)
-        eye = torch.eye(9, device=like.device, dtype=like.dtype).view(9, 1, 3, 3)
-        return F.conv2d(ones, eye, padding=1)[0]  # [9, H, W]: 1 where tap t reads inside
-
     def forward(self, x: Tensor, code: Tensor) -> Tensor:
-        if self.naive:
-            return self.conv(torch.cat([x, tile(code, x)], 1))
-        w = self.conv.weight
-        out = F.conv2d(x, w[:, : self.cin], padding=1)
-        wc = torch.einsum("bk,okt->bot", code.to(w.dtype), w[:, self.cin:].flatten(2))
-        taps = self._taps(x.shape[2], x.shape[3], out)
-        return out + torch.einsum("bot,thw->bohw", wc.to(out.dtype), taps)
+        return code_conv(x, code, self.conv.weight)
+
+
+def code_block(block: nn.Sequential, x: Tensor, code: Tensor) -> Tensor:
+    """Run a ``same_block(cin + code_dim, cout)`` on ``cat(x, tile(code))`` through code_conv."""
+    conv = block[0]
+    return block[2:](block[1](code_conv(x, code, conv.weight, conv.bias)))
 
 
 def down_block(cin: int, cout: int, k: int = 4, s: int = 2, p: int = 1, bn: bool = True) -> nn.Sequential:
