@@ -115,9 +115,17 @@ def train(
     skip_bad: bool = SKIP_BAD_OPT,
     as_json: bool = JSON_OPT,
 ):
-    """Train a model on a folder of images; checkpoints, grids and metrics go to --out."""
-    from . import api
+    """Train a model on a folder of images; checkpoints, grids and metrics go to --out.
 
+    Several processes: torchrun --nproc_per_node N -m fgtool train ..., or
+    accelerate launch [--cpu] --num_processes N -m fgtool train ... (train.batch_size is global).
+    """
+    from . import api
+    from .train.launch import maybe_relaunch
+
+    code = maybe_relaunch()
+    if code is not None:
+        raise typer.Exit(code)
     if skip_bad:
         set_ = [*(set_ or []), "data.skip_bad=true"]
     res = api.train(model, data, recipe, set_, out, resume=resume, dry_run=dry_run, progress=not quiet)
