@@ -453,3 +453,28 @@ def contact_sheet(paths_or_images: Iterable, path=None, ncol: int = 8, size: int
     if not thumbs:
         raise ValueError("contact_sheet: no images")
     return save_grid(torch.stack(thumbs), path, nrow=ncol, row_labels=labels, min_cell=size)
+
+
+def draw_points(images: torch.Tensor, points: torch.Tensor, radius: int = 1, colors=None,
+                outline: bool = True) -> torch.Tensor:
+    """Draw ``points`` ([N,P,2], (x, y) in [-1,1] image coordinates; non-finite ones are
+    skipped) as filled squares of side ``2*radius+1`` on a copy of ``images`` ([N,3,H,W] in
+    [-1,1]). Point ``j`` gets ``colors[j]`` (default ``PART_PALETTE[j]``); ``outline`` adds a
+    one-pixel black ring so a dot shows on a part of its own colour."""
+    x = images.detach().float().clone()
+    n, _, h, w = x.shape
+    pts = points.detach().float().cpu()
+    pal = colors if colors is not None else [PART_PALETTE[j % len(PART_PALETTE)] for j in range(pts.shape[1])]
+    for i in range(n):
+        for j in range(pts.shape[1]):
+            px, py = float(pts[i, j, 0]), float(pts[i, j, 1])
+            if not (math.isfinite(px) and math.isfinite(py)):
+                continue
+            cx, cy = int(round((px + 1) / 2 * w - 0.5)), int(round((py + 1) / 2 * h - 0.5))
+            col = _color_tensor(pal[j]).view(3, 1, 1).to(x.device)
+            for r, c in (((radius + 1), None), (radius, col)) if outline else ((radius, col),):
+                x0, x1 = max(0, cx - r), min(w, cx + r + 1)
+                y0, y1 = max(0, cy - r), min(h, cy + r + 1)
+                if x0 < x1 and y0 < y1:
+                    x[i, :, y0:y1, x0:x1] = -1.0 if c is None else c
+    return x

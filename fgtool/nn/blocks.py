@@ -272,3 +272,129 @@ class Classifier(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
+
+
+# ----------------------------------------------------------------------------- spatially conditioned blocks
+
+
+class SPADE(nn.Module):
+    """Spatially-adaptive (de)normalisation (Park et al. 2019): ``BN(x) * (1 + gamma(s)) + beta(s)``.
+
+    BatchNorm without affine over x; gamma and beta are per-pixel maps computed from the
+    conditioning map ``s`` by a shared 3x3 conv + ReLU and two 3x3 convs. ``s`` is resized
+    (nearest) to x's size if the two differ.
+    """
+
+    def __init__(self, ch: int, cond_ch: int, hidden: int = 128):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(ch, affine=False)
+        self.shared = nn.Sequential(nn.Conv2d(cond_ch, hidden, 3, 1, 1), nn.ReLU(inplace=True))
+        self.gamma = nn.Conv2d(hidden, ch, 3, 1, 1)
+        self.beta = nn.Conv2d(hidden, ch, 3, 1, 1)
+
+    def forward(self, x: Tensor, s: Tensor) -> Tensor:
+        if s.shape[-2:] != x.shape[-2:]:
+            s = F.interpolate(s, size=x.shape[-2:], mode="nearest")
+        h = self.shared(s)
+        return self.norm(x) * (1 + self.gamma(h)) + self.beta(h)
+
+
+class SPADEResBlock(nn.Module):
+    """SPADE, LReLU, conv3x3, SPADE, LReLU, conv3x3 plus a (SPADE + 1x1 conv when widths differ)
+    shortcut: the residual block of SPADE/GauGAN, used by GANSeg's mask and foreground
+    generators."""
+
+    def __init__(self, cin: int, cout: int, cond_ch: int, hidden: int = 128):
+        super().__init__()
+        mid = min(cin, cout)
+        self.n0, self.c0 = SPADE(cin, cond_ch, hidden), nn.Conv2d(cin, mid, 3, 1, 1)
+        self.n1, self.c1 = SPADE(mid, cond_ch, hidden), nn.Conv2d(mid, cout, 3, 1, 1)
+        self.learned = cin != cout
+        if self.learned:
+            self.ns, self.cs = SPADE(cin, cond_ch, hidden), nn.Conv2d(cin, cout, 1, bias=False)
+
+    def forward(self, x: Tensor, s: Tensor) -> Tensor:
+        short = self.cs(self.ns(x, s)) if self.learned else x
+        h = self.c0(F.leaky_relu(self.n0(x, s), 0.2))
+        h = self.c1(F.leaky_relu(self.n1(h, s), 0.2))
+        return short + h
+
+
+class AdaINConvBlock(nn.Module):
+    """conv3x3, BatchNorm (no affine), per-channel ``gamma``/``beta`` from a style vector by
+    two linear layers, LReLU: the AdaIN ConvBlock of GANSeg (BatchNorm instead of
+    InstanceNorm, as its supplement says)."""
+
+    def __init__(self, cin: int, cout: int, style_dim: int):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, 1, 1)
+        self.norm = nn.BatchNorm2d(cout, affine=False)
+        self.gamma = nn.Linear(style_dim, cout)
+        self.beta = nn.Linear(style_dim, cout)
+
+    def forward(self, x: Tensor, style: Tensor) -> Tensor:
+        h = self.norm(self.conv(x))
+        g, b = self.gamma(style)[:, :, None, None], self.beta(style)[:, :, None, None]
+        return F.leaky_relu(h * (1 + g) + b, 0.2)
+
+
+def mlp(din: int, hidden: int, dout: int, layers: int = 3) -> nn.Sequential:
+    """``layers`` linear layers with LReLU between them (none after the last)."""
+    mods: list[nn.Module] = []
+    d = din
+    for _ in range(layers - 1):
+        mods += [nn.Linear(d, hidden), nn.LeakyReLU(0.2, inplace=True)]
+        d = hidden
+    mods.append(nn.Linear(d, dout))
+    return nn.Sequential(*mods)
+
+
+class SmallSegmenter(nn.Module):
+    """A narrow DeepLab-style segmenter for CPU runs: a conv trunk to 1/4 resolution, a
+    dilated-conv context head (rates 1, 2, 4: an ASPP without the global branch), a 1/2
+    resolution skip, and bilinear upsampling back to the input size. Returns logits
+    [N, n_classes, H, W]."""
+
+    def __init__(self, n_classes: int, width: int = 32, in_ch: int = 3):
+        super().__init__()
+        w = width
+
+        def cbr(a, b, s=1, d=1):
+            return nn.Sequential(nn.Conv2d(a, b, 3, s, d, dilation=d, bias=False), nn.BatchNorm2d(b),
+                                 nn.ReLU(inplace=True))
+
+        self.stem = nn.Sequential(cbr(in_ch, w), cbr(w, w))
+        self.down1 = nn.Sequential(cbr(w, 2 * w, s=2), cbr(2 * w, 2 * w))
+        self.down2 = nn.Sequential(cbr(2 * w, 4 * w, s=2), cbr(4 * w, 4 * w))
+        self.aspp = nn.ModuleList([cbr(4 * w, 2 * w, d=r) for r in (1, 2, 4)])
+        self.fuse = cbr(6 * w, 4 * w)
+        self.up1 = cbr(4 * w + 2 * w, 2 * w)
+        self.up0 = cbr(2 * w + w, w)
+        self.head = nn.Conv2d(w, n_classes, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        s0 = self.stem(x)
+        s1 = self.down1(s0)
+        h = self.down2(s1)
+        h = self.fuse(torch.cat([a(h) for a in self.aspp], 1))
+        h = F.interpolate(h, size=s1.shape[-2:], mode="bilinear", align_corners=False)
+        h = self.up1(torch.cat([h, s1], 1))
+        h = F.interpolate(h, size=s0.shape[-2:], mode="bilinear", align_corners=False)
+        return self.head(self.up0(torch.cat([h, s0], 1)))
+
+
+class TorchvisionSegmenter(nn.Module):
+    """torchvision's DeepLabV3 (ResNet-50 or MobileNetV3-Large backbone), never with
+    pretrained weights; returns the ``out`` logits [N, n_classes, H, W]."""
+
+    ARCHS = ("deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large")
+
+    def __init__(self, arch: str, n_classes: int):
+        super().__init__()
+        from torchvision.models import segmentation as tvseg
+
+        self.net = getattr(tvseg, arch)(weights=None, weights_backbone=None, num_classes=n_classes,
+                                        aux_loss=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)["out"]

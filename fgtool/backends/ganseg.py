@@ -1,0 +1,456 @@
+"""GANSeg (He, Wandt & Rhodin, CVPR 2022): part segmentation from a hierarchical GAN.
+
+Generation, level by level (all sizes from the config, so one file builds the paper's
+128 px model and the 32 px CPU variants):
+
+1. points: three independent noises (points, part appearance, background appearance).
+   ``tanh(MLP(z_point) / 20)`` gives K parts x n_per points; a part's centre is the mean
+   of its points and its scale the deviation of eq. 1. Part embeddings are
+   ``MLP(z_app) * w_k`` with a learned constant ``w_k`` per part.
+2. masks: a relative Fourier encoding of ``p - x_k^i`` (no absolute coordinates) starts
+   a stack of SPADE ResBlocks conditioned on ``sum_k H_k(p) w_k`` (Gaussian heatmaps
+   times embeddings); a softmax gives K + 1 masks, the last one the background.
+3. foreground: SPADE ResBlocks on ``sum_k M_k(p) w_k`` from an encoding of ``p - x_k``;
+   background: AdaIN ConvBlocks from an encoding of ``p - u`` with a random shift
+   ``u ~ U[-1, 1]^2``; ``image = tanh(conv(conv((1 - m_bg) F + m_bg B)))``.
+
+Every map carries a margin of ``margin`` pixels on each side; after each 2x upsampling the
+doubled margin is cropped back (translation equivariance: moving every point and the
+background shift by one pixel of the first resolution moves the image, see the tests).
+
+Discriminator: a DCGAN-style stack of stride-2 4x4 convs with LeakyReLU and no
+normalisation (R1 and BatchNorm do not mix), down to 4x4 and one 4x4 conv to a logit.
+The paper does not pin its discriminator down; this is our choice.
+
+Training: softplus (non-saturating) losses; R1 on real images, weight 10, every 16
+steps (scaled by 16 as lazy regularisation does) and always in fp32; every second G
+step the concentration (x10) and area (x1) penalties. From ``seg_start`` the GAN stops
+and only the segmenter S moves: it learns from fresh image/mask pairs of the frozen
+generator (eval mode), with 0.5 CE + 0.5 Dice against the argmax of the K + 1 masks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import FgtoolError
+from ..nn.blocks import (
+    AdaINConvBlock,
+    ImageEncoder,
+    SmallSegmenter,
+    SPADEResBlock,
+    TorchvisionSegmenter,
+    mlp,
+)
+from ..nn.compose import RelativeFourier, crop_margin, gaussian_heatmaps, pixel_grid, upsample_crop
+from ..registry import register
+from .base import Backend, Grid, Phase, as_rgb
+
+SEG_ARCHS = ("small", *TorchvisionSegmenter.ARCHS)
+
+
+@dataclass
+class GANSegConfig:
+    n_parts: int = 8  # K (10 for Taichi in the paper)
+    n_per: int = 4  # points per part
+    z_dim: int = 256  # each of the three noises (points, part appearance, background appearance)
+    mlp_hidden: int = 512  # the 3-layer MLPs of level 1 and of the background appearance
+    point_div: float = 20.0  # points = tanh(MLP(z) / point_div)
+    emb_dim: int = 64  # part embedding D_emb (conditions the SPADE blocks)
+    start_div: int = 4  # first resolution = size / start_div (128 px -> 32: the paper's 32, 32, 64, 128)
+    mask_ch: int = 256  # width of the mask generator
+    mask_blocks: int = 3  # SPADE ResBlocks of the mask generator (at the first resolution)
+    gen_ch: int = 256  # foreground/background width at the first resolution; halves per upsampling
+    gen_min_ch: int = 64
+    spade_hidden: int = 128
+    # border kept around every map, in pixels at every resolution. -1: the paper's 10 px at
+    # 128 px, scaled with the image size (64 px -> 5) and never below 3 (32 px -> 3): two 3x3
+    # convs per block need about 2 px for their zero padding to stay out of the image
+    margin: int = -1
+    sigma_floor: float = 0.0  # added in quadrature to each part scale in the heatmaps (paper: 0)
+    ndf: int = 64  # discriminator base width
+    lr_g: float = 1e-4
+    lr_d: float = 4e-4
+    betas: tuple[float, float] = (0.5, 0.9)
+    w_r1: float = 10.0
+    r1_every: int = 16
+    w_con: float = 10.0  # geometric concentration penalty (30 for flowers / Taichi)
+    w_area: float = 1.0
+    pen_every: int = 2  # the penalties join the G loss every pen_every-th step
+    seg_start: int = 30000  # step where the GAN stops and the segmenter starts; 0 = no segmenter stage
+    seg_arch: str = "deeplabv3_resnet50"  # or deeplabv3_mobilenet_v3_large, or small (SmallSegmenter)
+    seg_width: int = 32  # width of the small segmenter
+    seg_batch: int = 0  # generated pairs per segmenter step; 0 = train.batch_size
+    lr_s: float = 3e-4
+    seg_betas: tuple[float, float] = (0.9, 0.999)
+    w_ce: float = 0.5
+    w_dice: float = 0.5
+
+
+# ----------------------------------------------------------------------------- networks
+
+
+class GANSegGenerator(nn.Module):
+    def __init__(self, cfg: GANSegConfig, size: int):
+        super().__init__()
+        c = cfg
+        self.k, self.n_per, self.div = c.n_parts, c.n_per, c.point_div
+        self.size = size
+        self.r0 = size // c.start_div
+        self.ups = int(round(math.log2(c.start_div)))
+        self.margin = c.margin if c.margin >= 0 else max(3, round(10 * size / 128))
+        self.floor = c.sigma_floor
+        e = c.emb_dim
+        self.point_mlp = mlp(c.z_dim, c.mlp_hidden, self.k * self.n_per * 2)
+        self.app_mlp = mlp(c.z_dim, c.mlp_hidden, e)
+        self.w_const = nn.Parameter(torch.randn(self.k, e))
+        self.bg_mlp = mlp(c.z_dim, c.mlp_hidden, e)
+        # level 2: masks
+        self.mask_pe = RelativeFourier(self.k * self.n_per, c.mask_ch)
+        self.mask_blocks = nn.ModuleList([SPADEResBlock(c.mask_ch, c.mask_ch, e, c.spade_hidden)
+                                          for _ in range(c.mask_blocks)])
+        self.mask_out = nn.Conv2d(c.mask_ch, self.k + 1, 3, 1, 1)
+        # level 3: foreground (SPADE) and background (AdaIN), one block per resolution
+        chs = [max(c.gen_min_ch, c.gen_ch // 2 ** i) for i in range(self.ups + 1)]
+        self.fg_pe = RelativeFourier(self.k, chs[0])
+        self.bg_pe = RelativeFourier(1, chs[0])
+        self.fg_blocks = nn.ModuleList([SPADEResBlock(chs[max(0, i - 1)], chs[i], e, c.spade_hidden)
+                                        for i in range(self.ups + 1)])
+        self.bg_blocks = nn.ModuleList([AdaINConvBlock(chs[max(0, i - 1)], chs[i], e)
+                                        for i in range(self.ups + 1)])
+        ch = chs[-1]
+        self.to_rgb = nn.Sequential(nn.Conv2d(ch, ch, 3, 1, 1), nn.LeakyReLU(0.2), nn.Conv2d(ch, 3, 3, 1, 1))
+
+    # level 1
+    def points(self, z_point: Tensor) -> Tensor:
+        """[N, K, n_per, 2] in (-1, 1)."""
+        return torch.tanh(self.point_mlp(z_point).float() / self.div).view(-1, self.k, self.n_per, 2)
+
+    @staticmethod
+    def geometry(points: Tensor) -> tuple[Tensor, Tensor]:
+        """Part centres [N, K, 2] and scales [N, K] (eq. 1: root sum of squares / (n - 1))."""
+        centre = points.mean(2)
+        n = points.shape[2]
+        sigma = ((points - centre[:, :, None]) ** 2).sum((2, 3)).clamp_min(1e-12).sqrt() / max(1, n - 1)
+        return centre, sigma
+
+    def forward(self, codes: dict[str, Tensor], layers: bool = False) -> dict[str, Tensor]:
+        m = self.margin
+        pts = codes["points"].float() if "points" in codes else self.points(codes["z_point"])
+        centre, sigma = self.geometry(pts)
+        w = self.app_mlp(codes["z_app"])[:, None, :] * self.w_const[None]  # [N, K, E]
+        dev = pts.device
+        grid = pixel_grid(self.r0, m, device=dev)
+        heat = gaussian_heatmaps(grid, centre, sigma, self.floor)  # [N, K, h, w]
+        cond = torch.einsum("nkhw,nke->nehw", heat, w.float())
+        h = self.mask_pe(grid, pts.flatten(1, 2))
+        for blk in self.mask_blocks:
+            h = blk(h, cond)
+        masks = torch.softmax(self.mask_out(F.leaky_relu(h, 0.2)).float(), 1)  # [N, K+1, h, w]
+        # foreground and background, one block per resolution, upsample + crop in between
+        f = self.fg_pe(grid, centre)
+        b = self.bg_pe(grid, codes["u_bg"].float()[:, None, :])
+        w_bg = self.bg_mlp(codes["z_bg"])
+        mk = masks
+        for i, (fb, bb) in enumerate(zip(self.fg_blocks, self.bg_blocks)):
+            f = fb(f, torch.einsum("nkhw,nke->nehw", mk[:, :self.k], w.float()))
+            b = bb(b, w_bg)
+            if i < self.ups:
+                f, b, mk = upsample_crop(f, m), upsample_crop(b, m), upsample_crop(mk, m)
+        m_bg = mk[:, self.k:]
+        image = torch.tanh(self.to_rgb((1 - m_bg) * f + m_bg * b))
+        out = {"image": crop_margin(image, m), "parts": crop_margin(mk, m), "mask": crop_margin(1 - m_bg, m),
+               "points": pts, "centres": centre, "sigma": sigma, "heat": heat, "masks_low": masks,
+               "grid": grid}
+        if layers:
+            out["foreground"] = crop_margin(torch.tanh(self.to_rgb(f)), m)
+            out["background"] = crop_margin(torch.tanh(self.to_rgb(b)), m)
+        return out
+
+
+class GANSegDiscriminator(nn.Module):
+    """Stride-2 4x4 convs with LeakyReLU, no normalisation, to 4x4; a 4x4 conv to one logit."""
+
+    def __init__(self, ndf: int, size: int):
+        super().__init__()
+        enc = ImageEncoder(ndf, size, bn=False)
+        self.net = nn.Sequential(enc, nn.Conv2d(enc.out_ch, 1, 4))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x).flatten(1)
+
+
+@contextlib.contextmanager
+def _eval_mode(m: nn.Module):
+    """The frozen generator renders as at inference: BN running statistics, none updated."""
+    was = m.training
+    m.eval()
+    try:
+        yield m
+    finally:
+        m.train(was)
+
+
+def soft_dice_loss(logits: Tensor, target: Tensor, eps: float = 1.0) -> Tensor:
+    """1 - mean over classes of the soft Dice between softmax(logits) and one-hot(target),
+    pooled over the batch and the pixels."""
+    p = logits.float().softmax(1)
+    onehot = F.one_hot(target, p.shape[1]).permute(0, 3, 1, 2).to(p)
+    inter = (p * onehot).sum((0, 2, 3))
+    denom = p.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
+    return 1.0 - ((2 * inter + eps) / (denom + eps)).mean()
+
+
+def r1_penalty(D: nn.Module, real: Tensor) -> Tensor:
+    """E ||grad_x D(x)||^2 on real images, forward and double backward in fp32 (also
+    inside a bf16/fp16 autocast region)."""
+    with torch.autocast(device_type=real.device.type, enabled=False):
+        x = real.detach().float().requires_grad_(True)
+        out = D(x)
+        (g,) = torch.autograd.grad(out.float().sum(), x, create_graph=True)
+        return g.pow(2).flatten(1).sum(1).mean()
+
+
+# ----------------------------------------------------------------------------- backend
+
+
+@register
+class GANSeg(Backend):
+    name = "ganseg"
+    Config = GANSegConfig
+    ema = ("G", "S")
+    inference_nets = ("G", "S")
+    uses_boxes = False
+
+    def __init__(self, cfg: GANSegConfig, size: int):
+        super().__init__(cfg, size)
+        c = cfg
+        if c.n_parts < 1 or c.n_per < 2:
+            raise FgtoolError("model.n_parts must be >= 1 and model.n_per >= 2 (a part's scale needs two points)")
+        if c.start_div < 1 or c.start_div & (c.start_div - 1) or size % c.start_div:
+            raise FgtoolError(f"model.start_div must be a power of two that divides data.size={size}, "
+                              f"got {c.start_div}")
+        if c.seg_arch not in SEG_ARCHS:
+            raise FgtoolError(f"model.seg_arch must be one of {', '.join(SEG_ARCHS)}, got {c.seg_arch!r}")
+        if c.seg_start < 0:
+            raise FgtoolError(f"model.seg_start must be >= 0 (0 = no segmenter stage), got {c.seg_start}")
+        if c.r1_every < 1 or c.pen_every < 1:
+            raise FgtoolError("model.r1_every and model.pen_every must be >= 1")
+        self.k = c.n_parts
+
+    # ---------------------------------------------------------------- nets and phases
+    def build(self) -> dict[str, nn.Module]:
+        c = self.cfg
+        seg = (SmallSegmenter(self.k + 1, c.seg_width) if c.seg_arch == "small"
+               else TorchvisionSegmenter(c.seg_arch, self.k + 1))
+        return {"G": GANSegGenerator(c, self.size), "D": GANSegDiscriminator(c.ndf, self.size), "S": seg}
+
+    def phases(self) -> list[Phase]:
+        c = self.cfg
+        s = c.seg_start
+        betas = tuple(c.betas)
+        # G first: its fake batch is cached and re-used, detached, by D (one G forward per step)
+        ph = [Phase("G", ("G",), lr=c.lr_g, betas=betas, stop=s),
+              Phase("D", ("D",), lr=c.lr_d, betas=betas, stop=s),
+              Phase("D_r1", ("D",), every=c.r1_every, lr=c.lr_d, betas=betas, stop=s)]
+        if s > 0:  # stage 2: only the segmenter moves
+            ph.append(Phase("S", ("S",), lr=c.lr_s, betas=tuple(c.seg_betas), start=s))
+        return ph
+
+    def segment_ready(self, step: int) -> bool:
+        """Whether a checkpoint at ``step`` holds a trained segmenter."""
+        return self.cfg.seg_start > 0 and step > self.cfg.seg_start
+
+    # ---------------------------------------------------------------- codes
+    def sample_codes(self, n: int, generator: torch.Generator | None = None, device=None, **fix) -> dict[str, Tensor]:
+        kw = {"generator": generator, "device": device}
+        z = self.cfg.z_dim
+        codes = {"z_point": torch.randn(n, z, **kw), "z_app": torch.randn(n, z, **kw),
+                 "z_bg": torch.randn(n, z, **kw), "u_bg": torch.rand(n, 2, **kw) * 2 - 1}
+        for k, v in fix.items():
+            if k not in codes and k != "points":
+                raise FgtoolError(f"unknown GANSeg code {k!r}; codes are {', '.join(codes)}")
+            codes[k] = v.to(device) if torch.is_tensor(v) else v
+        return codes
+
+    def code_sizes(self) -> dict[str, int]:
+        return {"z_point": 0, "z_app": 0, "z_bg": 0}
+
+    def generate(self, nets, codes, geometry: bool = False) -> dict[str, Tensor]:
+        """image [N,3,S,S]; mask (foreground = 1 - background) [N,1,S,S]; parts [N,K+1,S,S]
+        (softmax, last channel background); foreground, background [N,3,S,S] (each layer
+        rendered alone). ``geometry``: also points [N,K,n_per,2], centres [N,K,2] and
+        sigma [N,K] (image coordinates in [-1,1]). ``codes`` may hold ``points`` to
+        place the parts by hand."""
+        G = nets["G"]
+        dev = next(G.parameters()).device
+        out = G({k: v.to(dev) for k, v in codes.items()}, layers=True)
+        keep = ["image", "mask", "parts", "foreground", "background"]
+        if geometry:
+            keep += ["points", "centres", "sigma"]
+        return {k: out[k] for k in keep}
+
+    # ---------------------------------------------------------------- losses
+    def loss(self, phase, nets, batch, step) -> dict[str, Tensor]:
+        return {"G": self._loss_g, "D": self._loss_d, "D_r1": self._loss_r1, "S": self._loss_s}[phase](
+            nets, batch, step)
+
+    def _fake(self, nets, batch, grad: bool) -> dict[str, Tensor]:
+        cache = batch.setdefault("cache", {})
+        if "fake" not in cache:
+            n, dev = batch["image"].shape[0], batch["image"].device
+            with torch.set_grad_enabled(grad):
+                cache["fake"] = nets["G"](self.sample_codes(n, device=dev))
+        return cache["fake"]
+
+    def penalties(self, out: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Concentration (eq. 16) and area (eq. 17) at the mask resolution, summed over
+        parts (the background is free) and pixels, averaged over the batch."""
+        masks = out["masks_low"][:, :self.k].float()  # [N, K, h, w]
+        grid, centre = out["grid"], out["centres"]
+        d2 = ((grid[None, None] - centre[:, :, None, None, :]) ** 2).sum(-1)
+        mass = masks.sum((2, 3))
+        con = ((masks * d2).sum((2, 3)) / (mass + 1e-6)).sum(1).mean()
+        area = F.relu(out["heat"].float().sum((2, 3)) - mass).sum(1).mean()
+        return con, area
+
+    def _loss_g(self, nets, batch, step) -> dict[str, Tensor]:
+        c = self.cfg
+        out = self._fake(nets, batch, grad=True)
+        g_adv = F.softplus(-nets["D"](out["image"]).float()).mean()
+        loss = g_adv
+        parts = {"g_adv": g_adv}
+        if step % c.pen_every == 0:
+            con, area = self.penalties(out)
+            loss = loss + c.w_con * con + c.w_area * area
+            parts.update(con=con, area=area)
+        with torch.no_grad():
+            parts["fg_area"] = out["mask"].float().mean()
+            parts["sigma"] = out["sigma"].mean()
+        return {"loss": loss, **parts}
+
+    def _loss_d(self, nets, batch, step) -> dict[str, Tensor]:
+        fake = self._fake(nets, batch, grad=False)["image"].detach()
+        D = nets["D"]
+        d_real = F.softplus(-D(batch["image"]).float()).mean()
+        d_fake = F.softplus(D(fake).float()).mean()
+        return {"loss": d_real + d_fake, "d_real": d_real, "d_fake": d_fake}
+
+    def _loss_r1(self, nets, batch, step) -> dict[str, Tensor]:
+        c = self.cfg
+        r1 = r1_penalty(nets["D"], batch["image"])
+        # lazy regularisation: applied every r1_every steps, so scaled by r1_every
+        return {"loss": 0.5 * c.w_r1 * c.r1_every * r1, "r1": r1}
+
+    def _loss_s(self, nets, batch, step) -> dict[str, Tensor]:
+        c = self.cfg
+        n = c.seg_batch or batch["image"].shape[0]
+        dev = batch["image"].device
+        G = nets["G"]
+        with torch.no_grad(), _eval_mode(G):
+            out = G(self.sample_codes(n, device=dev))
+        target = out["parts"].float().argmax(1)
+        logits = nets["S"](out["image"].detach()).float()
+        ce = F.cross_entropy(logits, target)
+        dice = soft_dice_loss(logits, target)
+        with torch.no_grad():
+            pred = logits.argmax(1)
+            acc = (pred == target).float().mean()
+            pf, tf = pred != self.k, target != self.k
+            inter = (pf & tf).flatten(1).sum(1).float()
+            union = (pf | tf).flatten(1).sum(1).float()
+            fg_iou = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union)).mean()
+        return {"loss": c.w_ce * ce + c.w_dice * dice, "s_ce": ce, "s_dice": dice, "s_acc": acc,
+                "s_fg_iou": fg_iou}
+
+    # ---------------------------------------------------------------- segmentation
+    def segment_parts(self, nets, images: Tensor) -> Tensor:
+        """Softmax over K + 1 labels [N, K+1, H, W]; the last channel is the background."""
+        return nets["S"](images).float().softmax(1)
+
+    def segment(self, nets, images: Tensor) -> Tensor:
+        """Foreground probability [N, 1, H, W] = 1 - p(background)."""
+        return 1.0 - self.segment_parts(nets, images)[:, self.k:]
+
+    def part_centres(self, probs: Tensor, min_mass: float = 0.002) -> Tensor:
+        """Centres of mass [N, K, 2] of the part probability maps (image coordinates in
+        [-1, 1]); NaN for a part that covers less than ``min_mass`` of the image."""
+        p = probs[:, :self.k].float()
+        h, w = p.shape[-2:]
+        ys = (torch.arange(h, device=p.device, dtype=p.dtype) + 0.5) * 2 / h - 1
+        xs = (torch.arange(w, device=p.device, dtype=p.dtype) + 0.5) * 2 / w - 1
+        mass = p.sum((2, 3))
+        cx = (p.sum(2) * xs).sum(2) / mass.clamp_min(1e-6)
+        cy = (p.sum(3) * ys).sum(2) / mass.clamp_min(1e-6)
+        c = torch.stack([cx, cy], -1)
+        return torch.where((mass / (h * w) >= min_mass)[..., None], c, torch.full_like(c, float("nan")))
+
+    def n_parts(self) -> int:
+        return self.k
+
+    # ---------------------------------------------------------------- pictures
+    def part_picture(self, images: Tensor, parts: Tensor, centres: Tensor | None = None,
+                     points: Tensor | None = None) -> Tensor:
+        """Parts coloured over the image (background uncoloured), centres as outlined dots
+        and the individual points as single pixels (paper Figs 18-21)."""
+        from ..io.images import draw_points, part_overlay
+
+        lab = parts.float().argmax(1)
+        lab = torch.where(lab == self.k, torch.full_like(lab, -1), lab)
+        x = part_overlay(images.float(), lab, self.k, alpha=0.45)
+        r = max(1, images.shape[-1] // 48)
+        if points is not None:
+            pts = points.flatten(1, 2)
+            cols = [c for c in _palette(self.k) for _ in range(points.shape[2])]
+            x = draw_points(x, pts, radius=0, colors=cols, outline=False)
+        if centres is not None:
+            x = draw_points(x, centres, radius=r)
+        return x
+
+    def grids(self, nets, generator: torch.Generator, which: str = "train") -> dict[str, Grid]:
+        g = {}
+        codes = self.sample_codes(16, generator)
+        out = self.generate(nets, codes, geometry=True)
+        img = out["image"].float()
+        g["samples"] = Grid(img, 8)
+        g["parts"] = Grid(self.part_picture(img, out["parts"], out["centres"], out["points"]), 8)
+        n = 6
+        cols = {"image": img, "parts": self.part_picture(img, out["parts"], out["centres"]),
+                "mask": as_rgb(out["mask"].float()), "foreground": out["foreground"].float(),
+                "background": out["background"].float()}
+        g["layers"] = Grid(torch.stack([v[:n] for v in cols.values()], 1).flatten(0, 1), len(cols),
+                           [f"#{i}" for i in range(n)], list(cols))
+        # what the segmenter makes of generated images (untrained before model.seg_start)
+        with _eval_mode(nets["S"]):
+            sp = self.segment_parts(nets, img[:8])
+        g["segmenter"] = Grid(torch.stack([img[:8], self.part_picture(img[:8], out["parts"][:8]),
+                                           self.part_picture(img[:8], sp)], 1).flatten(0, 1), 3,
+                              [f"#{i}" for i in range(8)], ["image", "generator parts", "segmenter parts"])
+        if which == "train":
+            return g
+        # same points and part appearance per row, background code and shift along the row
+        rows, ncol = 4, 6
+        base = self.sample_codes(rows, generator)
+        rep = {k: v.repeat_interleave(ncol, 0) for k, v in base.items()}
+        bgc = self.sample_codes(ncol, generator)
+        rep["z_bg"], rep["u_bg"] = bgc["z_bg"].repeat(rows, 1), bgc["u_bg"].repeat(rows, 1)
+        g["vary_bg"] = Grid(self.generate(nets, rep)["image"], ncol, [f"fg{i}" for i in range(rows)],
+                            [f"bg{j}" for j in range(ncol)])
+        # same background and appearance per row, points along the row
+        rep = {k: v.repeat_interleave(ncol, 0) for k, v in base.items()}
+        rep["z_point"] = bgc["z_point"].repeat(rows, 1)
+        g["vary_points"] = Grid(self.generate(nets, rep)["image"], ncol, [f"row{i}" for i in range(rows)],
+                                [f"points{j}" for j in range(ncol)])
+        return g
+
+
+def _palette(k: int) -> list[tuple[int, int, int]]:
+    from ..io.images import PART_PALETTE
+
+    return [PART_PALETTE[j % len(PART_PALETTE)] for j in range(k)]
