@@ -611,7 +611,7 @@ def _seg_eval(ckpt_path, data, split, max_images, workers) -> dict:
     from .metrics.segmentation import seg_metrics
 
     m = load(ckpt_path)
-    m.backend.require("segment")
+    _require_segmenter(m)
     imageset, ds = _eval_set(m, data, split, max_images, with_masks=True)
     if not imageset.has_masks:
         raise FgtoolError(f"{data} has no segmentations/ to score against")
@@ -690,10 +690,153 @@ def _slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 # ----------------------------------------------------------------------------- other commands
 
 
-def segment(ckpt_path: str, data: str, out: str, parts: bool = False) -> dict:
-    m = load(ckpt_path)
+def _require_segmenter(m: Loaded) -> None:
     m.backend.require("segment")
-    raise FgtoolError("segment is not implemented for any model yet")  # pragma: no cover
+    ready = getattr(m.backend, "segment_ready", None)
+    if ready is not None and not ready(m.step):
+        start = getattr(m.cfg.model_cfg, "seg_start", None)
+        when = f"model.seg_start={start}" if start else "model.seg_start=0: no segmenter stage"
+        raise FgtoolError(f"{m.path} (step {m.step}) has no trained segmenter yet ({when}); "
+                          "train past that step first")
+
+
+def _mask_names(imageset) -> list[Path]:
+    """Output names: the image's path relative to the data root (CUB: to images/), as .png;
+    two images that would share a name (a.jpg, a.png) keep their extension (a.jpg.png)."""
+    base = imageset.root / "images" if imageset.layout == "cub" else imageset.root
+    rels = []
+    for r in imageset.records:
+        p = Path(r.path)
+        try:
+            rels.append(p.relative_to(base))
+        except ValueError:
+            rels.append(Path(p.name))
+    stems = [r.with_suffix(".png") for r in rels]
+    dup = {s for s in stems if stems.count(s) > 1}
+    return [r.with_name(r.name + ".png") if s in dup else s for r, s in zip(rels, stems)]
+
+
+def _view_region(ds, rec, w: int, h: int) -> tuple[float, float, float, float]:
+    """(l, t, r, b) of the photo that an eval-mode :class:`ImageDataset` maps onto its S x S
+    input: the object crop for a model that uses real boxes, else the centre crop."""
+    import random
+
+    rng = random.Random(0)  # eval views draw nothing from it
+    if ds.use_real and rec.box is not None:
+        return ds._object_view(rec.box, w, h, rng).region
+    return ds._full_view(w, h, rng).region
+
+
+def _part_palette(k: int) -> list[int]:
+    """PNG palette: index 0 = background (black), index j + 1 = part j (``PART_PALETTE[j]``)."""
+    from .io.images import PART_PALETTE
+
+    flat = [0, 0, 0]
+    for j in range(k):
+        flat += list(PART_PALETTE[j % len(PART_PALETTE)])
+    return flat + [0, 0, 0] * (256 - k - 1)
+
+
+def segment(ckpt_path: str, data: str, out: str, parts: bool = False, points: bool = False,
+            batch_size: int = 32, split: str | None = None, max_images: int = 0, workers: int = 2,
+            progress: Progress = None) -> dict:
+    """Foreground masks of real photos, one PNG per image (0/255, the photo's own size,
+    same relative name) under ``out``, an ``overlay.png`` contact sheet and ``index.json``.
+    ``parts``: also part-index PNGs under ``out/parts/`` (palette: 0 background, j + 1 part
+    j) and ``parts_overlay.png``. ``points``: part centres (centres of mass of the part
+    maps) drawn on the sheets and written to ``points.json`` in the photo's pixels."""
+    from PIL import Image
+
+    from .io.images import contact_sheet, draw_points, image_size, mask_overlay, part_overlay, save_image
+
+    m = load(ckpt_path)
+    _require_segmenter(m)
+    name = m.cfg.model
+    if (parts or points) and not hasattr(m.backend, "segment_parts"):
+        raise FgtoolError(f"--{'parts' if parts else 'points'}: model '{name}' segments the foreground only")
+    outp = Path(out)
+    if outp.exists() and not outp.is_dir():
+        raise FgtoolError(f"--out {outp} is a file, not a folder")
+    if batch_size < 1:
+        raise FgtoolError(f"--batch-size must be >= 1, got {batch_size}")
+    imageset, ds = _eval_set(m, data, split, max_images)
+    names = _mask_names(imageset)
+    k = m.backend.n_parts() if hasattr(m.backend, "n_parts") else 0
+    pal = _part_palette(k) if parts else None
+    sheet_fg, sheet_parts, items, pts_doc = [], [], [], {}
+    done, n_sheet = 0, 64
+    with torch.no_grad():
+        for batch in _batches(ds, batch_size, workers):
+            x = batch["image"].to(m.device)
+            if hasattr(m.backend, "segment_parts"):
+                probs = m.backend.segment_parts(m.nets, x).float()
+                fg = 1.0 - probs[:, -1:]
+            else:
+                probs, fg = None, m.backend.segment(m.nets, x).float()
+            cen = m.backend.part_centres(probs) if points else None
+            xs, fg, probs = x.float().cpu(), fg.cpu(), probs.cpu() if probs is not None else None
+            for i in range(x.shape[0]):
+                j = done + i
+                rec, rel = imageset.records[j], names[j]
+                w, h = image_size(rec.path)
+                l, t, r, b = _view_region(ds, rec, w, h)  # the crop the model saw, in the photo's pixels
+                side = (max(1, round(r - l)), max(1, round(b - t)))
+                at = (round(l), round(t))
+                prob = Image.fromarray((fg[i, 0].clamp(0, 1).numpy() * 255).round().astype(np.uint8), "L")
+                on = prob.resize(side, Image.BILINEAR).point(lambda v: 255 if v >= 128 else 0)
+                canvas = Image.new("L", (w, h), 0)
+                canvas.paste(on, at)
+                mpath = save_image(canvas, outp / rel)
+                item = {"image": str(rec.path), "mask": str(mpath),
+                        "fg_fraction": round(float((fg[i] > 0.5).float().mean()), 4)}
+                if parts:
+                    lab = probs[i].argmax(0)
+                    idx = torch.where(lab == k, torch.zeros_like(lab), lab + 1).to(torch.uint8).numpy()
+                    pim = Image.fromarray(idx, "P").resize(side, Image.NEAREST)
+                    pc = Image.new("P", (w, h), 0)
+                    pc.putpalette(pal)
+                    pc.paste(pim, at)
+                    pc.putpalette(pal)
+                    item["parts"] = str(save_image(pc, outp / "parts" / rel))
+                if points:
+                    c = cen[i].cpu()
+                    pix = [None if not bool(torch.isfinite(q).all()) else
+                           [round(l + (float(q[0]) + 1) / 2 * side[0], 2),
+                            round(t + (float(q[1]) + 1) / 2 * side[1], 2)] for q in c]
+                    item["points"] = pix
+                    pts_doc[str(rel)] = pix
+                items.append(item)
+                if len(sheet_fg) < n_sheet:
+                    img = xs[i:i + 1]
+                    c1 = cen[i:i + 1].cpu() if points else None
+                    ov = mask_overlay(img, fg[i:i + 1])
+                    sheet_fg.append((draw_points(ov, c1) if points else ov)[0])
+                    if parts:
+                        lab = probs[i:i + 1].argmax(1)
+                        lab = torch.where(lab == k, torch.full_like(lab, -1), lab)
+                        pov = part_overlay(img, lab, k)
+                        sheet_parts.append((draw_points(pov, c1) if points else pov)[0])
+            done += x.shape[0]
+            if progress:
+                progress("segment", done, len(ds))
+    size = max(64, m.cfg.data.size)
+    files = {"masks": str(outp)}
+    contact_sheet(sheet_fg, outp / "overlay.png", ncol=8, size=size)
+    files["overlay"] = str(outp / "overlay.png")
+    if parts:
+        contact_sheet(sheet_parts, outp / "parts_overlay.png", ncol=8, size=size)
+        files.update(parts=str(outp / "parts"), parts_overlay=str(outp / "parts_overlay.png"))
+    if points:
+        ckpt.atomic_write_text(outp / "points.json", json.dumps(pts_doc, indent=1) + "\n")
+        files["points"] = str(outp / "points.json")
+    doc = {"checkpoint": str(ckpt_path), "model": name, "step": m.step, "data": str(imageset.root),
+           "n": len(items), "n_parts": k if (parts or points) else None, "items": items}
+    ckpt.atomic_write_text(outp / "index.json", json.dumps(doc, indent=1) + "\n")
+    files["index"] = str(outp / "index.json")
+    return {"checkpoint": str(ckpt_path), "model": name, "step": m.step, "data": str(imageset.root),
+            "n": len(items), "masks": len(items), "parts": len(items) if parts else 0,
+            "points": len(items) if points else 0, "size": m.cfg.data.size,
+            "mean_fg_fraction": round(float(np.mean([it["fg_fraction"] for it in items])), 4), "files": files}
 
 
 def mix(ckpt_path: str, out: str | None = None, **options) -> dict:

@@ -276,18 +276,32 @@ def mix(
                   grid=grid, batch=batch), as_json, "mix")
 
 
-@app.command(epilog="Example: fgtool segment --ckpt runs/onegan/last.pt --data photos/ --out masks/")
+@app.command(epilog="Examples: fgtool segment --ckpt runs/synth-ganseg/last.pt --data photos/ --out masks/\n\n"
+                    "fgtool segment --ckpt runs/synth-ganseg/last.pt --data bird.jpg --parts --points "
+                    "--out masks/ --json")
 def segment(
     ckpt: str = typer.Option(..., "--ckpt"),
     data: str = typer.Option(..., "--data", "-d", help="A folder or a single image."),
-    out: str = typer.Option("masks", "--out", "-o"),
-    parts: bool = typer.Option(False, "--parts", help="Part masks instead of foreground."),
+    out: str = typer.Option("masks", "--out", "-o", help="Folder: one 0/255 PNG mask per image (same relative "
+                                                         "name, the photo's size), overlay.png, index.json."),
+    parts: bool = typer.Option(False, "--parts", help="Also part-index PNGs in OUT/parts/ (palette: 0 background, "
+                                                      "j+1 part j) and parts_overlay.png."),
+    points: bool = typer.Option(False, "--points", help="Draw part centres on the sheets; write points.json."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    split: Optional[str] = typer.Option(None, "--split", help="train or test (split.csv / train_test_split.txt)."),
+    max_images: int = typer.Option(0, "--max-images"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    skip_bad: bool = SKIP_BAD_OPT,
     as_json: bool = JSON_OPT,
 ):
-    """Segment foreground (or parts) of real photos."""
+    """Segment the foreground (or parts) of real photos with a model that can segment."""
     from . import api
+    from .data.datasets import skip_bad_images
 
-    _emit(api.segment(ckpt, data, out, parts=parts), as_json, "segment")
+    with _Bars(quiet) as bars, skip_bad_images(skip_bad):
+        res = api.segment(ckpt, data, out, parts=parts, points=points, batch_size=batch_size, split=split,
+                          max_images=max_images, progress=bars)
+    _emit(res, as_json, "segment")
 
 
 @app.command(epilog="Example: fgtool info --ckpt runs/fg/last.pt --json")

@@ -224,7 +224,7 @@ def r1_penalty(D: nn.Module, real: Tensor) -> Tensor:
 class GANSeg(Backend):
     name = "ganseg"
     Config = GANSegConfig
-    ema = ("G", "S")
+    ema = ("G",)  # not S: an EMA that starts averaging at ema_start would mix in the untrained S
     inference_nets = ("G", "S")
     uses_boxes = False
 
