@@ -398,3 +398,56 @@ class TorchvisionSegmenter(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)["out"]
+
+
+# ----------------------------------------------------------------------------- layer-normalised GLU blocks (OneGAN)
+
+
+class GLULayerNorm(nn.Module):
+    """OneGAN's fused normalisation and activation: ``GLU(LN(xL), xR) = LN(xL) * sigmoid(xR)``.
+
+    The input has ``2 * ch`` channels, split in halves: only the left half (the values) is
+    layer-normalised; the right half (the gate) is not, so it stays a per-position mask.
+    LayerNorm of a feature map normalises each sample over (C, H, W) with a per-channel
+    affine (``GroupNorm(1, ch)``); of a vector [N, 2*ch], over its ``ch`` features. Unlike
+    BatchNorm it does not depend on the batch, so paths with different inputs (generation,
+    reconstruction of fakes, of reals) can share the layers.
+    """
+
+    def __init__(self, ch: int, spatial: bool = True):
+        super().__init__()
+        self.norm = nn.GroupNorm(1, ch) if spatial else nn.LayerNorm(ch)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b = x.chunk(2, dim=1)
+        return self.norm(a) * torch.sigmoid(b)
+
+
+def ln_up_block(cin: int, cout: int) -> nn.Sequential:
+    """Nearest x2, 3x3 conv to 2*cout, GLU-LayerNorm."""
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), conv3x3(cin, cout * 2), GLULayerNorm(cout))
+
+
+def ln_same_block(cin: int, cout: int) -> nn.Sequential:
+    """3x3 conv to 2*cout, GLU-LayerNorm (also a joint conv through :func:`code_block`)."""
+    return nn.Sequential(conv3x3(cin, cout * 2), GLULayerNorm(cout))
+
+
+class LNResBlock(nn.Module):
+    """conv, GLU-LayerNorm, conv, LayerNorm, plus identity."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.body = nn.Sequential(conv3x3(ch, ch * 2), GLULayerNorm(ch), conv3x3(ch, ch), nn.GroupNorm(1, ch))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+def ln_down_block(cin: int, cout: int, norm: bool = True) -> nn.Sequential:
+    """4x4 stride-2 conv, LayerNorm (optional), LeakyReLU 0.2: a batch-independent encoder step."""
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 4, 2, 1, bias=not norm)]
+    if norm:
+        layers.append(nn.GroupNorm(1, cout))
+    layers.append(nn.LeakyReLU(0.2, inplace=True))
+    return nn.Sequential(*layers)

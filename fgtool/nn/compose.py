@@ -84,3 +84,17 @@ class RelativeFourier(torch.nn.Module):
         d = grid[None, :, :, None, :] - points[:, None, None, :, :]  # [N, H, W, P, 2]
         h = self.fc(d.flatten(3)) * torch.pi  # [N, H, W, C/2]
         return torch.cat([torch.sin(h), torch.cos(h)], -1).permute(0, 3, 1, 2).contiguous()
+
+
+# ----------------------------------------------------------------------------- mixup (OneGAN)
+
+
+def sample_beta(n: int, lo: float, hi: float, like: Tensor) -> Tensor:
+    """One mixing weight per sample, uniform in [lo, hi], shaped to broadcast over ``like``."""
+    u = torch.rand(n, device=like.device, dtype=torch.float32)
+    return (lo + (hi - lo) * u).view(n, *[1] * (like.dim() - 1)).to(like.dtype)
+
+
+def mixup(a: Tensor, b: Tensor, beta: Tensor | float) -> Tensor:
+    """``a * (1 - beta) + b * beta``: beta 0 passes ``a`` only, 1 passes ``b`` only."""
+    return a * (1.0 - beta) + b * beta

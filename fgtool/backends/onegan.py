@@ -1,0 +1,665 @@
+"""OneGAN (Benny & Wolf, ECCV 2020): one model for conditional generation, foreground
+segmentation, two-level clustering and object removal. Built from the paper alone (no
+public code exists); where the paper leaves a detail open, the choice is marked "ours".
+
+Nets (``build``):
+  G   background generator Gbg = Gbg1(Gbg0(v_bg, z)) and foreground generator
+      Gfg = Gfg2(Gfg1(Gfg0(v_p, z), v_p), v_c) -> (foreground, mask); codes are learned
+      embeddings of the one-hots, v = V(e), and the background follows the parent
+      (e_bg = e_p). Every generator layer uses GLU-LayerNorm, ``GLU(LN(xL), xR)``.
+      The pre-images A_bg, A_fg sit at 1/4 of the image size (ours).
+  E   background encoder Ebg(I, Im) -> bypass B_bg; shape encoder Ep(I) -> (e_p logits,
+      mu_p, sigma_p, bypass B_fg, mu_z, sigma_z); style encoder Ec(I) -> (e_c logits,
+      mu_c, sigma_c). LayerNorm, not BatchNorm (ours: the same encoder runs on several
+      paths and at inference).
+  Dbg FineGAN's patch discriminator: real/fake (DbgA) and background/object (DbgB) heads.
+  Dc  image discriminator: real/fake (DcA) and child-class (DcB) heads.
+  Dbg_rf, Dc_rf, Dbg_rr, Dc_rr: per-path clones for the reconstruction of fakes and of
+      reals, initialised from Dbg and Dc when Phase II begins (see ``phases``).
+
+Paths:
+  generation      codes -> G -> I; the encoders re-read the codes from I.
+                  L_GEN = 10 L_GbgA + L_GbgB + L_GcA               (eq. 11)
+                        + CE(e_p) + CE(e_c) + CE(DcB(I), c)        (eq. 12)
+                        + MSE(v_c, mu_c) + MSE(v_p, mu_p) + MSE(A_fg, B_fg) + MSE(A_bg, B_bg)  (eq. 13)
+                        + 0.1 L_Rv + 2 L_RM                        (eq. 14)
+  reconstruction  I -> Ep, Ec -> Gfg -> (Ifg, Im) -> Ebg(I, Im) -> Gbg -> Ibg -> composite,
+                  with the four mixups of eq. 9 between encoders and generators
+                  (beta1, beta2 ~ U[0, 1], beta3, beta4 ~ U[0.5, 1], per sample).
+                  L_AE = adversarial (the path's own D clones) + 2 L_RM
+                       + KL(N(mu, sigma) || N(v, I)) for p, c and N(0, I) for z      (eq. 15)
+                       + L1(I, I^) [+ L1(Ibg, Ibg^) + L1(Im, Im^) on fakes]         (eq. 16)
+                       + L2 of Dc hidden features [+ of Dbg features of Ibg on fakes] (eq. 17)
+Discriminators:   L_D = 10 L_DbgA + L_DbgB + L_DcA                   (eq. 10), per path.
+
+The paper's supplementary (not available) defines L_Rv and L_RM; ours:
+  L_Rv = mean over codes of (mean_d v^2 - 1)^2: embeddings keep the unit scale of the
+         N(v, I) prior the encoders are pulled towards;
+  L_RM = mean binary entropy of the mask + a hinge keeping the mean mask in ``mask_area``.
+
+Segmentation: the mask of the reconstruction path of a real image (posterior means, the
+mixup weights fixed at ``infer_beta``); object removal: that path's background image.
+Clustering: the penultimate features of the shape and style encoders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import FgtoolError
+from ..nn.blocks import (
+    GLULayerNorm,
+    InfoDiscriminator,
+    LNResBlock,
+    PatchDiscriminator,
+    code_block,
+    conv3x3,
+    init_weights,
+    ln_down_block,
+    ln_same_block,
+    ln_up_block,
+    n_up,
+)
+from ..nn.compose import composite, full_code, mixup, one_hot, sample_beta
+from ..nn.losses import binary_entropy
+from ..registry import register
+from .base import Backend, Grid, Phase, as_rgb
+from .finegan import bce
+
+PATHS = ("rf", "rr")  # reconstruction of fakes, of reals
+
+
+@dataclass
+class OneGANConfig:
+    n_child: int = 200  # Nc (CUB 200, Dogs 120, Cars 196)
+    n_parent: int = 20  # Np (CUB 20, Dogs 12, Cars 14); n_child must be a multiple of it
+    z_dim: int = 100
+    bg_dim: int = 64  # sizes of the learned code embeddings v_bg, v_p, v_c (ours: the paper gives none)
+    p_dim: int = 64
+    c_dim: int = 64
+    ngf: int = 64  # generator width at full resolution
+    top_mult: int = 16  # the 4x4 top of each generator has ngf * top_mult channels (FineGAN: 16)
+    ndf: int = 64  # discriminator base width
+    enc_width: int = 0  # encoder base width; 0 = ndf
+    lr_g: float = 2e-4  # generators, embeddings, encoders and DcB (one Adam)
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    # multi-phase schedule (steps): Phase I generation only; Phase II from phase2_start adds the
+    # reconstruction of fakes, and from real_start that of reals. -1 = never.
+    phase2_start: int = 200000
+    real_start: int = 400000
+    beta_code: tuple[float, float] = (0.0, 1.0)  # mixup 1, 2 (embedding vs encoder code)
+    beta_map: tuple[float, float] = (0.5, 1.0)  # mixup 3, 4 (pre-image vs bypass)
+    infer_beta: tuple[float, float, float, float] = (0.5, 0.5, 0.75, 0.75)  # at inference: the range middles
+    w_bg_adv: float = 10.0
+    w_bg_aux: float = 1.0
+    w_adv: float = 1.0
+    w_cls: float = 1.0  # L_E
+    w_mse: float = 1.0  # L_MSE
+    w_rv: float = 0.1
+    w_rm: float = 2.0
+    w_rec_adv: float = 1.0  # scales the adversarial terms of the reconstruction paths
+    w_vae: float = 1.0
+    w_rec: float = 1.0
+    w_per: float = 1.0
+    mask_area: tuple[float, float] = (0.1, 0.9)  # L_RM hinge on the mean mask
+    bg_patch_thresh: float = 1.0  # as FineGAN: share of a patch's field outside the box to count as background
+    bg_warmup: int = 0  # steps over which real background patches fade from all to box-outside ones
+    bg_real_floor: float = 0.0
+
+
+# ----------------------------------------------------------------------------- generators
+
+
+def _widths(ngf: int, size: int, top_mult: int) -> list[int]:
+    """Channels at 4, 8, ..., size px: halving from ngf * top_mult, never below ngf."""
+    return [max(ngf * top_mult // 2 ** i, ngf) for i in range(n_up(size) + 1)]
+
+
+class PreImage(nn.Module):
+    """G*0: Linear(code -> 4x4, GLU-LN), then GLU-LN up-blocks to the pre-image (size / 4)."""
+
+    def __init__(self, in_dim: int, widths: list[int]):
+        super().__init__()
+        self.top = widths[0]
+        self.fc = nn.Sequential(nn.Linear(in_dim, self.top * 16 * 2, bias=False),
+                                GLULayerNorm(self.top * 16, spatial=False))
+        self.ups = nn.Sequential(*[ln_up_block(widths[i], widths[i + 1]) for i in range(len(widths) - 3)])
+        self.out_ch = widths[-3]
+
+    def forward(self, code: Tensor) -> Tensor:
+        return self.ups(self.fc(code).view(code.shape[0], self.top, 4, 4))
+
+
+class BackgroundGenerator(nn.Module):
+    def __init__(self, in_dim: int, widths: list[int]):
+        super().__init__()
+        self.g0 = PreImage(in_dim, widths)
+        w = widths
+        self.g1 = nn.Sequential(ln_up_block(w[-3], w[-2]), ln_up_block(w[-2], w[-1]), LNResBlock(w[-1]),
+                                conv3x3(w[-1], 3), nn.Tanh())
+
+
+class ForegroundGenerator(nn.Module):
+    """Gfg0(v_p, z) -> A_fg; Gfg1(A, v_p): joint conv with the tiled shape code, 2 ResBlocks,
+    up to full size; Gfg2(h, v_c): joint conv with the tiled style code, 2 ResBlocks, a
+    halving block, image (tanh) and mask (sigmoid) heads."""
+
+    def __init__(self, z_dim: int, p_dim: int, c_dim: int, widths: list[int]):
+        super().__init__()
+        w = widths
+        self.g0 = PreImage(p_dim + z_dim, widths)
+        self.g1_joint = ln_same_block(w[-3] + p_dim, w[-3])
+        self.g1 = nn.Sequential(LNResBlock(w[-3]), LNResBlock(w[-3]), ln_up_block(w[-3], w[-2]),
+                                ln_up_block(w[-2], w[-1]))
+        half = max(w[-1] // 2, 4)
+        self.g2_joint = ln_same_block(w[-1] + c_dim, w[-1])
+        self.g2 = nn.Sequential(LNResBlock(w[-1]), LNResBlock(w[-1]), ln_same_block(w[-1], half))
+        self.img = nn.Sequential(conv3x3(half, 3), nn.Tanh())
+        self.mask = nn.Sequential(conv3x3(half, 1), nn.Sigmoid())
+
+    def render(self, a: Tensor, v_p: Tensor, v_c: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.g1(code_block(self.g1_joint, a, v_p))
+        h = self.g2(code_block(self.g2_joint, h, v_c))
+        return self.img(h), self.mask(h)
+
+
+class OneGANGenerator(nn.Module):
+    """Both generators and the three code embeddings (one net, so the EMA covers them all)."""
+
+    def __init__(self, cfg: OneGANConfig, size: int):
+        super().__init__()
+        w = _widths(cfg.ngf, size, cfg.top_mult)
+        self.Vbg = nn.Linear(cfg.n_parent, cfg.bg_dim, bias=False)  # the background follows the parent
+        self.Vp = nn.Linear(cfg.n_parent, cfg.p_dim, bias=False)
+        self.Vc = nn.Linear(cfg.n_child, cfg.c_dim, bias=False)
+        self.bg = BackgroundGenerator(cfg.bg_dim + cfg.z_dim, w)
+        self.fg = ForegroundGenerator(cfg.z_dim, cfg.p_dim, cfg.c_dim, w)
+        self.pre_ch = w[-3]
+
+    def pre_bg(self, v_bg: Tensor, z: Tensor) -> Tensor:
+        return self.bg.g0(torch.cat([v_bg, z.to(v_bg.dtype)], 1))
+
+    def pre_fg(self, v_p: Tensor, z: Tensor) -> Tensor:
+        return self.fg.g0(torch.cat([v_p, z.to(v_p.dtype)], 1))
+
+
+# ----------------------------------------------------------------------------- encoders
+
+
+def _enc_widths(width: int, size: int) -> list[int]:
+    """Channels after each stride-2 step from size px down to 4x4 (capped at 8 * width)."""
+    return [min(width * 2 ** i, width * 8) for i in range(n_up(size))]
+
+
+class _Trunk(nn.Module):
+    """Stride-2 LN steps: ``low`` to size / 4 (where the bypass is read), ``high`` on to 4x4."""
+
+    def __init__(self, width: int, size: int, in_ch: int = 3):
+        super().__init__()
+        w = _enc_widths(width, size)
+        self.low = nn.Sequential(ln_down_block(in_ch, w[0], norm=False), ln_down_block(w[0], w[1]))
+        self.high = nn.Sequential(*[ln_down_block(w[i], w[i + 1]) for i in range(1, len(w) - 1)])
+        self.low_ch, self.feat_dim = w[1], w[-1] * 16
+
+
+class ShapeEncoder(nn.Module):
+    def __init__(self, cfg: OneGANConfig, width: int, size: int, pre_ch: int):
+        super().__init__()
+        self.trunk = _Trunk(width, size)
+        self.bypass = conv3x3(self.trunk.low_ch, pre_ch, bias=True)
+        d = self.trunk.feat_dim
+        self.cls = nn.Linear(d, cfg.n_parent)
+        self.code = nn.Linear(d, 2 * cfg.p_dim)
+        self.pose = nn.Linear(d, 2 * cfg.z_dim)
+
+    def features(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        low = self.trunk.low(x)
+        return low, self.trunk.high(low).flatten(1)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        low, f = self.features(x)
+        mu_p, lv_p = self.code(f).float().chunk(2, 1)
+        mu_z, lv_z = self.pose(f).float().chunk(2, 1)
+        return {"logits_p": self.cls(f).float(), "mu_p": mu_p, "lv_p": lv_p, "mu_z": mu_z, "lv_z": lv_z,
+                "B_fg": self.bypass(low)}
+
+
+class StyleEncoder(nn.Module):
+    def __init__(self, cfg: OneGANConfig, width: int, size: int):
+        super().__init__()
+        self.trunk = _Trunk(width, size)
+        d = self.trunk.feat_dim
+        self.cls = nn.Linear(d, cfg.n_child)
+        self.code = nn.Linear(d, 2 * cfg.c_dim)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.trunk.high(self.trunk.low(x)).flatten(1)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        f = self.features(x)
+        mu_c, lv_c = self.code(f).float().chunk(2, 1)
+        return {"logits_c": self.cls(f).float(), "mu_c": mu_c, "lv_c": lv_c}
+
+
+class BackgroundEncoder(nn.Module):
+    """Ebg(I, Im) -> B_bg: the image and its mask, down to the pre-image size."""
+
+    def __init__(self, width: int, size: int, pre_ch: int):
+        super().__init__()
+        w = _enc_widths(width, size)
+        self.net = nn.Sequential(ln_down_block(4, w[0], norm=False), ln_down_block(w[0], w[1]),
+                                 nn.Conv2d(w[1], w[1], 3, 1, 1, bias=False), nn.GroupNorm(1, w[1]),
+                                 nn.LeakyReLU(0.2, inplace=True), conv3x3(w[1], pre_ch, bias=True))
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        return self.net(torch.cat([x, mask.to(x.dtype)], 1))
+
+
+class OneGANEncoders(nn.Module):
+    def __init__(self, cfg: OneGANConfig, size: int, pre_ch: int):
+        super().__init__()
+        w = cfg.enc_width or cfg.ndf
+        self.bg = BackgroundEncoder(w, size, pre_ch)
+        self.shape = ShapeEncoder(cfg, w, size, pre_ch)
+        self.style = StyleEncoder(cfg, w, size)
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def kl_normal(mu: Tensor, logvar: Tensor, target: Tensor | float = 0.0) -> Tensor:
+    """KL(N(mu, diag e^logvar) || N(target, I)), averaged over samples and dimensions (ours:
+    the mean keeps it on the scale of the per-pixel L1 terms)."""
+    mu, logvar = mu.float(), logvar.float()
+    t = target.float() if torch.is_tensor(target) else target
+    return 0.5 * (logvar.exp() + (mu - t) ** 2 - 1.0 - logvar).mean()
+
+
+def mask_regulariser(m: Tensor, area: tuple[float, float]) -> Tensor:
+    """L_RM (ours): binary entropy (masks towards 0/1) + hinge on the per-image mean mask."""
+    per = m.float().mean(dim=(1, 2, 3))
+    lo, hi = area
+    return binary_entropy(m).mean() + (F.relu(lo - per) + F.relu(per - hi)).mean()
+
+
+def code_scale(v: Tensor) -> Tensor:
+    """L_Rv (ours) for one code: (mean_d v^2 - 1)^2 averaged over the batch."""
+    return ((v.float() ** 2).mean(1) - 1.0).pow(2).mean()
+
+
+# ----------------------------------------------------------------------------- backend
+
+
+@torch.no_grad()
+def copy_weights(dst: nn.Module, src: nn.Module) -> None:
+    """dst <- src, parameters and buffers, in place (optimisers keep their references)."""
+    dst, src = getattr(dst, "_orig_mod", dst), getattr(src, "_orig_mod", src)
+    for name, p in dst.named_parameters():
+        p.copy_(src.get_parameter(name))
+    for name, b in dst.named_buffers():
+        if name != "cloned":
+            b.copy_(src.get_buffer(name))
+    if hasattr(dst, "cloned"):
+        dst.cloned.fill_(True)
+
+
+@register
+class OneGAN(Backend):
+    name = "onegan"
+    Config = OneGANConfig
+    ema = ("G", "E")  # segmentation runs the encoders with the generators: average both
+    inference_nets = ("G", "E")
+
+    def __init__(self, cfg: OneGANConfig, size: int):
+        super().__init__(cfg, size)
+        if cfg.n_parent < 1 or cfg.n_child % cfg.n_parent:
+            raise FgtoolError(f"model.n_child ({cfg.n_child}) must be a multiple of model.n_parent ({cfg.n_parent})")
+        if size < 16:
+            raise FgtoolError(f"onegan needs images of at least 16 px, got data.size={size}")
+        p2, rs = cfg.phase2_start, cfg.real_start
+        if p2 < -1 or rs < -1:
+            raise FgtoolError("model.phase2_start and model.real_start are steps >= 0, or -1 for never")
+        if rs >= 0 and (p2 < 0 or rs < p2):
+            raise FgtoolError(f"model.real_start ({rs}) must be -1 or >= model.phase2_start ({p2}): "
+                              "real images are reconstructed only in Phase II")
+        for name, (lo, hi) in (("beta_code", cfg.beta_code), ("beta_map", cfg.beta_map)):
+            if not 0.0 <= lo <= hi <= 1.0:
+                raise FgtoolError(f"model.{name} must be a range inside [0, 1], got ({lo}, {hi})")
+        if not all(0.0 <= b <= 1.0 for b in cfg.infer_beta):
+            raise FgtoolError(f"model.infer_beta values must be in [0, 1], got {cfg.infer_beta}")
+        self.ratio = cfg.n_child // cfg.n_parent
+
+    # ---------------------------------------------------------------- schedule, nets and phases
+    def schedule(self) -> dict[str, int]:
+        """The multi-phase schedule as data: path -> first step (paths never started are left out)."""
+        c = self.cfg
+        s = {"gen": 0}
+        if c.phase2_start >= 0:
+            s["rf"] = c.phase2_start
+            if c.real_start >= 0:
+                s["rr"] = c.real_start
+        return s
+
+    def paths(self, step: int) -> list[str]:
+        return [p for p, start in self.schedule().items() if step >= start]
+
+    def build(self) -> dict[str, nn.Module]:
+        c, s = self.cfg, self.size
+        G = OneGANGenerator(c, s)
+        nets: dict[str, nn.Module] = {"G": G, "E": OneGANEncoders(c, s, G.pre_ch),
+                                      "Dbg": PatchDiscriminator(c.ndf, s),
+                                      "Dc": InfoDiscriminator(c.ndf, s, c.n_child, adv=True)}
+        for path in self.schedule():
+            if path == "gen":
+                continue
+            nets[f"Dbg_{path}"] = PatchDiscriminator(c.ndf, s)
+            nets[f"Dc_{path}"] = InfoDiscriminator(c.ndf, s, c.n_child, adv=True)
+        for m in nets.values():
+            init_weights(m, "orthogonal")
+        for emb in (G.Vbg, G.Vp, G.Vc):  # v = V(e) starts as a draw from N(0, I) per class
+            nn.init.normal_(emb.weight, 0.0, 1.0)
+        for k, m in nets.items():
+            if k.endswith(PATHS):
+                # set once the clone has been initialised from the generation-path D; saved
+                # with the weights, so a resumed run knows whether the copy happened
+                m.register_buffer("cloned", torch.zeros((), dtype=torch.bool))
+        return nets
+
+    def clones(self) -> list[tuple[str, str]]:
+        return [(f"{d}_{p}", d) for p in PATHS if p in self.schedule() for d in ("Dbg", "Dc")]
+
+    def phases(self) -> list[Phase]:
+        c = self.cfg
+        kw = {"betas": c.betas}
+        ph = []
+        sch = self.schedule()
+        if "rf" in sch:
+            # Cloning the discriminators on entering Phase II is a phase of its own that runs at
+            # exactly the boundary step, first in that step. Why a phase and not a copy inside
+            # the first loss that uses a clone: the phase "trains" the clones, so the copy moves
+            # only what its phase owns (the G phase, which reads the clones first in that step,
+            # never writes a net it does not train); and it is plain data in the schedule, so a
+            # run resumed from a checkpoint saved before the boundary runs the copy at the same
+            # step as an uninterrupted run, and one saved after it has the copied weights (and
+            # the ``cloned`` flags) in the checkpoint. Its loss is 0 times one parameter, so
+            # the trainer's Adam step is a no-op that keeps state for that one tensor only.
+            ph.append(Phase("clone", tuple(k for k, _ in self.clones()), start=sch["rf"], stop=sch["rf"] + 1,
+                            lr=c.lr_d, **kw))
+        # G first: its outputs are cached (detached) for the discriminator phases
+        ph += [Phase("G", ("G", "E", "Dc.info"), lr=c.lr_g, **kw),
+               Phase("D", ("Dbg", "Dc.trunk", "Dc.adv"), lr=c.lr_d, **kw)]
+        for p in PATHS:
+            if p in sch:
+                ph.append(Phase(f"D_{p}", (f"Dbg_{p}", f"Dc_{p}.trunk", f"Dc_{p}.adv"), start=sch[p],
+                                lr=c.lr_d, **kw))
+        return ph
+
+    # ---------------------------------------------------------------- codes
+    def sample_codes(self, n: int, generator: torch.Generator | None = None, device=None, **fix) -> dict[str, Tensor]:
+        """c uniform (or among the children of a fixed p); p = c // (Nc / Np); b = p (the
+        background follows the parent) unless fixed. Fixed values: ints or [n] tensors."""
+        c_cfg = self.cfg
+        kw = {"generator": generator, "device": device}
+        z = fix["z"] if "z" in fix else torch.randn(n, c_cfg.z_dim, **kw)
+        if "c" in fix:
+            c = full_code(fix["c"], n, device)
+        elif "p" in fix:
+            c = full_code(fix["p"], n, device) * self.ratio + torch.randint(0, self.ratio, (n,), **kw)
+        else:
+            c = torch.randint(0, c_cfg.n_child, (n,), **kw)
+        p = c // self.ratio
+        b = full_code(fix["b"], n, device) if "b" in fix else p.clone()
+        for name, v, hi in (("c", c, c_cfg.n_child), ("p", p, c_cfg.n_parent), ("b", b, c_cfg.n_parent)):
+            if v.numel() and (v.min() < 0 or v.max() >= hi):
+                raise FgtoolError(f"code {name} must be in 0..{hi - 1}")
+        return {"z": z, "b": b, "p": p, "c": c}
+
+    def code_sizes(self) -> dict[str, int]:
+        return {"z": 0, "b": self.cfg.n_parent, "p": self.cfg.n_parent, "c": self.cfg.n_child}
+
+    def n_clusters(self) -> int:
+        return self.cfg.n_child
+
+    def _vec(self, v: Tensor, n: int, like: Tensor) -> Tensor:
+        """[N] indices -> one-hot [N, n]; [N, n] (soft) vectors pass through."""
+        return v.to(like) if v.dim() == 2 else one_hot(v.to(like.device), n).to(like)
+
+    # ---------------------------------------------------------------- the two paths
+    def _generate_all(self, nets, codes) -> dict[str, Tensor]:
+        """Generation path (eq. 2-5), with the pre-images and code vectors the losses need."""
+        G = nets["G"]
+        dev = next(G.parameters()).device
+        z = codes["z"].to(dev).float()
+        z_bg = codes["z_bg"].to(dev).float() if "z_bg" in codes else z
+        c = self.cfg
+        v_bg = G.Vbg(self._vec(codes["b"], c.n_parent, z))
+        v_p = G.Vp(self._vec(codes["p"], c.n_parent, z))
+        v_c = G.Vc(self._vec(codes["c"], c.n_child, z))
+        a_bg = G.pre_bg(v_bg, z_bg)
+        bg = G.bg.g1(a_bg)
+        a_fg = G.pre_fg(v_p, z)
+        fg, m = G.fg.render(a_fg, v_p, v_c)
+        return {"image": composite(fg, m, bg), "background": bg, "foreground": fg, "mask": m,
+                "A_bg": a_bg, "A_fg": a_fg, "v_bg": v_bg, "v_p": v_p, "v_c": v_c}
+
+    def generate(self, nets, codes) -> dict[str, Tensor]:
+        """Codes: z [N, z_dim]; b, p (n_parent values) and c as indices or soft [N, K]
+        vectors; optional ``z_bg`` (the background's z; default z)."""
+        out = self._generate_all(nets, codes)
+        return {k: out[k] for k in ("image", "background", "foreground", "mask")}
+
+    def reconstruct(self, nets, x: Tensor, betas: tuple | None = None, sample: bool = False) -> dict[str, Tensor]:
+        """Reconstruction path (Fig. 2). ``betas``: (b1, b2, b3, b4) numbers or per-sample
+        tensors, default ``infer_beta``; ``sample``: draw the codes from the encoders'
+        Gaussians (training) instead of taking their means."""
+        G, E = nets["G"], nets["E"]
+        b1, b2, b3, b4 = betas if betas is not None else self.cfg.infer_beta
+        sh, st = E.shape(x), E.style(x)
+
+        def draw(mu, lv):
+            return mu + torch.randn_like(mu) * (0.5 * lv.clamp(-10, 10)).exp() if sample else mu
+
+        vp_hat, vc_hat, z_hat = draw(sh["mu_p"], sh["lv_p"]), draw(st["mu_c"], st["lv_c"]), draw(sh["mu_z"], sh["lv_z"])
+        q_p, q_c = torch.softmax(sh["logits_p"], 1), torch.softmax(st["logits_c"], 1)
+        v_p, v_c, v_bg = G.Vp(q_p), G.Vc(q_c), G.Vbg(q_p)  # embeddings of the predicted classes
+        vp_mix, vc_mix = mixup(v_p, vp_hat, b1), mixup(v_c, vc_hat, b2)  # mixups 1, 2
+        a_fg = mixup(G.pre_fg(vp_mix, z_hat), sh["B_fg"], b3)  # mixup 3
+        fg, m = G.fg.render(a_fg, vp_mix, vc_mix)
+        a_bg = mixup(G.pre_bg(v_bg, z_hat), E.bg(x, m), b4)  # mixup 4
+        bg = G.bg.g1(a_bg)
+        return {"image": composite(fg, m, bg), "background": bg, "foreground": fg, "mask": m,
+                "v_p": v_p, "v_c": v_c, **sh, **st}
+
+    def _train_betas(self, n: int, like_code: Tensor, like_map: Tensor) -> tuple[Tensor, ...]:
+        c = self.cfg
+        return (sample_beta(n, *c.beta_code, like_code), sample_beta(n, *c.beta_code, like_code),
+                sample_beta(n, *c.beta_map, like_map), sample_beta(n, *c.beta_map, like_map))
+
+    def _recon_train(self, nets, x: Tensor) -> dict[str, Tensor]:
+        n = x.shape[0]
+        like_code = x.new_zeros(n, 1)
+        like_map = x.new_zeros(n, 1, 1, 1)
+        return self.reconstruct(nets, x, self._train_betas(n, like_code, like_map), sample=True)
+
+    # ---------------------------------------------------------------- losses
+    def loss(self, phase, nets, batch, step) -> dict[str, Tensor]:
+        if phase == "clone":
+            return self._loss_clone(nets)
+        if phase == "G":
+            return self._loss_g(nets, batch, step)
+        if phase == "D":
+            out, _ = self._gen(nets, batch, grad=False)
+            return self._loss_d(nets["Dbg"], nets["Dc"], batch, out["background"], out["image"], step, "")
+        path = phase.split("_", 1)[1]
+        fake = self._recon_cached(nets, batch, path)
+        return self._loss_d(nets[f"Dbg_{path}"], nets[f"Dc_{path}"], batch, fake["background"], fake["image"],
+                            step, f"_{path}")
+
+    def _loss_clone(self, nets) -> dict[str, Tensor]:
+        anchor = []
+        for dst, src in self.clones():
+            if not bool(nets[dst].cloned):
+                copy_weights(nets[dst], nets[src])
+            anchor.append(next(nets[dst].parameters()).flatten()[0])
+        # zero times one entry of each clone: a graph for backward, zero gradients, no update
+        loss = 0.0 * torch.stack(anchor).float().sum()
+        return {"loss": loss, "cloned": torch.tensor(float(len(anchor)))}
+
+    def _gen(self, nets, batch, grad: bool) -> tuple[dict, dict]:
+        cache = batch.setdefault("cache", {})
+        if "gen" not in cache:
+            n, dev = batch["image"].shape[0], batch["image"].device
+            codes = self.sample_codes(n, device=dev)
+            with torch.set_grad_enabled(grad):
+                cache["gen"], cache["codes"] = self._generate_all(nets, codes), codes
+        return cache["gen"], cache["codes"]
+
+    def _recon_cached(self, nets, batch, path: str) -> dict[str, Tensor]:
+        """The reconstruction a D phase scores: cached by the G phase, else made here."""
+        cache = batch.setdefault("cache", {})
+        if path not in cache:
+            with torch.no_grad():
+                x = self._gen(nets, batch, grad=False)[0]["image"] if path == "rf" else batch["image"]
+                r = self._recon_train(nets, x.detach())
+            cache[path] = {"image": r["image"].detach(), "background": r["background"].detach()}
+        return cache[path]
+
+    def _adv_g(self, Dbg, Dc, bg: Tensor, img: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        f_adv, f_aux = Dbg(bg)
+        return bce(f_adv, 1.0), bce(f_aux, 1.0), bce(Dc.forward_adv(img), 1.0)  # aux: 1 = background
+
+    def _loss_g(self, nets, batch, step: int) -> dict[str, Tensor]:
+        c = self.cfg
+        paths = self.paths(step)
+        for dst, src in self.clones():  # only if a schedule was changed under a running job
+            if any(dst.endswith(p) for p in paths) and not bool(nets[dst].cloned):
+                copy_weights(nets[dst], nets[src])
+        out, codes = self._gen(nets, batch, grad=True)
+        E, Dc = nets["E"], nets["Dc"]
+        img = out["image"]
+        # ---- generation path (eq. 11-14)
+        g_bgA, g_bgB, g_cA = self._adv_g(nets["Dbg"], Dc, out["background"], img)
+        sh, st = E.shape(img), E.style(img)
+        b_bg = E.bg(img, out["mask"])
+        ce_p = F.cross_entropy(sh["logits_p"], codes["p"])
+        ce_c = F.cross_entropy(st["logits_c"], codes["c"])
+        info_c = F.cross_entropy(Dc.forward_info(img).float(), codes["c"])
+        mse = (F.mse_loss(st["mu_c"], out["v_c"].detach().float()) + F.mse_loss(sh["mu_p"], out["v_p"].detach().float())
+               + F.mse_loss(sh["B_fg"].float(), out["A_fg"].detach().float())
+               + F.mse_loss(b_bg.float(), out["A_bg"].detach().float()))
+        rv = code_scale(out["v_bg"]) + code_scale(out["v_p"]) + code_scale(out["v_c"])
+        rm = mask_regulariser(out["mask"], c.mask_area)
+        loss = (c.w_bg_adv * g_bgA + c.w_bg_aux * g_bgB + c.w_adv * g_cA + c.w_cls * (ce_p + ce_c + info_c)
+                + c.w_mse * mse + c.w_rv * rv + c.w_rm * rm)
+        parts = {"g_bg_adv": g_bgA, "g_bg_aux": g_bgB, "g_adv": g_cA, "ce_p": ce_p, "ce_c": ce_c, "info_c": info_c,
+                 "mse": mse, "reg_v": rv, "reg_m": rm, "mask_area": out["mask"].float().mean().detach(),
+                 "acc_c": (st["logits_c"].argmax(1) == codes["c"]).float().mean()}
+        # ---- reconstruction paths (eq. 15-17), from Phase II on
+        for path in ("rf", "rr"):
+            if path not in paths:
+                continue
+            if path == "rf":  # fakes are data here: no gradient into the generation that made them
+                x, t_bg, t_m = img.detach(), out["background"].detach(), out["mask"].detach()
+            else:
+                x, t_bg, t_m = batch["image"], None, None
+            r = self._recon_train(nets, x)
+            batch["cache"][path] = {"image": r["image"].detach(), "background": r["background"].detach()}
+            Dbg_p, Dc_p = nets[f"Dbg_{path}"], nets[f"Dc_{path}"]
+            a_bgA, a_bgB, a_cA = self._adv_g(Dbg_p, Dc_p, r["background"], r["image"])
+            adv = c.w_bg_adv * a_bgA + c.w_bg_aux * a_bgB + c.w_adv * a_cA
+            vae = (kl_normal(r["mu_p"], r["lv_p"], r["v_p"].detach())
+                   + kl_normal(r["mu_c"], r["lv_c"], r["v_c"].detach()) + kl_normal(r["mu_z"], r["lv_z"]))
+            rec = F.l1_loss(r["image"].float(), x.float())
+            # perceptual: L2 between the path's discriminator features of input and output,
+            # one forward over both so they share the batch statistics
+            per = self._feature_l2(Dc_p.trunk, r["image"], x)
+            if t_bg is not None:
+                rec = rec + F.l1_loss(r["background"].float(), t_bg.float()) + F.l1_loss(r["mask"].float(), t_m.float())
+                per = per + self._feature_l2(Dbg_p.trunk, r["background"], t_bg)
+            rm_r = mask_regulariser(r["mask"], c.mask_area)
+            loss = loss + (c.w_rec_adv * adv + c.w_vae * vae + c.w_rec * rec + c.w_per * per + c.w_rm * rm_r)
+            parts.update({f"{path}_adv": adv, f"{path}_vae": vae, f"{path}_rec": rec, f"{path}_per": per,
+                          f"{path}_mask_area": r["mask"].float().mean().detach()})
+        return {"loss": loss, **parts}
+
+    @staticmethod
+    def _feature_l2(trunk: nn.Module, out: Tensor, target: Tensor) -> Tensor:
+        n = out.shape[0]
+        f = trunk(torch.cat([out, target.detach().to(out.dtype)]))
+        return F.mse_loss(f[:n].float(), f[n:].detach().float())
+
+    def _loss_d(self, Dbg, Dc, batch, fake_bg: Tensor, fake_img: Tensor, step: int, tag: str) -> dict[str, Tensor]:
+        """Eq. 10 for one path: 10 (real/fake background) + background/object + real/fake image.
+        Real backgrounds are the patches of the full view outside the (real or pseudo) box."""
+        c = self.cfg
+        real_full = batch.get("full", batch["image"])
+        r_adv, r_aux = Dbg(real_full)
+        if "fg" in batch:
+            w = Dbg.patch_weights(batch["fg"], tuple(r_adv.shape[-2:]), c.bg_patch_thresh)
+        else:  # box_mode none: every patch counts as background
+            w = torch.ones_like(r_adv)
+        a = max(1.0 - step / c.bg_warmup, 0.0) if c.bg_warmup > 0 else 0.0
+        a = max(a, c.bg_real_floor)
+        w_adv = w + (1.0 - w) * a if a > 0 else w
+        bg_real = (bce(r_adv, 1.0, "none") * w_adv).sum() / w_adv.sum().clamp(min=1.0)
+        bg_fake = bce(Dbg(fake_bg.detach())[0], 0.0)
+        bg_aux = bce(r_aux, w)
+        real = bce(Dc.forward_adv(batch["image"]), 1.0)
+        fake = bce(Dc.forward_adv(fake_img.detach()), 0.0)
+        loss = c.w_bg_adv * (bg_real + bg_fake) + c.w_bg_aux * bg_aux + c.w_adv * (real + fake)
+        return {"loss": loss, f"d{tag}_bg_real": bg_real, f"d{tag}_bg_fake": bg_fake, f"d{tag}_bg_aux": bg_aux,
+                f"d{tag}_real": real, f"d{tag}_fake": fake}
+
+    # ---------------------------------------------------------------- capabilities
+    def encode(self, nets, images: Tensor, hard: bool = False) -> dict[str, Tensor]:
+        """z (posterior mean) and b, p, c as softmax vectors (``hard``: argmax indices); b = p."""
+        E = nets["E"]
+        sh, st = E.shape(images), E.style(images)
+        q_p, q_c = torch.softmax(sh["logits_p"], 1), torch.softmax(st["logits_c"], 1)
+        if hard:
+            q_p, q_c = q_p.argmax(1), q_c.argmax(1)
+        return {"z": sh["mu_z"], "b": q_p, "p": q_p, "c": q_c}
+
+    def cluster_features(self, nets, images: Tensor) -> dict[str, Tensor]:
+        E = nets["E"]
+        return {"parent": F.normalize(E.shape.features(images)[1].float(), dim=1),
+                "child": F.normalize(E.style.features(images).float(), dim=1)}
+
+    def segment(self, nets, images: Tensor) -> Tensor:
+        """Foreground probability [N, 1, H, W] in [0, 1]: the reconstruction path's mask."""
+        return self.reconstruct(nets, images)["mask"].float().clamp(0, 1)
+
+    def remove_object(self, nets, images: Tensor) -> Tensor:
+        """The background generator's output for each image [N, 3, H, W] in [-1, 1]."""
+        return self.reconstruct(nets, images)["background"].float().clamp(-1, 1)
+
+    def grids(self, nets, generator: torch.Generator, which: str = "train") -> dict[str, Grid]:
+        c = self.cfg
+        codes = self.sample_codes(16, generator)
+        out = self.generate(nets, codes)
+        g = {"samples": Grid(out["image"], 8)}
+        n = 6
+        cols = ["background", "mask", "foreground", "image"]
+        layers = torch.stack([as_rgb(out[k][:n].float()) for k in cols], 1).flatten(0, 1)
+        g["layers"] = Grid(layers, len(cols), [f"c={int(v)}" for v in codes["c"][:n]], cols)
+        if which == "train":
+            return g
+        rows, ncol = min(c.n_parent, 6), min(self.ratio, 8)
+        z = torch.randn(rows, c.z_dim, generator=generator).repeat_interleave(ncol, 0)
+        p = torch.arange(rows).repeat_interleave(ncol)
+        cc = p * self.ratio + torch.arange(ncol).repeat(rows)
+        g["fix_p_vary_c"] = Grid(self.generate(nets, {"z": z, "b": p, "p": p, "c": cc})["image"], ncol,
+                                 [f"p={i}" for i in range(rows)], [f"child {j}" for j in range(ncol)])
+        nz = 8
+        cc = torch.randint(0, c.n_child, (rows,), generator=generator)
+        z = torch.randn(nz, c.z_dim, generator=generator).repeat(rows, 1)
+        cr = cc.repeat_interleave(nz)
+        g["fix_c_vary_z"] = Grid(self.generate(nets, {"z": z, "b": cr // self.ratio, "p": cr // self.ratio,
+                                                      "c": cr})["image"],
+                                 nz, [f"c={int(v)}" for v in cc], [f"z{j}" for j in range(nz)])
+        return g
