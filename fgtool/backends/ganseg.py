@@ -111,6 +111,15 @@ class GANSegGenerator(nn.Module):
         self.app_mlp = mlp(c.z_dim, c.mlp_hidden, e)
         self.w_const = nn.Parameter(torch.randn(self.k, e))
         self.bg_mlp = mlp(c.z_dim, c.mlp_hidden, e)
+        # He-normal init (our choice; the paper does not say): outputs of unit scale, so that
+        # tanh(MLP / point_div) starts with parts spread by about 1 / point_div, and the
+        # embeddings condition the SPADE blocks from step 0 (torch's default init gives
+        # outputs ~0.04: points stuck at the centre for thousands of steps)
+        for net in (self.point_mlp, self.app_mlp, self.bg_mlp):
+            for lin in net:
+                if isinstance(lin, nn.Linear):
+                    nn.init.kaiming_normal_(lin.weight, a=0.2)
+                    nn.init.zeros_(lin.bias)
         # level 2: masks
         self.mask_pe = RelativeFourier(self.k * self.n_per, c.mask_ch)
         self.mask_blocks = nn.ModuleList([SPADEResBlock(c.mask_ch, c.mask_ch, e, c.spade_hidden)

@@ -1,0 +1,410 @@
+"""GANSeg specifics: the point/mask hierarchy, translation equivariance, lazy fp32 R1,
+the penalties, the segmenter stage, `fgtool segment` and `eval --metric iou,dice`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import TINY, one_error_line, run_cli, run_json
+from PIL import Image
+
+from fgtool import api
+from fgtool import checkpoint as ckpt
+from fgtool.backends.ganseg import GANSeg, r1_penalty, soft_dice_loss
+from fgtool.errors import FgtoolError
+from fgtool.io.images import PART_PALETTE
+from fgtool.metrics.segmentation import seg_metrics
+from fgtool.nn.compose import gaussian_heatmaps, pixel_grid, upsample_crop
+from fgtool.train.trainer import Trainer
+
+
+def _cfg(*sets, root=None):
+    return api.resolve_config("ganseg", str(root) if root else None, str(TINY), list(sets))
+
+
+def _backend(*sets):
+    cfg = _cfg(*sets)
+    return GANSeg(cfg.model_cfg, cfg.data.size)
+
+
+def _batch(n=8, size=32):
+    g = torch.Generator().manual_seed(0)
+    return {"image": torch.rand(n, 3, size, size, generator=g) * 2 - 1}
+
+
+# ----------------------------------------------------------------------------- generator
+
+
+def test_generate_shapes_masks_and_points():
+    b = _backend()
+    nets = b.build()
+    for m in nets.values():
+        m.eval()
+    k, s = b.cfg.n_parts, b.size
+    with torch.no_grad():
+        out = b.generate(nets, b.sample_codes(5, torch.Generator().manual_seed(0)), geometry=True)
+    assert out["image"].shape == (5, 3, s, s) and out["image"].abs().max() <= 1
+    assert out["parts"].shape == (5, k + 1, s, s)
+    assert torch.allclose(out["parts"].sum(1), torch.ones(5, s, s), atol=1e-5)  # a softmax over K + 1
+    assert out["parts"].min() >= 0
+    assert torch.allclose(out["mask"][:, 0], 1 - out["parts"][:, k], atol=1e-6)  # fg = 1 - background
+    assert out["foreground"].shape == out["background"].shape == (5, 3, s, s)
+    pts = out["points"]
+    assert pts.shape == (5, k, b.cfg.n_per, 2)
+    assert pts.abs().max() < 1  # tanh
+    assert torch.allclose(out["centres"], pts.mean(2))
+    # eq. 1: sqrt(sum_i |x_i - mean|^2) / (n_per - 1)
+    want = ((pts - pts.mean(2, keepdim=True)) ** 2).sum((2, 3)).sqrt() / (b.cfg.n_per - 1)
+    assert torch.allclose(out["sigma"], want, atol=1e-6)
+    # without geometry the contract's image-shaped outputs only
+    with torch.no_grad():
+        plain = b.generate(nets, b.sample_codes(2))
+    assert set(plain) == {"image", "mask", "parts", "foreground", "background"}
+
+
+def test_points_are_tanh_of_mlp_over_20():
+    b = _backend()
+    G = b.build()["G"]
+    z = torch.randn(3, b.cfg.z_dim)
+    raw = G.point_mlp(z)
+    assert torch.allclose(G.points(z).flatten(1), torch.tanh(raw / 20.0))
+
+
+def test_margin_grid_and_crop_geometry():
+    g = pixel_grid(8, 3)
+    assert g.shape == (14, 14, 2)
+    # pixel centres of the 8 px image are (i + 0.5) / 4 - 1; the margin extends past [-1, 1]
+    assert torch.allclose(g[3, 3:11, 0], (torch.arange(8) + 0.5) / 4 - 1)
+    assert g[0, 0, 0].item() == pytest.approx(-1 - 3 * 0.25 + 0.125)
+    x = torch.randn(2, 4, 14, 14)
+    y = upsample_crop(x, 3)
+    assert y.shape == (2, 4, 22, 22)  # 16 px + 2 * 3 px margin
+    # the crop keeps the centre: the image part of y is the upsampled image part of x
+    ref = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)[..., 3:-3, 3:-3]
+    assert torch.equal(y, ref)
+    # the generator's outputs are the image size, whatever the margin
+    for margin in (0, 3, 7):
+        b = _backend(f"model.margin={margin}")
+        nets = b.build()
+        with torch.no_grad():
+            out = b.generate(nets, b.sample_codes(2))
+        assert out["image"].shape[-2:] == (32, 32) and nets["G"].margin == margin
+    assert _backend().build()["G"].margin == 3  # -1: 10 px at 128 px, scaled, at least 3
+    assert GANSeg(_cfg().model_cfg, 128).build()["G"].margin == 10
+
+
+def test_heatmaps_use_sigma_squared():
+    grid = pixel_grid(8, 0)
+    c = torch.tensor([[[0.125, -0.125]]])
+    h = gaussian_heatmaps(grid, c, torch.tensor([[0.5]]))
+    d2 = ((grid - c[0, 0]) ** 2).sum(-1)
+    assert torch.allclose(h[0, 0], torch.exp(-d2 / 0.25), atol=1e-6)
+    assert h[0, 0].max() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_moving_points_and_background_moves_the_image():
+    """Translation equivariance: shift every point and the background shift by one pixel of
+    the first resolution; the image moves by size / first resolution pixels."""
+    b = _backend("model.margin=6")
+    nets = b.build()
+    G = nets["G"]
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for _ in range(3):  # non-trivial BN statistics
+            G(b.sample_codes(16))
+    G.eval()
+    codes = b.sample_codes(4, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        pts = G.points(codes["z_point"]) * 0.3 + 0.05  # stay inside the image
+        a = G({**codes, "points": pts})["image"]
+        d = torch.tensor([2.0 / G.r0, 0.0])
+        moved = G({**codes, "points": pts + d, "u_bg": codes["u_bg"] + d})["image"]
+    s = b.size // G.r0
+    assert s == 4
+    diff = (a[..., :, :-s] - moved[..., :, s:]).abs()
+    assert diff.max() < 1e-4, diff.max()
+    assert (a - moved).abs().max() > 1e-2  # it did move
+    # moving only the points (not the background) changes the background pixels too little
+    # to matter, but moves the object: the shifted comparison no longer holds everywhere
+    with torch.no_grad():
+        only_pts = G({**codes, "points": pts + d})["image"]
+    assert (a[..., :, :-s] - only_pts[..., :, s:]).abs().max() > 1e-3
+
+
+# ----------------------------------------------------------------------------- losses and phases
+
+
+def test_phases_r1_lazy_and_segmenter_stage():
+    b = _backend("model.seg_start=40")
+    ph = {p.name: p for p in b.phases()}
+    assert list(ph) == ["G", "D", "D_r1", "S"]
+    assert [s for s in range(40) if ph["D_r1"].active(s)] == [0, 16, 32]
+    assert ph["D_r1"].trains == ("D",) and ph["D_r1"].every == 16
+    for n in ("G", "D", "D_r1"):
+        assert not ph[n].active(40) and not ph[n].active(48)
+    assert ph["S"].trains == ("S",) and not ph["S"].active(39) and ph["S"].active(40) and ph["S"].active(10 ** 6)
+    assert (ph["G"].lr, ph["D"].lr, ph["G"].betas, ph["S"].lr) == (1e-4, 4e-4, (0.5, 0.9), 3e-4)
+    assert ph["S"].betas == (0.9, 0.999)
+    assert [p.name for p in _backend("model.seg_start=0").phases()] == ["G", "D", "D_r1"]
+
+
+def test_r1_runs_only_every_16_steps_in_a_trainer(tmp_path, synth_dir):
+    cfg = _cfg("model.seg_start=0", "train.precision=bf16", root=synth_dir)
+    tr = Trainer(cfg, tmp_path / "run", progress=False)
+    seen = []
+    for _ in range(18):
+        parts = tr.train_step(_batch())
+        seen.append("r1" in parts)
+    assert [i for i, s in enumerate(seen) if s] == [0, 16]
+    assert parts["D/loss"].isfinite()
+
+
+def test_r1_is_fp32_under_bf16_autocast():
+    b = _backend()
+    D = b.build()["D"]
+    conv = D.net[0].net[0][0]
+    dtypes = []
+    conv.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    x = _batch(4)["image"]
+    ref = r1_penalty(D, x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = r1_penalty(D, x)
+        assert D(x).dtype == torch.bfloat16  # what the guard prevents
+    assert dtypes[:2] == [torch.float32, torch.float32]
+    assert under.dtype == torch.float32 and torch.equal(under, ref)
+    # the penalty is ||grad D||^2: a linear critic's gradient is its weight
+    lin = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 1))
+    w = lin[1].weight
+    want = float((w.detach() ** 2).sum())
+    assert r1_penalty(lin, torch.randn(5, 3, 2, 2)).detach().item() == pytest.approx(want, rel=1e-5)
+    # the phase loss: 0.5 * 10 * 16 * r1
+    parts = b.loss("D_r1", {"D": D}, {"image": x}, 0)
+    assert parts["loss"].item() == pytest.approx(80 * parts["r1"].item(), rel=1e-6)
+
+
+def test_penalties_every_second_step_and_their_formulas():
+    b = _backend()
+    nets = b.build()
+    on = b.loss("G", nets, _batch(), 0)
+    off = b.loss("G", nets, _batch(), 1)
+    assert "con" in on and "area" in on and "con" not in off
+    assert on["loss"].item() == pytest.approx(on["g_adv"].item() + 10 * on["con"].item() + on["area"].item(),
+                                              rel=1e-5)
+    # hand-made geometry: one part all at its centre pixel, one spread evenly
+    k = b.k
+    grid = pixel_grid(4, 0)
+    masks = torch.zeros(1, k + 1, 4, 4)
+    masks[0, 0, 1, 1] = 1.0  # part 0 sits on its centre
+    masks[0, 1] = 1.0 / 16  # part 1 everywhere
+    masks[0, k] = 1 - masks[0, :k].sum(0).clamp(max=1)
+    centre = torch.zeros(1, k, 2)
+    centre[0, 0] = grid[1, 1]
+    heat = torch.zeros(1, k, 4, 4)
+    heat[0, 2] = 0.5  # part 2: heatmap area 8 px, mask area 0
+    con, area = b.penalties({"masks_low": masks, "grid": grid, "centres": centre, "heat": heat})
+    want_con = float(((grid - centre[0, 1]) ** 2).sum(-1).mean())  # part 0 contributes 0
+    assert con.item() == pytest.approx(want_con, rel=1e-4)
+    assert area.item() == pytest.approx(8.0, rel=1e-5)
+
+
+def test_soft_dice_loss():
+    target = torch.randint(0, 4, (2, 8, 8))
+    perfect = F.one_hot(target, 4).permute(0, 3, 1, 2).float() * 50
+    assert soft_dice_loss(perfect, target).item() == pytest.approx(0.0, abs=1e-3)
+    uniform = torch.zeros(2, 4, 8, 8)
+    assert soft_dice_loss(uniform, target).item() > 0.4
+
+
+def test_segmenter_phase_moves_only_s_and_leaves_g_frozen(tmp_path, synth_dir):
+    cfg = _cfg(root=synth_dir)  # tiny: seg_start = 2
+    tr = Trainer(cfg, tmp_path / "run", progress=False)
+    tr.train_step(_batch())  # step 0: the GAN moves
+    tr.step = 2
+    before = {k: {n: t.clone() for n, t in v.state_dict().items()} for k, v in tr.nets.items()}
+    parts = tr.train_step(_batch())
+    assert "S/loss" in parts and "G/loss" not in parts and "D/loss" not in parts
+    for k in ("G", "D"):  # parameters and BN statistics alike
+        after = tr.nets[k].state_dict()
+        assert all(torch.equal(before[k][n], after[n]) for n in after), k
+    s_after = tr.nets["S"].state_dict()
+    assert any(not torch.equal(before["S"][n], s_after[n]) for n in s_after if s_after[n].is_floating_point())
+    assert tr.nets["G"].training  # eval mode only while rendering the pairs
+    assert 0 <= parts["s_acc"] <= 1 and 0 <= parts["s_fg_iou"] <= 1
+    # the targets are the generator's own argmax labels: same codes, same pairs
+    assert parts["s_ce"] > 0 and parts["s_dice"] > 0
+
+
+def test_segmenter_architectures():
+    for arch in ("small", "deeplabv3_mobilenet_v3_large"):
+        b = _backend(f"model.seg_arch={arch}")
+        S = b.build()["S"].eval()
+        with torch.no_grad():
+            p = b.segment_parts({"S": S}, torch.zeros(2, 3, 32, 32))
+        assert p.shape == (2, b.k + 1, 32, 32)
+        assert torch.allclose(p.sum(1), torch.ones(2, 32, 32), atol=1e-5)
+        fg = b.segment({"S": S}, torch.zeros(2, 3, 32, 32))
+        assert torch.allclose(fg[:, 0], 1 - p[:, b.k], atol=1e-6)
+    from fgtool.nn.blocks import TorchvisionSegmenter
+
+    torch.manual_seed(0)
+    s = TorchvisionSegmenter("deeplabv3_resnet50", 9)
+    assert s.net.classifier[-1].out_channels == 9 and s.net.aux_classifier is None
+    with pytest.raises(FgtoolError, match="seg_arch"):
+        _backend("model.seg_arch=unet")
+    with pytest.raises(FgtoolError, match="start_div"):
+        _backend("model.start_div=3")
+
+
+def test_part_centres():
+    b = _backend()
+    p = torch.zeros(1, b.k + 1, 8, 8)
+    p[0, b.k] = 1
+    p[0, 0, 2:4, 4:6], p[0, b.k, 2:4, 4:6] = 1, 0
+    c = b.part_centres(p)
+    assert c.shape == (1, b.k, 2)
+    assert c[0, 0].tolist() == pytest.approx([0.25, -0.25])  # columns 4-5, rows 2-3 of 8
+    assert torch.isnan(c[0, 1:]).all()  # absent parts
+
+
+# ----------------------------------------------------------------------------- CLI: train, segment, eval
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, synth_dir):
+    out = tmp_path_factory.mktemp("gs") / "run"
+    api.train("ganseg", str(synth_dir), str(TINY), ["train.sample_every=4"], str(out), progress=False)
+    return out
+
+
+def test_train_writes_grids_and_logs_both_stages(run):
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert "G/loss" in rows[0] and "D_r1/loss" in rows[0] and "S/loss" not in rows[0]  # steps 0-1
+    assert "S/loss" in rows[-1] and "G/loss" not in rows[-1]  # steps 2-3
+    for name in ("samples", "parts", "layers", "segmenter"):
+        im = Image.open(run / f"{name}.png")
+        assert im.size[0] > 64 and np.asarray(im).std() > 5, name
+    assert ckpt.load(run / "last.pt")["step"] == 4
+
+
+def test_segment_writes_masks_overlay_and_parts(capsys, run, synth_dir, tmp_path):
+    out = tmp_path / "masks"
+    res = run_json(capsys, "segment", "--ckpt", run / "last.pt", "--data", synth_dir, "--out", out,
+                   "--parts", "--points", "--quiet")
+    images = sorted((synth_dir / "images").rglob("*.png"))
+    n = len(images)
+    assert res["n"] == res["masks"] == res["parts"] == res["points"] == n == 48
+    masks = sorted(p for p in out.rglob("*.png") if "parts" not in p.parts and p.name != "overlay.png"
+                   and p.name != "parts_overlay.png")
+    assert len(masks) == n
+    # same relative names (under images/ for the CUB layout), the photo's size, 0/255
+    assert [m.relative_to(out) for m in masks] == [i.relative_to(synth_dir / "images") for i in images]
+    for m, i in zip(masks[:5], images[:5]):
+        a = np.asarray(Image.open(m))
+        assert a.shape == Image.open(i).size[::-1] and set(np.unique(a)) <= {0, 255}
+    pngs = sorted((out / "parts").rglob("*.png"))
+    assert len(pngs) == n
+    k = run_json(capsys, "info", "--ckpt", run / "last.pt")["config"]["model"]["n_parts"]
+    for p in pngs[:5]:
+        im = Image.open(p)
+        assert im.mode == "P"
+        pal = im.getpalette()[: 3 * (k + 1)]
+        assert pal[:3] == [0, 0, 0] and pal[3:6] == list(PART_PALETTE[0])
+        assert np.asarray(im).max() <= k
+    # part labels and foreground agree: label 0 (background) exactly where the mask is off
+    a = np.asarray(Image.open(pngs[0])) > 0
+    assert np.array_equal(a, np.asarray(Image.open(masks[0])) > 0)
+    for f in ("overlay.png", "parts_overlay.png", "index.json", "points.json"):
+        assert (out / f).is_file(), f
+    assert Image.open(out / "overlay.png").size[0] >= 8 * 64
+    idx = json.loads((out / "index.json").read_text())
+    assert idx["n"] == n and sorted(it["mask"] for it in idx["items"]) == [str(m) for m in masks]
+    pts = json.loads((out / "points.json").read_text())
+    assert len(pts) == n and all(len(v) == k for v in pts.values())
+
+
+def test_segment_a_single_image_and_errors(capsys, run, synth_dir, tmp_path):
+    img = sorted((synth_dir / "images").rglob("*.png"))[0]
+    big = tmp_path / "photo.jpg"
+    Image.open(img).convert("RGB").resize((80, 48)).save(big)  # not square, not the model size
+    res = run_json(capsys, "segment", "--ckpt", run / "last.pt", "--data", big, "--out", tmp_path / "one",
+                   "--quiet")
+    assert res["n"] == 1
+    m = np.asarray(Image.open(tmp_path / "one" / "photo.png"))
+    assert m.shape == (48, 80)
+    assert not m[:, :15].any() and not m[:, -17:].any()  # outside the centre crop the model saw (x 15-63)
+    # user errors: one line, exit 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = tmp_path / "notes.txt"
+    bad.write_text("hello")
+    for data in (empty, bad, tmp_path / "missing"):
+        rc, out, err = run_cli(capsys, "segment", "--ckpt", run / "last.pt", "--data", data,
+                               "--out", tmp_path / "x", "--quiet")
+        assert rc == 2 and out == "", data
+        one_error_line(err)
+
+
+def test_segment_refuses_a_checkpoint_before_the_segmenter_stage(capsys, run, tmp_path, synth_dir):
+    early = tmp_path / "early"
+    shutil.copytree(run, early)
+    c = ckpt.load(early / "step_0000002.pt")
+    ckpt.save(early / "last.pt", **{k: c[k] for k in ("config", "step", "nets", "ema", "optim", "rng", "extra")})
+    rc, out, err = run_cli(capsys, "segment", "--ckpt", early / "last.pt", "--data", synth_dir,
+                           "--out", tmp_path / "m")
+    assert rc == 2
+    assert "no trained segmenter yet" in one_error_line(err)
+    rc, _, err = run_cli(capsys, "eval", "--metric", "iou", "--ckpt", early / "last.pt", "--data", synth_dir)
+    assert rc == 2 and "no trained segmenter yet" in one_error_line(err)
+
+
+def test_eval_iou_dice_matches_the_written_masks(capsys, run, synth_dir, tmp_path):
+    res = run_json(capsys, "eval", "--metric", "iou,dice", "--ckpt", run / "last.pt", "--data", synth_dir,
+                   "--quiet")
+    iou, dice = res["metrics"]["iou"], res["metrics"]["dice"]
+    assert 0 <= iou <= 1 and 0 <= dice <= 1 and res["metrics"]["n"] == 48
+    assert dice >= iou - 1e-9  # per image, Dice >= IoU
+    # the same numbers from `fgtool segment`'s PNGs against segmentations/ (32 px data, 32 px model)
+    out = tmp_path / "m"
+    run_json(capsys, "segment", "--ckpt", run / "last.pt", "--data", synth_dir, "--out", out, "--quiet")
+    images = sorted((synth_dir / "images").rglob("*.png"))
+    pred = np.stack([np.asarray(Image.open(out / i.relative_to(synth_dir / "images"))) > 127 for i in images])
+    gt = np.stack([np.asarray(Image.open(synth_dir / "segmentations" / i.relative_to(synth_dir / "images")))
+                   .astype(np.float64) > 127 for i in images])
+    got = seg_metrics(pred, gt)
+    assert got["iou"] == pytest.approx(iou, abs=0.02) and got["dice"] == pytest.approx(dice, abs=0.02)
+
+
+def test_resume_across_seg_start_is_bit_identical(synth_dir, tmp_path):
+    from test_resume import tensors_differ
+
+    sets = ["model.seg_start=3", "train.steps=5", "train.log_every=1", "train.ckpt_every=1",
+            "train.sample_every=100"]
+    full = tmp_path / "full"
+    api.train("ganseg", str(synth_dir), str(TINY), sets, str(full), progress=False)
+    ck = {s: ckpt.load(full / f"step_{s:07d}.pt")["nets"] for s in (1, 3, 5)}
+    for k in ("G", "D"):
+        assert not tensors_differ(ck[3][k], ck[5][k]), k  # frozen in the segmenter stage
+        assert tensors_differ(ck[1][k], ck[3][k]), k
+    assert not tensors_differ(ck[1]["S"], ck[3]["S"]) and tensors_differ(ck[3]["S"], ck[5]["S"])
+    part = tmp_path / "part"
+    api.train("ganseg", str(synth_dir), str(TINY), [s if s != "train.steps=5" else "train.steps=2" for s in sets],
+              str(part), progress=False)
+    api.train(sets=["train.steps=5"], out=str(part), resume=True, progress=False)
+    a, b = ckpt.load(full / "last.pt"), ckpt.load(part / "last.pt")
+    assert a["step"] == b["step"] == 5
+    for key in ("nets", "ema", "optim", "rng"):
+        assert not tensors_differ(a[key], b[key], key), key
+    assert a["optim"]["S"]["state"] and a["optim"]["G"]["state"]
+
+
+def test_capabilities(capsys):
+    res = run_json(capsys, "models")
+    gs = [r for r in res if r["name"] == "ganseg"]
+    assert gs and gs[0]["capabilities"] == ["train", "sample", "gif", "segment"]
+    rc, out, _ = run_cli(capsys, "segment", "--help")
+    assert rc == 0 and "--parts" in out and "--points" in out and "fgtool segment --ckpt" in out
