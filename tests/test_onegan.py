@@ -1,0 +1,400 @@
+"""OneGAN: GLU-LayerNorm, mixups, the two paths, the multi-phase schedule with the
+discriminator clones at Phase II, exact resume across the boundary, segmentation and
+object removal."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY, run_json
+
+from fgtool import api
+from fgtool import checkpoint as ckpt
+from fgtool.backends.onegan import OneGAN
+from fgtool.cli import main
+from fgtool.errors import FgtoolError
+from fgtool.nn.blocks import GLULayerNorm
+from fgtool.nn.compose import mixup, sample_beta
+from fgtool.train.trainer import Trainer, phase_params
+
+S = 32  # tiny.toml: 32 px, 6 children, 2 parents, z 16, codes 8, ngf 8
+
+
+def _backend(*sets) -> OneGAN:
+    cfg = api.resolve_config("onegan", None, str(TINY), list(sets))
+    return OneGAN(cfg.model_cfg, cfg.data.size)
+
+
+def _eval_nets(b: OneGAN, seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    nets = b.build()
+    for m in nets.values():
+        m.eval()
+    return nets
+
+
+def _images(n: int = 4, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 3, S, S, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def _train(out: Path, data: Path, *sets, resume: bool = False) -> dict:
+    if resume:
+        argv = ["train", "--resume", "--out", str(out), "--quiet", "--json"]
+    else:
+        argv = ["train", "--model", "onegan", "--data", str(data), "--recipe", str(TINY), "--out", str(out),
+                "--quiet", "--json"]
+    for s in sets:
+        argv += ["--set", s]
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        rc = main(argv)
+    assert rc == 0
+    return json.loads(buf.getvalue())
+
+
+@pytest.fixture(scope="module")
+def run(synth_dir, tmp_path_factory) -> Path:
+    """A 4-step tiny run: step 0 Phase I, step 1 clones and reconstructs fakes, 2-3 reals too."""
+    out = tmp_path_factory.mktemp("onegan") / "run"
+    _train(out, synth_dir)
+    return out
+
+
+# ----------------------------------------------------------------------------- layers
+
+
+def test_glu_layernorm_normalises_only_the_values_half():
+    torch.manual_seed(0)
+    m = GLULayerNorm(4)
+    with torch.no_grad():
+        m.norm.weight.uniform_(0.5, 2.0)
+        m.norm.bias.uniform_(-1, 1)
+    x = torch.randn(3, 8, 5, 5)
+    y = m(x)
+    assert y.shape == (3, 4, 5, 5)
+    a, b = x[:, :4], x[:, 4:]
+    mu = a.mean(dim=(1, 2, 3), keepdim=True)
+    var = a.var(dim=(1, 2, 3), unbiased=False, keepdim=True)
+    ln = (a - mu) / torch.sqrt(var + 1e-5) * m.norm.weight.view(1, 4, 1, 1) + m.norm.bias.view(1, 4, 1, 1)
+    assert torch.allclose(y, ln * torch.sigmoid(b), atol=1e-5)
+    # scaling and shifting the values half changes nothing (it is normalised) ...
+    assert torch.allclose(m(torch.cat([3 * a + 1, b], 1)), y, atol=1e-4)
+    # ... the gate half is not normalised: scaling it changes the output
+    assert not torch.allclose(m(torch.cat([a, 3 * b], 1)), y, atol=1e-3)
+    # per sample, not per batch: one sample alone gives the same numbers
+    assert torch.allclose(m(x[:1]), y[:1], atol=1e-6)
+    # the vector form (after the generators' first linear layer) normalises over features
+    v = GLULayerNorm(6, spatial=False)
+    xv = torch.randn(2, 12)
+    ref = torch.nn.functional.layer_norm(xv[:, :6], (6,)) * torch.sigmoid(xv[:, 6:])
+    assert torch.allclose(v(xv), ref, atol=1e-5)
+
+
+def test_generators_use_layer_norm_only():
+    b = _backend()
+    nets = _eval_nets(b)
+    kinds = {type(m).__name__ for m in nets["G"].modules()} | {type(m).__name__ for m in nets["E"].modules()}
+    assert "GLULayerNorm" in kinds
+    assert not any("BatchNorm" in k for k in kinds)
+
+
+def test_mixup_and_beta_ranges():
+    a, c = torch.zeros(1000, 3), torch.ones(1000, 3)
+    like = torch.zeros(1000, 1)
+    beta = sample_beta(1000, 0.5, 1.0, like)
+    assert beta.shape == (1000, 1) and beta.min() >= 0.5 and beta.max() <= 1.0
+    assert beta.max() - beta.min() > 0.4  # really drawn per sample
+    assert torch.equal(mixup(a, c, 0.0), a) and torch.equal(mixup(a, c, 1.0), c)
+    assert torch.allclose(mixup(a, c, beta), beta.expand(-1, 3))
+    b = _backend()
+    n = 2000
+    b1, b2, b3, b4 = b._train_betas(n, torch.zeros(n, 1), torch.zeros(n, 1, 1, 1))
+    for v in (b1, b2):
+        assert v.shape == (n, 1) and v.min() >= 0.0 and v.max() <= 1.0 and v.min() < 0.05 and v.max() > 0.95
+    for v in (b3, b4):
+        assert v.shape == (n, 1, 1, 1) and v.min() >= 0.5 and v.max() <= 1.0 and v.min() < 0.55 and v.max() > 0.95
+    assert not torch.equal(b1, b2) and not torch.equal(b3, b4)  # four independent draws
+
+
+# ----------------------------------------------------------------------------- the two paths
+
+
+def test_generation_shapes_and_background_follows_parent():
+    b = _backend()
+    nets = _eval_nets(b)
+    g = torch.Generator().manual_seed(0)
+    codes = b.sample_codes(12, g)
+    assert torch.equal(codes["p"], codes["c"] // 3) and torch.equal(codes["b"], codes["p"])
+    with torch.no_grad():
+        out = b._generate_all(nets, codes)
+    assert out["image"].shape == (12, 3, S, S) and out["mask"].shape == (12, 1, S, S)
+    assert out["A_fg"].shape == out["A_bg"].shape == (12, nets["G"].pre_ch, S // 4, S // 4)
+    assert out["v_p"].shape == out["v_c"].shape == out["v_bg"].shape == (12, 8)
+    # the composite is eq. 5
+    ref = out["background"] * (1 - out["mask"]) + out["foreground"] * out["mask"]
+    assert torch.allclose(out["image"], ref, atol=1e-6)
+    # the background depends on (p, z) only: children of one parent share it, the foreground differs
+    z = torch.randn(1, 16, generator=g).repeat(3, 1)
+    with torch.no_grad():
+        sib = b.generate(nets, b.sample_codes(3, g, z=z, c=torch.tensor([3, 4, 5])))
+        other = b.generate(nets, b.sample_codes(3, g, z=z, c=torch.tensor([0, 1, 2])))
+    assert torch.equal(sib["background"][0], sib["background"][1])
+    assert not torch.allclose(sib["foreground"][0], sib["foreground"][1])
+    assert not torch.allclose(sib["background"][0], other["background"][0])
+    # soft codes: one-hot vectors give the same images as indices
+    oh = {"z": codes["z"], **{k: torch.nn.functional.one_hot(codes[k], n).float()
+                              for k, n in (("b", 2), ("p", 2), ("c", 6))}}
+    with torch.no_grad():
+        soft = b.generate(nets, oh)
+    assert torch.allclose(soft["image"], out["image"], atol=1e-6)
+
+
+def test_encoders_and_reconstruction_shapes():
+    b = _backend()
+    nets = _eval_nets(b)
+    x = _images(5)
+    with torch.no_grad():
+        sh, st = nets["E"].shape(x), nets["E"].style(x)
+        r = b.reconstruct(nets, x)
+        enc = b.encode(nets, x)
+        hard = b.encode(nets, x, hard=True)
+        feats = b.cluster_features(nets, x)
+    assert sh["logits_p"].shape == (5, 2) and st["logits_c"].shape == (5, 6)
+    for k, d in (("mu_p", 8), ("lv_p", 8), ("mu_z", 16), ("lv_z", 16)):
+        assert sh[k].shape == (5, d), k
+    assert st["mu_c"].shape == st["lv_c"].shape == (5, 8)
+    assert sh["B_fg"].shape == (5, nets["G"].pre_ch, S // 4, S // 4)  # the bypass fits the pre-image
+    assert nets["E"].bg(x, r["mask"]).shape == sh["B_fg"].shape
+    for k, c in (("image", 3), ("background", 3), ("foreground", 3), ("mask", 1)):
+        assert r[k].shape == (5, c, S, S), k
+    assert torch.allclose(r["image"], r["background"] * (1 - r["mask"]) + r["foreground"] * r["mask"], atol=1e-6)
+    assert torch.equal(enc["z"], sh["mu_z"]) and torch.equal(enc["b"], enc["p"])
+    assert torch.allclose(enc["c"].sum(1), torch.ones(5), atol=1e-5)
+    assert torch.equal(hard["c"], enc["c"].argmax(1)) and hard["p"].dtype == torch.long
+    assert set(feats) == {"parent", "child"}
+    for v in feats.values():
+        assert v.shape[0] == 5 and torch.allclose(v.norm(dim=1), torch.ones(5), atol=1e-5)
+
+
+def test_mixup_weights_choose_the_source_of_each_code():
+    """beta 1 everywhere: the encoders' codes and bypasses alone drive the generators, so the
+    embeddings and the pre-image stages do not matter; beta 0 at the codes: the encoder's
+    Gaussian means do not matter."""
+    b = _backend()
+    nets = _eval_nets(b)
+    x = _images(3, seed=1)
+    G = nets["G"]
+    with torch.no_grad():
+        ones = b.reconstruct(nets, x, (1.0, 1.0, 1.0, 1.0))["image"]
+        mid = b.reconstruct(nets, x)["image"]
+        zero_codes = b.reconstruct(nets, x, (0.0, 0.0, 1.0, 1.0))["image"]
+        for mod in (G.Vp, G.Vc, G.Vbg, G.bg.g0, G.fg.g0):
+            for p in mod.parameters():
+                p.add_(torch.randn_like(p))
+        assert torch.allclose(b.reconstruct(nets, x, (1.0, 1.0, 1.0, 1.0))["image"], ones, atol=1e-5)
+        assert not torch.allclose(b.reconstruct(nets, x)["image"], mid, atol=1e-3)
+    nets = _eval_nets(b)
+    with torch.no_grad():
+        for lin in (nets["E"].shape.code, nets["E"].style.code):
+            lin.weight.add_(torch.randn_like(lin.weight))
+        # the code heads' mean halves are ignored with beta1 = beta2 = 0 (the pose z still comes from Ep)
+        assert torch.allclose(b.reconstruct(nets, x, (0.0, 0.0, 1.0, 1.0))["image"], zero_codes, atol=1e-5)
+        assert not torch.allclose(b.reconstruct(nets, x, (1.0, 1.0, 1.0, 1.0))["image"], ones, atol=1e-3)
+
+
+def test_training_reconstruction_samples_codes_and_betas():
+    b = _backend()
+    nets = _eval_nets(b)
+    x = _images(4)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        r1 = b._recon_train(nets, x)["image"]
+        r2 = b._recon_train(nets, x)["image"]
+        m1, m2 = b.reconstruct(nets, x)["image"], b.reconstruct(nets, x)["image"]
+    assert not torch.allclose(r1, r2)  # random codes and mixup weights per call
+    assert torch.equal(m1, m2)  # inference is deterministic
+
+
+# ----------------------------------------------------------------------------- schedule
+
+
+def test_schedule_and_phases():
+    b = _backend("model.phase2_start=10", "model.real_start=20")
+    assert b.schedule() == {"gen": 0, "rf": 10, "rr": 20}
+    assert b.paths(9) == ["gen"] and b.paths(10) == ["gen", "rf"] and b.paths(25) == ["gen", "rf", "rr"]
+    ph = {p.name: p for p in b.phases()}
+    assert list(ph) == ["clone", "G", "D", "D_rf", "D_rr"]
+    assert ph["clone"].active(10) and not ph["clone"].active(9) and not ph["clone"].active(11)
+    assert set(ph["clone"].trains) == {"Dbg_rf", "Dc_rf", "Dbg_rr", "Dc_rr"}
+    assert ph["D_rf"].start == 10 and ph["D_rr"].start == 20 and ph["G"].active(0) and ph["D"].active(10 ** 6)
+    assert ph["G"].trains == ("G", "E", "Dc.info") and ph["D_rr"].trains == ("Dbg_rr", "Dc_rr.trunk", "Dc_rr.adv")
+    # Phase I only: no clones, no reconstruction phases
+    b1 = _backend("model.phase2_start=-1", "model.real_start=-1")
+    assert [p.name for p in b1.phases()] == ["G", "D"] and b1.paths(10 ** 6) == ["gen"]
+    assert not any(k.endswith(("_rf", "_rr")) for k in b1.build())
+    # fakes only (the paper's "no real recon" ablation)
+    b2 = _backend("model.phase2_start=5", "model.real_start=-1")
+    assert [p.name for p in b2.phases()] == ["clone", "G", "D", "D_rf"]
+    assert set(b2.build()) == {"G", "E", "Dbg", "Dc", "Dbg_rf", "Dc_rf"}
+
+
+@pytest.mark.parametrize("sets,match", [
+    (("model.phase2_start=5", "model.real_start=3"), "real_start"),
+    (("model.phase2_start=-1", "model.real_start=3"), "real_start"),
+    (("model.beta_map=0.5,1.5",), "beta_map"),
+    (("model.beta_code=0.8,0.2",), "beta_code"),
+    (("model.infer_beta=0.5,0.5,2,0.5",), "infer_beta"),
+    (("model.n_child=7",), "multiple"),
+    (("model.phase2_start=-3",), "phase2_start"),
+])
+def test_bad_config_is_a_user_error(sets, match):
+    with pytest.raises(FgtoolError, match=match):
+        _backend(*sets)
+
+
+def _moved(before: dict, nets: dict) -> set[str]:
+    return {f"{k}.{n}" for k, net in nets.items() for n, p in net.named_parameters()
+            if not torch.equal(p.detach(), before[k][n])}
+
+
+def test_phase2_boundary_clones_the_discriminators(synth_dir, tmp_path):
+    """Each phase of every step moves only what it trains; at the boundary the clone phase
+    makes the clones equal to the generation-path discriminators, and training makes them
+    separate afterwards."""
+    cfg = api.resolve_config("onegan", str(synth_dir), str(TINY), ["model.phase2_start=2", "model.real_start=3"])
+    tr = Trainer(cfg, tmp_path / "run", progress=False)
+    from test_contract import _batch
+
+    names = {id(p): f"{k}.{n}" for k, net in tr.nets.items() for n, p in net.named_parameters()}
+    phases = tr.phases
+    seen = {}
+    for step in range(5):
+        batch = _batch(S, 8)
+        batch["cache"] = {}
+        for ph in phases:
+            if not ph.active(step):
+                continue
+            before = {k: copy.deepcopy(v.state_dict()) for k, v in tr.nets.items()}
+            tr.phases, tr.step = [ph], step
+            # one cache per step shared by its phases, as in Trainer.train_step
+            _run_phase(tr, ph, batch)
+            moved = _moved(before, tr.nets)
+            trained = {names[id(p)] for p in phase_params(tr.nets, ph)}
+            assert moved and moved <= trained, (step, ph.name, sorted(moved - trained)[:3])
+            seen.setdefault(ph.name, []).append(step)
+            if ph.name == "clone":
+                for dst, src in tr.backend.clones():
+                    a, b = tr.nets[dst].state_dict(), tr.nets[src].state_dict()
+                    assert all(torch.equal(a[k], b[k]) for k in b), dst  # weights and BN statistics
+                    assert bool(tr.nets[dst].cloned)
+        tr.phases = phases
+    assert seen == {"G": [0, 1, 2, 3, 4], "D": [0, 1, 2, 3, 4], "clone": [2], "D_rf": [2, 3, 4], "D_rr": [3, 4]}
+    # after the boundary every clone has its own weights (trained on its own path since step 2)
+    for dst, src in tr.backend.clones():
+        a, b = dict(tr.nets[dst].named_parameters()), dict(tr.nets[src].named_parameters())
+        assert not torch.equal(a["adv.weight"], b["adv.weight"]), dst
+
+
+def _run_phase(tr: Trainer, ph, batch: dict) -> None:
+    """One optimiser step of one phase, as Trainer.train_step does it, keeping ``batch["cache"]``."""
+    tr._set_trainable(ph)
+    opt = tr.opts[ph.name]
+    opt.zero_grad(set_to_none=True)
+    out = tr.backend.loss(ph.name, tr.nets, batch, tr.step)
+    out["loss"].backward()
+    opt.step()
+    assert all(torch.isfinite(v).all() for v in out.values()), {k: v for k, v in out.items()}
+
+
+def test_phase_parts_are_logged_by_path(run):
+    rows = {r["step"]: r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
+    assert set(rows) == {2, 4}  # tiny: log_every 2
+    # rows average steps 0-1 and 2-3: the clone phase ran at step 1, the reals from step 2
+    assert "clone/loss" in rows[2] and "D_rf/loss" in rows[2] and "rf_rec" in rows[2] and "D_rr/loss" not in rows[2]
+    assert "D_rr/loss" in rows[4] and "rr_rec" in rows[4] and "rr_vae" in rows[4] and "clone/loss" not in rows[4]
+    ck = ckpt.load(run / "last.pt")
+    assert all(bool(ck["nets"][k]["cloned"]) for k in ("Dbg_rf", "Dc_rf", "Dbg_rr", "Dc_rr"))
+    assert set(ck["ema"]) == {"G", "E"}
+    # the clone phase keeps Adam state for one tensor per clone, not whole discriminators
+    assert len(ck["optim"]["clone"]["state"]) == 4
+
+
+def test_resume_across_the_phase2_boundary_is_bit_identical(synth_dir, tmp_path):
+    from test_resume import tensors_differ
+
+    sets = ["model.phase2_start=2", "model.real_start=3", "train.steps=5", "train.log_every=1",
+            "train.ckpt_every=1", "train.sample_every=100"]
+    full = tmp_path / "full"
+    _train(full, synth_dir, *sets)
+    ck = {s: ckpt.load(full / f"step_{s:07d}.pt")["nets"] for s in (2, 3)}
+    assert not bool(ck[2]["Dc_rf"]["cloned"]) and bool(ck[3]["Dc_rf"]["cloned"])
+    for stop in (2, 3):  # stopped right before the boundary step, and right after it
+        part = tmp_path / f"part{stop}"
+        _train(part, synth_dir, *[s if s != "train.steps=5" else f"train.steps={stop}" for s in sets])
+        _train(part, synth_dir, "train.steps=5", resume=True)
+        a, b = ckpt.load(full / "last.pt"), ckpt.load(part / "last.pt")
+        assert a["step"] == b["step"] == 5
+        for key in ("nets", "ema", "optim", "rng"):
+            assert not tensors_differ(a[key], b[key], key), (stop, key)
+        ra = (full / "metrics.jsonl").read_text().splitlines()
+        rb = (part / "metrics.jsonl").read_text().splitlines()
+        strip = [{k: v for k, v in json.loads(r).items() if k != "it_s"} for r in ra]
+        assert strip == [{k: v for k, v in json.loads(r).items() if k != "it_s"} for r in rb]
+
+
+# ----------------------------------------------------------------------------- capabilities
+
+
+def test_segment_and_remove_object_on_a_trained_model(run, synth_dir):
+    m = api.load(run / "last.pt", device="cpu")
+    assert set(m.nets) == {"G", "E"}
+    assert {"train", "sample", "cluster", "mix", "segment"} <= set(OneGAN.capabilities())
+    _, ds = api._eval_set(m, str(synth_dir), with_masks=True)
+    x = torch.stack([ds[i]["image"] for i in range(8)])
+    with torch.no_grad():
+        mask = m.backend.segment(m.nets, x)
+        bg = m.backend.remove_object(m.nets, x)
+        r = m.backend.reconstruct(m.nets, x)
+    assert mask.shape == (8, 1, S, S) and mask.min() >= 0 and mask.max() <= 1
+    assert bg.shape == (8, 3, S, S) and bg.min() >= -1 and bg.max() <= 1
+    assert torch.equal(mask, r["mask"].clamp(0, 1)) and torch.equal(bg, r["background"].clamp(-1, 1))
+    # not trivial: neither all object nor all background, and it varies over the image
+    on = (mask > 0.5).float().mean()
+    assert 0.0 < on < 1.0, on
+    assert mask.flatten(1).std(1).min() > 1e-3
+    assert torch.isfinite(mask).all()
+
+
+def test_segment_cli_and_iou(capsys, run, synth_dir, tmp_path):
+    res = run_json(capsys, "segment", "--ckpt", run / "last.pt", "--data", synth_dir, "--out", tmp_path / "masks",
+                   "--max-images", "6")
+    masks = sorted((tmp_path / "masks").rglob("*.png"))
+    assert len([p for p in masks if p.name != "overlay.png"]) == 6, res
+    ev = run_json(capsys, "eval", "--metric", "iou", "--ckpt", run / "last.pt", "--data", synth_dir)
+    assert ev["metrics"]["n"] == 48 and 0.0 < ev["metrics"]["iou"] < 1.0 and 0.0 < ev["metrics"]["dice"] < 1.0
+
+
+def test_mix_codes_from_photos(run, synth_dir):
+    m = api.load(run / "last.pt", device="cpu")
+    imgs = sorted((synth_dir / "images").rglob("*.png"))[:2]
+    from fgtool.mixing import load_reference, mix_images
+
+    a, b = (load_reference(p, S)[None] for p in imgs)
+    out = mix_images(m, {"bg": a, "shape": b, "texture": b, "pose": a}, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 3, S, S) and out.min() >= -1 and out.max() <= 1
+
+
+def test_paper_recipe_matches_the_paper():
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "onegan-cub.toml"
+    cfg = api.resolve_config(None, "/data", str(recipe), [])
+    m, t = cfg.model_cfg, cfg.train
+    assert cfg.model == "onegan"
+    assert (cfg.data.size, t.batch_size, m.n_child, m.n_parent) == (128, 20, 200, 20)
+    assert (m.lr_g, m.lr_d, t.steps, m.phase2_start, m.real_start) == (2e-4, 2e-4, 600000, 200000, 400000)
+    assert (m.beta_code, m.beta_map, m.w_bg_adv, m.w_rv, m.w_rm) == ((0.0, 1.0), (0.5, 1.0), 10.0, 0.1, 2.0)
