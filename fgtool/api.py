@@ -739,7 +739,7 @@ def _part_palette(k: int) -> list[int]:
 
 def segment(ckpt_path: str, data: str, out: str, parts: bool = False, points: bool = False,
             batch_size: int = 32, split: str | None = None, max_images: int = 0, workers: int = 2,
-            progress: Progress = None) -> dict:
+            progress: Progress = None, remove_object: bool = False) -> dict:
     """Foreground masks of real photos, one PNG per image (0/255, the photo's own size,
     same relative name) under ``out``, an ``overlay.png`` contact sheet and ``index.json``.
     ``parts``: also part-index PNGs under ``out/parts/`` (palette: 0 background, j + 1 part
@@ -747,13 +747,15 @@ def segment(ckpt_path: str, data: str, out: str, parts: bool = False, points: bo
     maps) drawn on the sheets and written to ``points.json`` in the photo's pixels."""
     from PIL import Image
 
-    from .io.images import contact_sheet, draw_points, image_size, mask_overlay, part_overlay, save_image
+    from .io.images import contact_sheet, draw_points, image_size, mask_overlay, part_overlay, save_image, to_pil
 
     m = load(ckpt_path)
     _require_segmenter(m)
     name = m.cfg.model
     if (parts or points) and not hasattr(m.backend, "segment_parts"):
         raise FgtoolError(f"--{'parts' if parts else 'points'}: model '{name}' segments the foreground only")
+    if remove_object and not hasattr(m.backend, "remove_object"):
+        raise FgtoolError(f"--remove-object: model '{name}' has no background generator for real photos")
     outp = Path(out)
     if outp.exists() and not outp.is_dir():
         raise FgtoolError(f"--out {outp} is a file, not a folder")
@@ -773,6 +775,7 @@ def segment(ckpt_path: str, data: str, out: str, parts: bool = False, points: bo
                 fg = 1.0 - probs[:, -1:]
             else:
                 probs, fg = None, m.backend.segment(m.nets, x).float()
+            bgs = m.backend.remove_object(m.nets, x).float().cpu() if remove_object else None
             cen = m.backend.part_centres(probs) if points else None
             xs, fg, probs = x.float().cpu(), fg.cpu(), probs.cpu() if probs is not None else None
             for i in range(x.shape[0]):
@@ -789,6 +792,9 @@ def segment(ckpt_path: str, data: str, out: str, parts: bool = False, points: bo
                 mpath = save_image(canvas, outp / rel)
                 item = {"image": str(rec.path), "mask": str(mpath),
                         "fg_fraction": round(float((fg[i] > 0.5).float().mean()), 4)}
+                if bgs is not None:  # the object removed: the background generator's view of the crop
+                    bimg = to_pil(bgs[i]).resize(side, Image.BICUBIC)
+                    item["background"] = str(save_image(bimg, outp / rel.with_name(rel.stem + "_bg.png")))
                 if parts:
                     lab = probs[i].argmax(0)
                     idx = torch.where(lab == k, torch.zeros_like(lab), lab + 1).to(torch.uint8).numpy()
@@ -835,7 +841,8 @@ def segment(ckpt_path: str, data: str, out: str, parts: bool = False, points: bo
     files["index"] = str(outp / "index.json")
     return {"checkpoint": str(ckpt_path), "model": name, "step": m.step, "data": str(imageset.root),
             "n": len(items), "masks": len(items), "parts": len(items) if parts else 0,
-            "points": len(items) if points else 0, "size": m.cfg.data.size,
+            "points": len(items) if points else 0, "backgrounds": len(items) if remove_object else 0,
+            "size": m.cfg.data.size,
             "mean_fg_fraction": round(float(np.mean([it["fg_fraction"] for it in items])), 4), "files": files}
 
 

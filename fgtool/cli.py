@@ -287,6 +287,8 @@ def segment(
     parts: bool = typer.Option(False, "--parts", help="Also part-index PNGs in OUT/parts/ (palette: 0 background, "
                                                       "j+1 part j) and parts_overlay.png."),
     points: bool = typer.Option(False, "--points", help="Draw part centres on the sheets; write points.json."),
+    remove_object: bool = typer.Option(False, "--remove-object", help="Also NAME_bg.png per image: the object "
+                                                                      "removed (OneGAN's background generator)."),
     batch_size: int = typer.Option(32, "--batch-size"),
     split: Optional[str] = typer.Option(None, "--split", help="train or test (split.csv / train_test_split.txt)."),
     max_images: int = typer.Option(0, "--max-images"),
@@ -300,7 +302,7 @@ def segment(
 
     with _Bars(quiet) as bars, skip_bad_images(skip_bad):
         res = api.segment(ckpt, data, out, parts=parts, points=points, batch_size=batch_size, split=split,
-                          max_images=max_images, progress=bars)
+                          max_images=max_images, progress=bars, remove_object=remove_object)
     _emit(res, as_json, "segment")
 
 

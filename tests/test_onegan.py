@@ -380,6 +380,25 @@ def test_segment_cli_and_iou(capsys, run, synth_dir, tmp_path):
     assert ev["metrics"]["n"] == 48 and 0.0 < ev["metrics"]["iou"] < 1.0 and 0.0 < ev["metrics"]["dice"] < 1.0
 
 
+def test_segment_remove_object_writes_backgrounds(capsys, run, synth_dir, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "rm"
+    res = run_json(capsys, "segment", "--ckpt", run / "last.pt", "--data", synth_dir, "--out", out,
+                   "--max-images", "4", "--remove-object")
+    assert res["backgrounds"] == 4
+    idx = json.loads((out / "index.json").read_text())
+    for it in idx["items"]:
+        bg, mask = Path(it["background"]), Path(it["mask"])
+        assert bg.name == mask.stem + "_bg.png" and bg.parent == mask.parent
+        with Image.open(bg) as b, Image.open(mask) as mk:
+            assert b.mode == "RGB" and mk.mode == "L" and b.size[0] == b.size[1] >= 32  # the crop the model saw
+    # without the option no background files
+    res = run_json(capsys, "segment", "--ckpt", run / "last.pt", "--data", synth_dir, "--out", tmp_path / "plain",
+                   "--max-images", "2")
+    assert res["backgrounds"] == 0 and not list((tmp_path / "plain").rglob("*_bg.png"))
+
+
 def test_mix_codes_from_photos(run, synth_dir):
     m = api.load(run / "last.pt", device="cpu")
     imgs = sorted((synth_dir / "images").rglob("*.png"))[:2]
