@@ -482,6 +482,7 @@ CLUSTER_METRICS = {"nmi", "nmi_max", "acc", "ari"}
 GEN_METRICS = {"fid", "kid"}
 SEG_METRICS = {"iou", "dice"}
 MIX_METRICS = {"mix"}  # mix fidelity on the synthetic set (fgtool/metrics/mix.py)
+REMOVAL_METRICS = {"removal"}  # object removal vs the true background, synthetic set (fgtool/metrics/removal.py)
 
 
 def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | None = None,
@@ -491,7 +492,7 @@ def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | 
     from .metrics.clustering import cluster_metrics, pixel_kmeans_floor
 
     names = [x.strip().lower() for x in metrics.split(",") if x.strip()]
-    known = CLUSTER_METRICS | GEN_METRICS | SEG_METRICS | MIX_METRICS
+    known = CLUSTER_METRICS | GEN_METRICS | SEG_METRICS | MIX_METRICS | REMOVAL_METRICS
     bad = [x for x in names if x not in known]
     if bad or not names:
         raise FgtoolError(f"unknown metric {', '.join(bad) or '(none)'}; choose from {', '.join(sorted(known))}")
@@ -551,6 +552,13 @@ def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | 
         from .metrics.mix import mix_fidelity
 
         result["metrics"].update(mix_fidelity(load(ckpt_path), data, n_pairs=n_fake, seed=seed, progress=progress))
+    if "removal" in names:
+        if not ckpt_path:
+            raise FgtoolError("removal needs --ckpt of a model that can remove objects")
+        from .metrics.removal import removal_error
+
+        result["metrics"].update(removal_error(load(ckpt_path), data, split=split, max_images=max_images,
+                                               workers=workers))
     return result
 
 

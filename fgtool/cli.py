@@ -188,7 +188,8 @@ def cluster(
                                  "fgtool eval --metric nmi --pred clusters.json --data data/synth\n\n"
                                  "fgtool eval --metric nmi,acc --baseline pixels --data ../shared/data/cub100")
 def eval_(
-    metric: str = typer.Option(..., "--metric", help="Comma list: nmi, nmi_max, acc, ari, fid, kid, iou, dice, mix."),
+    metric: str = typer.Option(..., "--metric", help="Comma list: nmi, nmi_max, acc, ari, fid, kid, iou, dice, mix, "
+                                                     "removal."),
     data: str = typer.Option(..., "--data", "-d"),
     ckpt: Optional[str] = typer.Option(None, "--ckpt"),
     pred: Optional[str] = typer.Option(None, "--pred", help="clusters.json from `fgtool cluster`."),
