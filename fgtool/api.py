@@ -760,8 +760,10 @@ def segment(ckpt_path: str, data: str, out: str, parts: bool = False, points: bo
     m = load(ckpt_path)
     _require_segmenter(m)
     name = m.cfg.model
-    if (parts or points) and not hasattr(m.backend, "segment_parts"):
-        raise FgtoolError(f"--{'parts' if parts else 'points'}: model '{name}' segments the foreground only")
+    if parts and not hasattr(m.backend, "segment_parts"):
+        raise FgtoolError(f"--parts: model '{name}' segments the foreground only")
+    if points and not (hasattr(m.backend, "segment_parts") and hasattr(m.backend, "part_centres")):
+        raise FgtoolError(f"--points: model '{name}' has no parts to place points on")
     if remove_object and not hasattr(m.backend, "remove_object"):
         raise FgtoolError(f"--remove-object: model '{name}' has no background generator for real photos")
     outp = Path(out)

@@ -408,3 +408,12 @@ def test_capabilities(capsys):
     assert gs and gs[0]["capabilities"] == ["train", "sample", "gif", "segment"]
     rc, out, _ = run_cli(capsys, "segment", "--help")
     assert rc == 0 and "--parts" in out and "--points" in out and "fgtool segment --ckpt" in out
+
+
+def test_parts_and_points_need_a_backend_with_parts(capsys, run, synth_dir, tmp_path, monkeypatch):
+    monkeypatch.delattr(GANSeg, "segment_parts")  # a foreground-only segmenter
+    for flag, msg in (("--parts", "segments the foreground only"), ("--points", "no parts to place points on")):
+        rc, out, err = run_cli(capsys, "segment", "--ckpt", run / "last.pt", "--data", synth_dir,
+                               "--out", tmp_path / "m", flag, "--quiet")
+        assert rc == 2 and out == "" and msg in one_error_line(err)
+    assert not (tmp_path / "m").exists()
