@@ -266,6 +266,8 @@ def mix(
     batch: Optional[str] = typer.Option(None, "--batch", help="CSV with columns bg,shape,texture,pose[,base,out] "
                                                               "(header optional): one image per row into --out."),
     seed: int = typer.Option(0, "--seed", help="Seed for the sampled factors (batch row i uses seed + i)."),
+    texture_class: Optional[int] = typer.Option(None, "--texture-class", help="Reconstruct the --base photo with "
+                                                                              "this child class (OneGAN)."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="PNG (default mix.png, mix_grid.png); a folder "
                                                                 "with --batch (default mix_batch/)."),
     as_json: bool = JSON_OPT,
@@ -274,7 +276,7 @@ def mix(
     from . import api
 
     _emit(api.mix(ckpt, out, bg=bg, shape=shape, texture=texture, pose=pose, base=base, mode=mode, seed=seed,
-                  grid=grid, batch=batch), as_json, "mix")
+                  grid=grid, batch=batch, texture_class=texture_class), as_json, "mix")
 
 
 @app.command(epilog="Examples: fgtool segment --ckpt runs/synth-ganseg/last.pt --data photos/ --out masks/\n\n"

@@ -166,13 +166,17 @@ def _feature_sources(mode: str, shape, pose) -> None:
 
 
 def run_mix(m, out: str | None = None, bg=None, shape=None, texture=None, pose=None, base=None,
-            mode: str = "code", seed: int = 0, grid: str | None = None, batch: str | None = None) -> dict:
-    """``fgtool mix``: one mixed image, a ``grid`` sheet, or one image per ``batch`` CSV row."""
+            mode: str = "code", seed: int = 0, grid: str | None = None, batch: str | None = None,
+            texture_class: int | None = None) -> dict:
+    """``fgtool mix``: one mixed image, a ``grid`` sheet, or one image per ``batch`` CSV row;
+    ``texture_class``: the ``base`` photo reconstructed with that child class (OneGAN)."""
     _backend_can_mix(m)
     _check_mode(m, mode)
     opts = {"bg": _as_list(bg), "shape": _as_list(shape), "texture": _as_list(texture), "pose": _as_list(pose)}
     bases = _as_list(base)
     head = {"checkpoint": str(m.path), "step": m.step, "mode": mode, "seed": seed, "size": m.cfg.data.size}
+    if texture_class is not None:
+        return {**head, **_run_texture_class(m, texture_class, opts, bases, out, grid, batch)}
     if grid and batch:
         raise FgtoolError("--grid and --batch do not go together")
     if batch:
@@ -193,6 +197,27 @@ def run_mix(m, out: str | None = None, bg=None, shape=None, texture=None, pose=N
     save_image(img[0], out_p)
     sources = {f: (str(p) if p else ("base" if base_path else "sampled")) for f, p in paths.items()}
     return {**head, "out": str(out_p), "factors": sources, "base": base_path}
+
+
+def _run_texture_class(m, k: int, opts: dict, bases: list, out, grid, batch) -> dict:
+    """Image-to-image translation: reconstruct the --base photo with child class ``k``."""
+    if not hasattr(m.backend, "translate"):
+        raise FgtoolError(f"--texture-class: model '{m.cfg.model}' cannot reconstruct a photo with another class")
+    given = [f"--{f}" for f, v in opts.items() if v] + (["--grid"] if grid else []) + (["--batch"] if batch else [])
+    if given:
+        raise FgtoolError(f"--texture-class re-renders the --base photo alone; drop {', '.join(given)}")
+    n_child = m.backend.code_sizes()["c"]
+    if not 0 <= k < n_child:
+        raise FgtoolError(f"--texture-class must be in 0..{n_child - 1}, got {k}")
+    base_path = _single(bases, "--base")
+    if base_path is None:
+        raise FgtoolError("--texture-class needs the photo to translate as --base")
+    out_p = _png_path(out or "mix.png")
+    x = load_reference(base_path, m.cfg.data.size, "--base")[None].to(m.device)
+    with torch.no_grad():
+        img = m.backend.translate(m.nets, x, k).float().cpu()
+    save_image(img[0], out_p)
+    return {"out": str(out_p), "base": base_path, "texture_class": k}
 
 
 def _png_path(out) -> Path:

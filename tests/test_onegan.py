@@ -469,3 +469,39 @@ def test_removal_metric_scores_an_oracle_and_the_model(capsys, run, synth_dir, t
     assert perfect["mean_fill_l1"] > 0.03 and perfect["removal_n"] == 48
     res = run_json(capsys, "eval", "--metric", "removal", "--ckpt", run / "last.pt", "--data", synth_dir)["metrics"]
     assert 0.0 < res["removal_l1"] < 1.0 and res["mean_fill_l1"] == pytest.approx(perfect["mean_fill_l1"])
+
+
+# ----------------------------------------------------------------------------- image-to-image (mix --texture-class)
+
+
+def test_translate_swaps_only_the_style_code():
+    b = _backend()
+    nets = _eval_nets(b)
+    x = _images(3, seed=2)
+    with torch.no_grad():
+        t1, t2 = b.translate(nets, x, 1), b.translate(nets, x, 4)
+        assert torch.equal(t1, b.reconstruct(nets, x, child=torch.tensor([1, 1, 1]))["image"].clamp(-1, 1))
+        assert not torch.allclose(t1, t2, atol=1e-4)
+        own = b.reconstruct(nets, x)["image"]
+        assert not torch.allclose(t1, own, atol=1e-4)
+        nets["G"].Vc.weight[:, 4] = nets["G"].Vc.weight[:, 1]  # class 4 given class 1's embedding
+        assert torch.allclose(b.translate(nets, x, 4), t1, atol=1e-6)  # the class enters through Vc only
+    with pytest.raises(FgtoolError, match="child class"):
+        b.translate(nets, x, 6)
+
+
+def test_mix_texture_class_cli(capsys, run, synth_dir, tmp_path):
+    from conftest import one_error_line, run_cli
+    from PIL import Image
+
+    photo = sorted((synth_dir / "images").rglob("*.png"))[0]
+    res = run_json(capsys, "mix", "--ckpt", run / "last.pt", "--base", photo, "--texture-class", "2",
+                   "--out", tmp_path / "t.png")
+    assert res["texture_class"] == 2 and Path(res["out"]).exists()
+    with Image.open(res["out"]) as im:
+        assert im.size == (S, S)
+    for argv, msg in ((["--texture-class", "2"], "needs the photo"),
+                      (["--base", photo, "--texture-class", "9"], "must be in 0..5"),
+                      (["--base", photo, "--texture", photo, "--texture-class", "1"], "drop --texture")):
+        rc, _, err = run_cli(capsys, "mix", "--ckpt", run / "last.pt", *argv, "--out", tmp_path / "x.png")
+        assert rc == 2 and msg in one_error_line(err)

@@ -8,7 +8,7 @@ Nets (``build``):
       embeddings of the one-hots, v = V(e), and the background follows the parent
       (e_bg = e_p). Every generator layer uses GLU-LayerNorm, ``GLU(LN(xL), xR)``.
       The pre-images A_bg, A_fg sit at 1/4 of the image size (ours).
-  E   background encoder Ebg(I, Im) -> bypass B_bg; shape encoder Ep(I) -> (e_p logits,
+  E   background encoder Ebg(I * (1 - Im), Im) -> bypass B_bg; shape encoder Ep(I) -> (e_p logits,
       mu_p, sigma_p, bypass B_fg, mu_z, sigma_z); style encoder Ec(I) -> (e_c logits,
       mu_c, sigma_c). LayerNorm, not BatchNorm (ours: the same encoder runs on several
       paths and at inference).
@@ -102,6 +102,9 @@ class OneGANConfig:
     w_mse: float = 1.0  # L_MSE
     w_rv: float = 0.1
     w_rm: float = 2.0
+    # eq. 12-13 on generated images also train the generators (the paper); false: the encoders
+    # read a detached image, so only they learn from it and G is conditioned through DcB alone
+    enc_to_g: bool = True
     w_rec_adv: float = 1.0  # scales the adversarial terms of the reconstruction paths
     w_vae: float = 1.0
     w_rec: float = 1.0
@@ -247,7 +250,9 @@ class StyleEncoder(nn.Module):
 
 
 class BackgroundEncoder(nn.Module):
-    """Ebg(I, Im) -> B_bg: the image and its mask, down to the pre-image size."""
+    """Ebg(I, Im) -> B_bg, down to the pre-image size. It reads the image with the object
+    masked out, ``I * (1 - Im)``, and the mask itself (Fig. 2's "BG masking"): what the
+    mask covers cannot leak into the background through the bypass."""
 
     def __init__(self, width: int, size: int, pre_ch: int):
         super().__init__()
@@ -257,7 +262,8 @@ class BackgroundEncoder(nn.Module):
                                  nn.LeakyReLU(0.2, inplace=True), conv3x3(w[1], pre_ch, bias=True))
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        return self.net(torch.cat([x, mask.to(x.dtype)], 1))
+        m = mask.to(x.dtype)
+        return self.net(torch.cat([x * (1 - m), m], 1))
 
 
 class OneGANEncoders(nn.Module):
@@ -453,10 +459,13 @@ class OneGAN(Backend):
         out = self._generate_all(nets, codes)
         return {k: out[k] for k in ("image", "background", "foreground", "mask")}
 
-    def reconstruct(self, nets, x: Tensor, betas: tuple | None = None, sample: bool = False) -> dict[str, Tensor]:
+    def reconstruct(self, nets, x: Tensor, betas: tuple | None = None, sample: bool = False,
+                    child: Tensor | None = None) -> dict[str, Tensor]:
         """Reconstruction path (Fig. 2). ``betas``: (b1, b2, b3, b4) numbers or per-sample
         tensors, default ``infer_beta``; ``sample``: draw the codes from the encoders'
-        Gaussians (training) instead of taking their means."""
+        Gaussians (training) instead of taking their means. ``child`` ([N] class ids): the
+        style code is that class's embedding instead of the photo's (image-to-image
+        translation, Fig. 6); shape, pose and bypasses still come from the photo."""
         G, E = nets["G"], nets["E"]
         b1, b2, b3, b4 = betas if betas is not None else self.cfg.infer_beta
         sh, st = E.shape(x), E.style(x)
@@ -468,6 +477,8 @@ class OneGAN(Backend):
         q_p, q_c = torch.softmax(sh["logits_p"], 1), torch.softmax(st["logits_c"], 1)
         v_p, v_c, v_bg = G.Vp(q_p), G.Vc(q_c), G.Vbg(q_p)  # embeddings of the predicted classes
         vp_mix, vc_mix = mixup(v_p, vp_hat, b1), mixup(v_c, vc_hat, b2)  # mixups 1, 2
+        if child is not None:
+            vc_mix = G.Vc(one_hot(child.to(x.device), self.cfg.n_child).to(v_c))
         a_fg = mixup(G.pre_fg(vp_mix, z_hat), sh["B_fg"], b3)  # mixup 3
         fg, m = G.fg.render(a_fg, vp_mix, vc_mix)
         a_bg = mixup(G.pre_bg(v_bg, z_hat), E.bg(x, m), b4)  # mixup 4
@@ -544,8 +555,9 @@ class OneGAN(Backend):
         img = out["image"]
         # ---- generation path (eq. 11-14)
         g_bgA, g_bgB, g_cA = self._adv_g(nets["Dbg"], Dc, out["background"], img)
-        sh, st = E.shape(img), E.style(img)
-        b_bg = E.bg(img, out["mask"])
+        e_in, e_m = (img, out["mask"]) if c.enc_to_g else (img.detach(), out["mask"].detach())
+        sh, st = E.shape(e_in), E.style(e_in)
+        b_bg = E.bg(e_in, e_m)
         ce_p = F.cross_entropy(sh["logits_p"], codes["p"])
         ce_c = F.cross_entropy(st["logits_c"], codes["c"])
         info_c = F.cross_entropy(Dc.forward_info(img).float(), codes["c"])
@@ -637,6 +649,14 @@ class OneGAN(Backend):
     def remove_object(self, nets, images: Tensor) -> Tensor:
         """The background generator's output for each image [N, 3, H, W] in [-1, 1]."""
         return self.reconstruct(nets, images)["background"].float().clamp(-1, 1)
+
+    def translate(self, nets, images: Tensor, child: Tensor | int) -> Tensor:
+        """Each photo reconstructed with child class ``child`` (an int or [N] ids) as its style."""
+        n = images.shape[0]
+        c = full_code(child, n, images.device)
+        if c.numel() and (c.min() < 0 or c.max() >= self.cfg.n_child):
+            raise FgtoolError(f"child class must be in 0..{self.cfg.n_child - 1}")
+        return self.reconstruct(nets, images, child=c)["image"].float().clamp(-1, 1)
 
     def grids(self, nets, generator: torch.Generator, which: str = "train") -> dict[str, Grid]:
         c = self.cfg
