@@ -505,3 +505,20 @@ def test_mix_texture_class_cli(capsys, run, synth_dir, tmp_path):
                       (["--base", photo, "--texture", photo, "--texture-class", "1"], "drop --texture")):
         rc, _, err = run_cli(capsys, "mix", "--ckpt", run / "last.pt", *argv, "--out", tmp_path / "x.png")
         assert rc == 2 and msg in one_error_line(err)
+
+
+def test_one_step_with_every_path_at_64_px(synth_dir, tmp_path):
+    """64 px (pre-images at 16 px), every path from step 0 (the paper's "no multi-phase" ablation)."""
+    cfg = api.resolve_config("onegan", str(synth_dir), str(TINY), ["data.size=64", "train.batch_size=4",
+                                                                   "model.phase2_start=0", "model.real_start=0"])
+    tr = Trainer(cfg, tmp_path / "run", progress=False)
+    from test_contract import _batch
+
+    parts = tr.train_step(_batch(64, 4))
+    for k in ("clone/loss", "G/loss", "D/loss", "D_rf/loss", "D_rr/loss", "rf_rec", "rr_rec", "rr_per"):
+        assert k in parts and torch.isfinite(parts[k]), k
+    with torch.no_grad():
+        nets = tr.inference_nets()
+        r = tr.backend.reconstruct(nets, _images(2).repeat_interleave(2, 2).repeat_interleave(2, 3))
+    assert r["mask"].shape == (2, 1, 64, 64) and r["image"].shape == (2, 3, 64, 64)
+    assert tr.nets["G"].fg.g0(torch.zeros(1, 24)).shape[-2:] == (16, 16)  # p_dim 8 + z 16 -> A_fg at size / 4
