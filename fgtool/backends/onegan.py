@@ -388,8 +388,8 @@ class OneGAN(Backend):
             # Cloning the discriminators on entering Phase II is a phase of its own that runs at
             # exactly the boundary step, first in that step. Why a phase and not a copy inside
             # the first loss that uses a clone: the phase "trains" the clones, so the copy moves
-            # only what its phase owns (the G phase, which reads the clones first in that step,
-            # never writes a net it does not train); and it is plain data in the schedule, so a
+            # only what its phase owns (the G phase reads the clones first in that step, and
+            # copies only as a fallback for a schedule changed under a run); it is data in the schedule, so a
             # run resumed from a checkpoint saved before the boundary runs the copy at the same
             # step as an uninterrupted run, and one saved after it has the copied weights (and
             # the ``cloned`` flags) in the checkpoint. Its loss is 0 times one parameter, so
