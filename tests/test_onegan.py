@@ -522,3 +522,12 @@ def test_one_step_with_every_path_at_64_px(synth_dir, tmp_path):
         r = tr.backend.reconstruct(nets, _images(2).repeat_interleave(2, 2).repeat_interleave(2, 3))
     assert r["mask"].shape == (2, 1, 64, 64) and r["image"].shape == (2, 3, 64, 64)
     assert tr.nets["G"].fg.g0(torch.zeros(1, 24)).shape[-2:] == (16, 16)  # p_dim 8 + z 16 -> A_fg at size / 4
+
+
+def test_cluster_with_the_encoders(capsys, run, synth_dir):
+    ev = run_json(capsys, "eval", "--metric", "nmi,acc", "--ckpt", run / "last.pt", "--data", synth_dir)
+    assert ev["k"] == 6 and ev["method"] == "k-means"  # k = n_child by default
+    assert 0.0 <= ev["metrics"]["nmi"] <= 1.0 and 0.0 < ev["metrics"]["acc"] <= 1.0
+    ev = run_json(capsys, "eval", "--metric", "nmi", "--ckpt", run / "last.pt", "--data", synth_dir,
+                  "--features", "parent", "--label", "parent", "--k", "2")
+    assert ev["k"] == 2 and ev["features"] == "parent"
