@@ -554,13 +554,16 @@ class OneGAN(Backend):
         E, Dc = nets["E"], nets["Dc"]
         img = out["image"]
         # ---- generation path (eq. 11-14)
-        g_bgA, g_bgB, g_cA = self._adv_g(nets["Dbg"], Dc, out["background"], img)
+        f_adv, f_aux = nets["Dbg"](out["background"])
+        g_bgA, g_bgB = bce(f_adv, 1.0), bce(f_aux, 1.0)  # aux: 1 = background
+        c_adv, c_info = Dc(img)  # one trunk pass for DcA and DcB
+        g_cA = bce(c_adv, 1.0)
         e_in, e_m = (img, out["mask"]) if c.enc_to_g else (img.detach(), out["mask"].detach())
         sh, st = E.shape(e_in), E.style(e_in)
         b_bg = E.bg(e_in, e_m)
         ce_p = F.cross_entropy(sh["logits_p"], codes["p"])
         ce_c = F.cross_entropy(st["logits_c"], codes["c"])
-        info_c = F.cross_entropy(Dc.forward_info(img).float(), codes["c"])
+        info_c = F.cross_entropy(c_info.float(), codes["c"])
         mse = (F.mse_loss(st["mu_c"], out["v_c"].detach().float()) + F.mse_loss(sh["mu_p"], out["v_p"].detach().float())
                + F.mse_loss(sh["B_fg"].float(), out["A_fg"].detach().float())
                + F.mse_loss(b_bg.float(), out["A_bg"].detach().float()))
