@@ -16,6 +16,8 @@ the paper architecture):
 * inference: ``sample`` (generate), ``cluster`` (features) and ``segment`` images per second
   at batch 64, fp32 + channels_last as the CLI runs them;
 * peak RSS of training at batch 16, 128 px (bf16 variant's process);
+* later stages (MixNMatch's stage 2, GANSeg's segmenter, OneGAN's Phase II with reals):
+  the fast path timed once from the step where the stage starts (``STAGES``);
 * ``tiny``: recipes/tiny.toml, fp32 and bf16 (a smoke number for CI-sized machines).
 
 Usage: python tests/bench/bench.py [--models finegan,c3gan] [--sizes 64,128] [--rounds 3]
@@ -39,7 +41,14 @@ ROOT = Path(__file__).resolve().parents[2]
 PAPER = {"finegan": ["model.n_child=200", "model.n_parent=20", "model.ngf=64", "model.ndf=64", "model.z_dim=100"],
          "mixnmatch": ["model.n_child=200", "model.n_parent=20", "model.ngf=64", "model.ndf=64",
                        "model.z_dim=100"],
-         "c3gan": ["model.n_classes=200", "model.overcluster=2", "model.ngf=16", "model.ndf=64", "model.z_dim=64"]}
+         "c3gan": ["model.n_classes=200", "model.overcluster=2", "model.ngf=16", "model.ndf=64", "model.z_dim=64"],
+         "ganseg": [],  # the defaults are the paper's (K = 8, DeepLabV3-ResNet50 segmenter)
+         "onegan": []}
+
+# Later training stages, timed once each (fgtool's fast path, no ratio): the config key whose
+# step starts the stage. The child sets the trainer's step there before its warm-up.
+STAGES = {"mixnmatch": {"stage2": "stage2_start"}, "ganseg": {"segmenter": "seg_start"},
+          "onegan": {"phase2_reals": "real_start"}}
 
 VARIANTS = {
     "bf16_channels_last": ["train.precision=bf16", "train.channels_last=true"],
@@ -49,16 +58,18 @@ VARIANTS = {
 
 
 def _reference(tr) -> callable:
-    """The plain way: G runs again for D (no cached fake), a host sync per loss part, tiled codes."""
+    """The plain way: every phase runs the generator again (no fake shared between phases), a
+    host sync per loss part, one-hot codes tiled into full maps. Works for any backend: the
+    per-iteration cache a backend shares between phases is emptied before each phase's loss."""
     from fgtool.nn.blocks import CodeConv
 
-    orig = tr.backend._fake
+    orig = tr.backend.loss
 
-    def no_cache(nets, b, grad):
-        b["cache"] = {}
-        return orig(nets, b, grad)
+    def no_shared_fake(phase, nets, batch, step):
+        batch["cache"] = {}
+        return orig(phase, nets, batch, step)
 
-    tr.backend._fake = no_cache
+    tr.backend.loss = no_shared_fake
     CodeConv.naive = True
 
     def step(b):
@@ -83,6 +94,8 @@ def child(args) -> dict:
                              sets)
     s, n = cfg.data.size, cfg.train.batch_size
     tr = Trainer(cfg, "/tmp/fgtool-bench", progress=False)
+    if args.at_key:
+        tr.step = int(getattr(cfg.model_cfg, args.at_key))  # time a later stage's phases
     g = torch.Generator().manual_seed(0)
     if args.infer:
         return infer(tr, s, g, args.iters)
@@ -142,9 +155,11 @@ def infer(tr, s: int, g, reps: int, bs: int = 64) -> dict:
 
 
 def run_child(model: str, sets: list[str], tiny=False, reference=False, infer=False, iters=5, warmup=2,
-              threads=1) -> dict:
+              threads=1, at_key: str | None = None) -> dict:
     cmd = [sys.executable, __file__, "--child", "--model", model, "--iters", str(iters), "--warmup", str(warmup),
            "--threads", str(threads)]
+    if at_key:
+        cmd += ["--at-key", at_key]
     for s in sets:
         cmd += ["--set", s]
     for flag, on in (("--tiny", tiny), ("--reference", reference), ("--infer", infer)):
@@ -209,7 +224,8 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--infer", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--models", default="finegan,c3gan,mixnmatch")
+    ap.add_argument("--at-key", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--models", default="finegan,c3gan,mixnmatch,ganseg,onegan")
     ap.add_argument("--sizes", default="64,128")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved repeats of every training variant")
     ap.add_argument("--iters", type=int, default=3, help="timed steps per run (after --warmup)")
@@ -239,6 +255,15 @@ def main() -> None:
         r: dict = {}
         for size in sizes:
             r[f"train_{size}px"] = bench_size(model, size, args, log)
+            for stage, key in STAGES.get(model, {}).items():
+                res = run_child(model, [*PAPER.get(model, []), "train.batch_size=16", f"data.size={size}",
+                                        *VARIANTS["bf16_channels_last"]], iters=args.iters, warmup=args.warmup,
+                                threads=args.threads, at_key=key)
+                r[f"train_{size}px_{stage}"] = ({"error": res["error"]} if "error" in res else
+                                                {"sec_per_it": round(res["sec_per_it"], 4),
+                                                 "img_per_s": round(16 / res["sec_per_it"], 3),
+                                                 "peak_rss_mb": res["peak_rss_mb"], "from_key": key})
+                log(f"{model} {size}px stage {stage}: {r[f'train_{size}px_{stage}']}")
             r[f"infer_{size}px"] = run_child(model, [*PAPER.get(model, []), f"data.size={size}",
                                                      "train.channels_last=true"], infer=True, iters=3,
                                              threads=args.threads)
