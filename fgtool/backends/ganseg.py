@@ -31,7 +31,6 @@ generator (eval mode), with 0.5 CE + 0.5 Dice against the argmax of the K + 1 ma
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
@@ -46,6 +45,7 @@ from ..nn.blocks import (
     SmallSegmenter,
     SPADEResBlock,
     TorchvisionSegmenter,
+    eval_mode,
     mlp,
 )
 from ..nn.compose import RelativeFourier, crop_margin, gaussian_heatmaps, pixel_grid, upsample_crop
@@ -193,17 +193,6 @@ class GANSegDiscriminator(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x).flatten(1)
-
-
-@contextlib.contextmanager
-def _eval_mode(m: nn.Module):
-    """The frozen generator renders as at inference: BN running statistics, none updated."""
-    was = m.training
-    m.eval()
-    try:
-        yield m
-    finally:
-        m.train(was)
 
 
 def soft_dice_loss(logits: Tensor, target: Tensor, eps: float = 1.0) -> Tensor:
@@ -362,7 +351,7 @@ class GANSeg(Backend):
         n = c.seg_batch or batch["image"].shape[0]
         dev = batch["image"].device
         G = nets["G"]
-        with torch.no_grad(), _eval_mode(G):
+        with torch.no_grad(), eval_mode(G):
             out = G(self.sample_codes(n, device=dev))
         target = out["parts"].float().argmax(1)
         logits = nets["S"](out["image"].detach()).float()
@@ -436,7 +425,7 @@ class GANSeg(Backend):
         g["layers"] = Grid(torch.stack([v[:n] for v in cols.values()], 1).flatten(0, 1), len(cols),
                            [f"#{i}" for i in range(n)], list(cols))
         # what the segmenter makes of generated images (untrained before model.seg_start)
-        with _eval_mode(nets["S"]):
+        with eval_mode(nets["S"]):
             sp = self.segment_parts(nets, img[:8])
         g["segmenter"] = Grid(torch.stack([img[:8], self.part_picture(img[:8], out["parts"][:8]),
                                            self.part_picture(img[:8], sp)], 1).flatten(0, 1), 3,

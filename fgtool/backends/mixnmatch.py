@@ -26,7 +26,6 @@ Clustering: L2-normalised penultimate features of the p and c encoders, then k-m
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import FgtoolError
-from ..nn.blocks import ImageEncoder, InfoDiscriminator, down_block, init_weights, n_up, up_block
+from ..nn.blocks import ImageEncoder, InfoDiscriminator, down_block, eval_mode, init_weights, n_up, up_block
 from ..nn.compose import one_hot
 from ..registry import register
 from .base import Phase
@@ -184,17 +183,6 @@ def _pair_gap(critic: nn.Module, real: tuple[Tensor, Tensor], fake: tuple[Tensor
     n = real[0].shape[0]
     out = critic(torch.cat([real[0], fake[0].to(real[0].dtype)]), torch.cat([real[1].float(), fake[1].float()]))
     return out[:n].mean() - out[n:].mean()
-
-
-@contextlib.contextmanager
-def _eval_mode(m: nn.Module):
-    """A frozen generator runs as at inference (BN running statistics, none updated)."""
-    was = m.training
-    m.eval()
-    try:
-        yield m
-    finally:
-        m.train(was)
 
 
 # ----------------------------------------------------------------------------- backend
@@ -348,7 +336,7 @@ class MixNMatch(FineGAN):
             n, dev = batch["image"].shape[0], batch["image"].device
             codes = self.free_codes(n, device=dev)
             G = nets["G"]
-            with torch.no_grad(), _eval_mode(G):
+            with torch.no_grad(), eval_mode(G):
                 z = codes["z"]
                 phi = G.parent_features(z, self.code_vector("p", codes["p"], z))
                 img = self.generate(nets, {**codes, "feature": phi})["image"]

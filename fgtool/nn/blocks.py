@@ -6,6 +6,7 @@ Every helper takes widths and sizes as arguments so the same code builds the pap
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -216,6 +217,18 @@ class PatchDiscriminator(nn.Module):
         if inside.shape[-2:] != out_hw:
             inside = F.interpolate(inside, size=out_hw, mode="nearest")
         return (1.0 - inside >= thresh - 1e-6).float()
+
+
+@contextlib.contextmanager
+def eval_mode(m: nn.Module):
+    """Run a frozen net as at inference (BatchNorm running statistics, none updated), then
+    restore its mode: MixNMatch's stage 2 and GANSeg's segmenter render from a frozen G."""
+    was = m.training
+    m.eval()
+    try:
+        yield m
+    finally:
+        m.train(was)
 
 
 def init_weights(module: nn.Module, kind: str = "orthogonal") -> None:
