@@ -700,6 +700,7 @@ DELETIONS = {
     ("train/trainer.py", "f.unlink(missing_ok=True)"),  # step_*.pt beyond train.keep; own stale temp files
     ("train/trainer.py", "metrics_path.unlink()"),  # metrics.jsonl of a run restarted from step 0
     ("data/synth.py", "shutil.rmtree(out / sub, ignore_errors=True)"),  # images/ of a previous synth output
+    ("metrics/removal.py", "shutil.rmtree(tmp, ignore_errors=True)"),  # its own mkdtemp of rendered backgrounds
 }
 
 
