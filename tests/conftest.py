@@ -81,3 +81,25 @@ def image_folder(synth_dir: Path, dest: Path, n: int) -> Path:
         d.mkdir(parents=True, exist_ok=True)
         shutil.copy(f, d / f"{i:03d}.png")
     return dest
+
+
+def train_tiny(model: str, out: Path, data: Path, *sets: str, resume: bool = False) -> dict:
+    """`fgtool train` on recipes/tiny.toml (or `--resume`) through the CLI; returns its JSON report."""
+    import io
+    import json
+    from contextlib import redirect_stdout
+
+    from fgtool.cli import main
+
+    if resume:
+        argv = ["train", "--resume", "--out", str(out), "--quiet", "--json"]
+    else:
+        argv = ["train", "--model", model, "--data", str(data), "--recipe", str(TINY), "--out", str(out),
+                "--quiet", "--json"]
+    for s in sets:
+        argv += ["--set", s]
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        rc = main(argv)
+    assert rc == 0
+    return json.loads(buf.getvalue())

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CUB100, TINY, one_error_line, run_cli, run_json
+from conftest import CUB100, TINY, one_error_line, run_cli, run_json, train_tiny
 from PIL import Image
 
 from fgtool import api
@@ -48,15 +48,7 @@ def _eval_nets(b: MixNMatch, seed: int = 0) -> dict:
 
 
 def _train(out: Path, data: Path, *sets) -> dict:
-    argv = ["train", "--model", "mixnmatch", "--data", str(data), "--recipe", str(TINY), "--out", str(out),
-            "--quiet", "--json"]
-    for s in sets:
-        argv += ["--set", s]
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        rc = main(argv)
-    assert rc == 0
-    return json.loads(buf.getvalue())
+    return train_tiny("mixnmatch", out, data, *sets)
 
 
 @pytest.fixture(scope="module")

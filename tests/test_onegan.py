@@ -5,20 +5,17 @@ object removal."""
 from __future__ import annotations
 
 import copy
-import io
 import json
-from contextlib import redirect_stdout
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, run_json
+from conftest import TINY, run_json, train_tiny
 
 from fgtool import api
 from fgtool import checkpoint as ckpt
 from fgtool.backends.onegan import OneGAN
-from fgtool.cli import main
 from fgtool.errors import FgtoolError
 from fgtool.nn.blocks import GLULayerNorm
 from fgtool.nn.compose import mixup, sample_beta
@@ -45,18 +42,7 @@ def _images(n: int = 4, seed: int = 0) -> torch.Tensor:
 
 
 def _train(out: Path, data: Path, *sets, resume: bool = False) -> dict:
-    if resume:
-        argv = ["train", "--resume", "--out", str(out), "--quiet", "--json"]
-    else:
-        argv = ["train", "--model", "onegan", "--data", str(data), "--recipe", str(TINY), "--out", str(out),
-                "--quiet", "--json"]
-    for s in sets:
-        argv += ["--set", s]
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        rc = main(argv)
-    assert rc == 0
-    return json.loads(buf.getvalue())
+    return train_tiny("onegan", out, data, *sets, resume=resume)
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from ..nn.blocks import (
     init_weights,
     same_block,
 )
-from ..nn.compose import composite, full_code, one_hot
+from ..nn.compose import child_parent_codes, composite, full_code, one_hot
 from ..registry import register
 from .base import Backend, Grid, Phase, as_rgb
 
@@ -159,13 +159,7 @@ class FineGAN(Backend):
         c_cfg = self.cfg
         kw = {"generator": generator, "device": device}
         z = fix["z"] if "z" in fix else torch.randn(n, c_cfg.z_dim, **kw)
-        if "c" in fix:
-            c = full_code(fix["c"], n, device)
-        elif "p" in fix:
-            c = full_code(fix["p"], n, device) * self.ratio + torch.randint(0, self.ratio, (n,), **kw)
-        else:
-            c = torch.randint(0, c_cfg.n_child, (n,), **kw)
-        p = c // self.ratio
+        c, p = child_parent_codes(n, c_cfg.n_child, self.ratio, fix, generator, device)
         if "b" in fix:
             b = full_code(fix["b"], n, device)
         else:

@@ -64,7 +64,7 @@ from ..nn.blocks import (
     ln_up_block,
     n_up,
 )
-from ..nn.compose import composite, full_code, mixup, one_hot, sample_beta
+from ..nn.compose import child_parent_codes, composite, full_code, mixup, one_hot, sample_beta
 from ..nn.losses import binary_entropy
 from ..registry import register
 from .base import Backend, Grid, Phase, as_rgb
@@ -412,13 +412,7 @@ class OneGAN(Backend):
         c_cfg = self.cfg
         kw = {"generator": generator, "device": device}
         z = fix["z"] if "z" in fix else torch.randn(n, c_cfg.z_dim, **kw)
-        if "c" in fix:
-            c = full_code(fix["c"], n, device)
-        elif "p" in fix:
-            c = full_code(fix["p"], n, device) * self.ratio + torch.randint(0, self.ratio, (n,), **kw)
-        else:
-            c = torch.randint(0, c_cfg.n_child, (n,), **kw)
-        p = c // self.ratio
+        c, p = child_parent_codes(n, c_cfg.n_child, self.ratio, fix, generator, device)
         b = full_code(fix["b"], n, device) if "b" in fix else p.clone()
         for name, v, hi in (("c", c, c_cfg.n_child), ("p", p, c_cfg.n_parent), ("b", b, c_cfg.n_parent)):
             if v.numel() and (v.min() < 0 or v.max() >= hi):

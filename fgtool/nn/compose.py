@@ -98,3 +98,16 @@ def sample_beta(n: int, lo: float, hi: float, like: Tensor) -> Tensor:
 def mixup(a: Tensor, b: Tensor, beta: Tensor | float) -> Tensor:
     """``a * (1 - beta) + b * beta``: beta 0 passes ``a`` only, 1 passes ``b`` only."""
     return a * (1.0 - beta) + b * beta
+
+
+def child_parent_codes(n: int, n_child: int, ratio: int, fix: dict, generator=None, device=None):
+    """(c, p) for FineGAN-style hierarchies: c uniform, or fixed, or among the ``ratio``
+    children of a fixed p; p = c // ratio. Fixed values may be ints or [n] tensors."""
+    kw = {"generator": generator, "device": device}
+    if "c" in fix:
+        c = full_code(fix["c"], n, device)
+    elif "p" in fix:
+        c = full_code(fix["p"], n, device) * ratio + torch.randint(0, ratio, (n,), **kw)
+    else:
+        c = torch.randint(0, n_child, (n,), **kw)
+    return c, c // ratio
