@@ -31,6 +31,7 @@ from ..nn.blocks import (
     same_block,
 )
 from ..nn.compose import child_parent_codes, composite, full_code, one_hot
+from ..nn.losses import background_real_terms, bce
 from ..registry import register
 from .base import Backend, Grid, Phase, as_rgb
 
@@ -104,12 +105,6 @@ class GeneratorFG(nn.Module):
         C = composite(Cf, Cm, P)
         return {"image": C, "background": B, "parent": P, "parent_fg": Pf, "parent_mask": Pm,
                 "child_fg": Cf, "child_mask": Cm}
-
-
-def bce(logits: Tensor, target: float | Tensor, reduction: str = "mean") -> Tensor:
-    if not torch.is_tensor(target):
-        target = torch.full_like(logits, float(target))
-    return F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction=reduction)
 
 
 @register
@@ -221,25 +216,11 @@ class FineGAN(Backend):
         c = self.cfg
         out, _ = self._fake(nets, batch, grad=False)
         fake_bg, fake_img = out["background"].detach(), out["image"].detach()
-        real_full = batch.get("full", batch["image"])
         Dbg = nets["Dbg"]
-        r_adv, r_aux = Dbg(real_full)
-        if "fg" in batch:
-            w = Dbg.patch_weights(batch["fg"], tuple(r_adv.shape[-2:]), c.bg_patch_thresh)
-        else:  # box_mode none: every patch counts as background
-            w = torch.ones_like(r_adv)
-        # Small images leave few background patches (2-12% at 32-64 px), and a patch D
-        # trained on so few real patches stalls the background generator at a flat colour.
-        # Start from every patch counting as real and fade to the box labels; bg_real_floor
-        # keeps that share of the in-box patches as real for good.
-        a = max(1.0 - step / c.bg_warmup, 0.0) if c.bg_warmup > 0 else 0.0
-        a = max(a, c.bg_real_floor)
-        w_adv = w + (1.0 - w) * a if a > 0 else w
-        # real patches count only where they are background; rescale by N / sum(w)
-        bg_real = (bce(r_adv, 1.0, "none") * w_adv).sum() / w_adv.sum().clamp(min=1.0)
+        bg_real, bg_aux, w = background_real_terms(Dbg, batch, step, c.bg_patch_thresh, c.bg_warmup,
+                                                   c.bg_real_floor)
         f_adv, _ = Dbg(fake_bg)
         bg_fake = bce(f_adv, 0.0)
-        bg_aux = bce(r_aux, w)
         Dc = nets["Dc"]
         child_real = bce(Dc.forward_adv(batch["image"]), 1.0)
         child_fake = bce(Dc.forward_adv(fake_img), 0.0)

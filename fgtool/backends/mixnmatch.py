@@ -35,9 +35,10 @@ from torch import Tensor, nn
 from ..errors import FgtoolError
 from ..nn.blocks import ImageEncoder, InfoDiscriminator, down_block, eval_mode, init_weights, n_up, up_block
 from ..nn.compose import one_hot
+from ..nn.losses import bce
 from ..registry import register
 from .base import Phase
-from .finegan import FineGAN, FineGANConfig, bce
+from .finegan import FineGAN, FineGANConfig
 
 CODES = ("z", "b", "p", "c")
 

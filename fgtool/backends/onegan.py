@@ -65,10 +65,9 @@ from ..nn.blocks import (
     n_up,
 )
 from ..nn.compose import child_parent_codes, composite, full_code, mixup, one_hot, sample_beta
-from ..nn.losses import binary_entropy
+from ..nn.losses import background_real_terms, bce, binary_entropy
 from ..registry import register
 from .base import Backend, Grid, Phase, as_rgb
-from .finegan import bce
 
 PATHS = ("rf", "rr")  # reconstruction of fakes, of reals
 
@@ -606,18 +605,9 @@ class OneGAN(Backend):
         """Eq. 10 for one path: 10 (real/fake background) + background/object + real/fake image.
         Real backgrounds are the patches of the full view outside the (real or pseudo) box."""
         c = self.cfg
-        real_full = batch.get("full", batch["image"])
-        r_adv, r_aux = Dbg(real_full)
-        if "fg" in batch:
-            w = Dbg.patch_weights(batch["fg"], tuple(r_adv.shape[-2:]), c.bg_patch_thresh)
-        else:  # box_mode none: every patch counts as background
-            w = torch.ones_like(r_adv)
-        a = max(1.0 - step / c.bg_warmup, 0.0) if c.bg_warmup > 0 else 0.0
-        a = max(a, c.bg_real_floor)
-        w_adv = w + (1.0 - w) * a if a > 0 else w
-        bg_real = (bce(r_adv, 1.0, "none") * w_adv).sum() / w_adv.sum().clamp(min=1.0)
+        bg_real, bg_aux, _ = background_real_terms(Dbg, batch, step, c.bg_patch_thresh, c.bg_warmup,
+                                                   c.bg_real_floor)
         bg_fake = bce(Dbg(fake_bg.detach())[0], 0.0)
-        bg_aux = bce(r_aux, w)
         real = bce(Dc.forward_adv(batch["image"]), 1.0)
         fake = bce(Dc.forward_adv(fake_img.detach()), 0.0)
         loss = c.w_bg_adv * (bg_real + bg_fake) + c.w_bg_aux * bg_aux + c.w_adv * (real + fake)
