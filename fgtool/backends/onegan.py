@@ -322,6 +322,7 @@ class OneGAN(Backend):
 
     def __init__(self, cfg: OneGANConfig, size: int):
         super().__init__(cfg, size)
+        self._seen_cloned: set[int] = set()  # clones already checked for their copy (see _loss_g)
         if cfg.n_parent < 1 or cfg.n_child % cfg.n_parent:
             raise FgtoolError(f"model.n_child ({cfg.n_child}) must be a multiple of model.n_parent ({cfg.n_parent})")
         if size < 16:
@@ -541,8 +542,11 @@ class OneGAN(Backend):
         c = self.cfg
         paths = self.paths(step)
         for dst, src in self.clones():  # only if a schedule was changed under a running job
-            if any(dst.endswith(p) for p in paths) and not bool(nets[dst].cloned):
+            if id(nets[dst]) in self._seen_cloned or not any(dst.endswith(p) for p in paths):
+                continue
+            if not bool(nets[dst].cloned):  # read once per clone, not every step (a host sync on a GPU)
                 copy_weights(nets[dst], nets[src])
+            self._seen_cloned.add(id(nets[dst]))
         out, codes = self._gen(nets, batch, grad=True)
         E, Dc = nets["E"], nets["Dc"]
         img = out["image"]
