@@ -101,6 +101,19 @@ class Backend(ABC):
         raise NotImplementedError
 
     # ---- helpers ------------------------------------------------------------------------
+    def fake_batch(self, nets, batch: dict, grad: bool, render=None, key: str = "fake") -> tuple[dict, dict]:
+        """(outputs, codes) of this iteration's generated batch. The first phase that asks
+        renders it (with gradients if it wants them); later phases get the same tensors from
+        ``batch["cache"]``, which the trainer empties every iteration, and detach them.
+        ``render(nets, codes)`` defaults to :meth:`generate`."""
+        cache = batch.setdefault("cache", {})
+        if key not in cache:
+            n, dev = batch["image"].shape[0], batch["image"].device
+            codes = self.sample_codes(n, device=dev)
+            with torch.set_grad_enabled(grad):
+                cache[key] = ((render or self.generate)(nets, codes), codes)
+        return cache[key]
+
     def grids(self, nets, generator: torch.Generator, which: str = "train") -> dict[str, Grid]:
         """Named pictures. ``which="train"``: the fixed-seed grids saved every N steps;
         ``"all"``: everything ``fgtool sample`` writes."""

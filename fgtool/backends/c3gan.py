@@ -189,13 +189,7 @@ class C3GAN(Backend):
         return self._loss_g(nets, batch, step) if phase == "G" else self._loss_d(nets, batch, step)
 
     def _fake(self, nets, batch, grad: bool):
-        cache = batch.setdefault("cache", {})
-        if "fake" not in cache:
-            n, dev = batch["image"].shape[0], batch["image"].device
-            codes = self.sample_codes(n, device=dev)
-            with torch.set_grad_enabled(grad):
-                cache["fake"], cache["codes"] = self.generate(nets, codes, perturb=True), codes
-        return cache["fake"], cache["codes"]
+        return self.fake_batch(nets, batch, grad, render=lambda n, codes: self.generate(n, codes, perturb=True))
 
     def _w_info(self, step: int) -> float:
         w = self.cfg.info_warmup

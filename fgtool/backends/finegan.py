@@ -179,13 +179,7 @@ class FineGAN(Backend):
         return {"G": self._loss_g, "phi": self._loss_phi}[phase](nets, batch)
 
     def _fake(self, nets, batch, grad: bool) -> tuple[dict, dict]:
-        cache = batch.setdefault("cache", {})
-        if "fake" not in cache:
-            n, dev = batch["image"].shape[0], batch["image"].device
-            codes = self.sample_codes(n, device=dev)
-            with torch.set_grad_enabled(grad):
-                cache["fake"], cache["codes"] = self.generate(nets, codes), codes
-        return cache["fake"], cache["codes"]
+        return self.fake_batch(nets, batch, grad)
 
     def _loss_g(self, nets, batch) -> dict[str, Tensor]:
         c = self.cfg

@@ -300,12 +300,7 @@ class GANSeg(Backend):
             nets, batch, step)
 
     def _fake(self, nets, batch, grad: bool) -> dict[str, Tensor]:
-        cache = batch.setdefault("cache", {})
-        if "fake" not in cache:
-            n, dev = batch["image"].shape[0], batch["image"].device
-            with torch.set_grad_enabled(grad):
-                cache["fake"] = nets["G"](self.sample_codes(n, device=dev))
-        return cache["fake"]
+        return self.fake_batch(nets, batch, grad, render=lambda n, codes: n["G"](codes))[0]
 
     def penalties(self, out: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Concentration (eq. 16) and area (eq. 17) at the mask resolution, summed over

@@ -516,13 +516,7 @@ class OneGAN(Backend):
         return {"loss": loss, "cloned": torch.tensor(float(len(anchor)))}
 
     def _gen(self, nets, batch, grad: bool) -> tuple[dict, dict]:
-        cache = batch.setdefault("cache", {})
-        if "gen" not in cache:
-            n, dev = batch["image"].shape[0], batch["image"].device
-            codes = self.sample_codes(n, device=dev)
-            with torch.set_grad_enabled(grad):
-                cache["gen"], cache["codes"] = self._generate_all(nets, codes), codes
-        return cache["gen"], cache["codes"]
+        return self.fake_batch(nets, batch, grad, render=self._generate_all, key="gen")
 
     def _recon_cached(self, nets, batch, path: str) -> dict[str, Tensor]:
         """The reconstruction a D phase scores: cached by the G phase, else made here."""
