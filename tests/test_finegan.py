@@ -102,3 +102,39 @@ def test_generator_code_convs_match_tiled_codes():
     for k in ("image", "parent_mask", "child_mask"):
         assert torch.allclose(fast[k], ref[k], atol=1e-5), k
     assert set(G.state_dict()) >= {"p_joint.0.weight", "c_joint.0.weight"}  # checkpoint keys unchanged
+
+
+def test_training_warp_moves_the_object_layers_only():
+    # grid scale 2, no rotation or shift: the object layers shrink to the central half, so
+    # the outer ring of the training image is the background itself; without the warp
+    # (sampling, mixing, eval) it is not
+    b = _backend("model.perturb=strong", "model.perturb_scale=[2.0, 2.0]", "model.perturb_rot=0",
+                 "model.perturb_shift=0")
+    nets = b.build()
+    for m in nets.values():
+        m.eval()
+    codes = b.sample_codes(4, torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        warped = b.generate(nets, codes, perturb=True)
+        plain = b.generate(nets, codes)
+    s = warped["image"].shape[-1]
+    ring = torch.ones(s, s, dtype=torch.bool)
+    ring[s // 4 - 1:3 * s // 4 + 2, s // 4 - 1:3 * s // 4 + 2] = False  # the central half, and a pixel
+    assert torch.equal(warped["background"], plain["background"])
+    assert warped["parent_mask"][..., ring].abs().max() < 1e-6
+    assert warped["child_mask"][..., ring].abs().max() < 1e-6
+    assert (warped["image"] - warped["background"])[..., ring].abs().max() < 1e-5
+    assert (plain["image"] - plain["background"])[..., ring].abs().max() > 1e-2
+    # the warp is the training batch's: the cached fake of a step is warped
+    batch = {"image": torch.zeros(4, 3, s, s)}
+    out, _ = b._fake(nets, batch, grad=False)
+    assert out["parent_mask"][..., ring].abs().max() < 1e-6
+
+
+def test_unknown_warp_preset_is_a_config_error():
+    import pytest
+
+    from fgtool.errors import FgtoolError
+
+    with pytest.raises(FgtoolError, match="model.perturb"):
+        _backend("model.perturb=wild")

@@ -23,14 +23,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import FgtoolError
-from ..nn.augment import random_affine, simclr_view
+from ..nn.augment import perturb_ranges, random_affine, simclr_view
 from ..nn.blocks import GLU, CodeConv, CodeToImageBackbone, ImageEncoder, ResBlock, conv3x3, init_weights, same_block
 from ..nn.compose import composite, full_code, one_hot
 from ..nn.losses import binary_entropy, cosine_logits, nt_xent
 from ..registry import register
 from .base import Backend, Grid, Phase, as_rgb
-
-PERTURB = {"weak": ((0.9, 1.1), 2.0, 0.08), "strong": ((0.8, 1.5), 15.0, 0.15), "none": ((1.0, 1.0), 0.0, 0.0)}
 
 
 @dataclass
@@ -134,15 +132,8 @@ class C3GAN(Backend):
         super().__init__(cfg, size)
         if cfg.n_classes < 1 or cfg.overcluster < 1:
             raise FgtoolError("model.n_classes and model.overcluster must be >= 1")
-        if cfg.perturb not in PERTURB:
-            raise FgtoolError(f"model.perturb must be one of {', '.join(PERTURB)}, got {cfg.perturb!r}")
         self.k = cfg.n_classes * cfg.overcluster
-        scale, rot, shift = PERTURB[cfg.perturb]
-        if cfg.perturb_scale[1] > 0:
-            scale = tuple(cfg.perturb_scale)
-        rot = cfg.perturb_rot if cfg.perturb_rot >= 0 else rot
-        shift = cfg.perturb_shift if cfg.perturb_shift >= 0 else shift
-        self.perturb = (scale, rot, shift)
+        self.perturb = perturb_ranges(cfg.perturb, cfg.perturb_scale, cfg.perturb_rot, cfg.perturb_shift)
 
     def n_clusters(self) -> int:
         return self.k

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import FgtoolError
+from ..nn.augment import perturb_ranges, random_affine
 from ..nn.blocks import (
     Classifier,
     CodeToImageBackbone,
@@ -55,6 +56,14 @@ class FineGANConfig:
     bg_real_floor: float = 0.0  # weight in-box patches keep as real after the warm-up (paper: 0)
     w_mask_area: float = 0.0  # optional prior: hinge on mean child-mask area outside mask_area range
     mask_area: tuple[float, float] = (0.1, 0.9)
+    # random affine warp of the parent and child layers (mask and foreground, one warp per
+    # sample) before they are laid over the background, in training only (not in the
+    # paper; C3-GAN's trick): the background stage cannot know where the object will land,
+    # so it cannot paint it. none, weak or strong; explicit ranges override the preset
+    perturb: str = "none"
+    perturb_scale: tuple[float, float] = (0.0, 0.0)
+    perturb_rot: float = -1.0
+    perturb_shift: float = -1.0
     phi_every: int = 2  # cluster heads step every N iterations (0 = never)
     phi_width: int = 0  # phi base width; 0 = ndf
 
@@ -82,9 +91,9 @@ class GeneratorFG(nn.Module):
         self.c_mask = nn.Sequential(conv3x3(ngf // 2, 1), nn.Sigmoid())
         self.nc, self.np = nc, npar
 
-    def forward(self, z: Tensor, b: Tensor, p: Tensor, c: Tensor) -> dict[str, Tensor]:
+    def forward(self, z: Tensor, b: Tensor, p: Tensor, c: Tensor, perturb: tuple | None = None) -> dict[str, Tensor]:
         b1, p1, c1 = one_hot(b, self.nc).to(z), one_hot(p, self.np).to(z), one_hot(c, self.nc).to(z)
-        return self.compose(self.parent_features(z, p1), self.background(z, b1), c1)
+        return self.compose(self.parent_features(z, p1), self.background(z, b1), c1, perturb)
 
     # The stages, callable one by one (MixNMatch: a separate z for the background, soft
     # codes, and an image feature map in place of phi(p, z)). Codes here are [N, K] vectors.
@@ -96,12 +105,17 @@ class GeneratorFG(nn.Module):
         h = self.p_backbone(torch.cat([z, p1], 1))
         return self.p_res(code_block(self.p_joint, h, p1))
 
-    def compose(self, hp: Tensor, B: Tensor, c1: Tensor) -> dict[str, Tensor]:
+    def compose(self, hp: Tensor, B: Tensor, c1: Tensor, perturb: tuple | None = None) -> dict[str, Tensor]:
+        """``perturb``: (scale, rot_deg, shift) ranges of one random warp per sample, shared
+        by the parent and child masks and foregrounds (training only)."""
         hp2 = self.p_half(hp)
         Pf, Pm = self.p_img(hp2), self.p_mask(hp2)
-        P = composite(Pf, Pm, B)
         hc = self.c_half(self.c_res(code_block(self.c_joint, hp, c1)))
         Cf, Cm = self.c_img(hc), self.c_mask(hc)
+        if perturb is not None:
+            Pm, grid = random_affine(Pm, *perturb)
+            Pf, Cf, Cm = (random_affine(t, *perturb, grids=grid)[0] for t in (Pf, Cf, Cm))
+        P = composite(Pf, Pm, B)
         C = composite(Cf, Cm, P)
         return {"image": C, "background": B, "parent": P, "parent_fg": Pf, "parent_mask": Pm,
                 "child_fg": Cf, "child_mask": Cm}
@@ -119,6 +133,8 @@ class FineGAN(Backend):
         if cfg.n_child % cfg.n_parent:
             raise FgtoolError(f"model.n_child ({cfg.n_child}) must be a multiple of model.n_parent ({cfg.n_parent})")
         self.ratio = cfg.n_child // cfg.n_parent
+        self.perturb = (None if cfg.perturb == "none" else
+                        perturb_ranges(cfg.perturb, cfg.perturb_scale, cfg.perturb_rot, cfg.perturb_shift))
 
     # ---------------------------------------------------------------- nets and phases
     def build(self) -> dict[str, nn.Module]:
@@ -167,10 +183,11 @@ class FineGAN(Backend):
     def code_sizes(self) -> dict[str, int]:
         return {"z": 0, "b": self.cfg.n_child, "p": self.cfg.n_parent, "c": self.cfg.n_child}
 
-    def generate(self, nets, codes) -> dict[str, Tensor]:
+    def generate(self, nets, codes, perturb: bool = False) -> dict[str, Tensor]:
+        """``perturb``: warp the object layers by ``model.perturb`` (the training batch only)."""
         dev = next(nets["G"].parameters()).device
         z, b, p, c = (codes[k].to(dev) for k in ("z", "b", "p", "c"))
-        return nets["G"](z, b, p, c)
+        return nets["G"](z, b, p, c, self.perturb if perturb else None)
 
     # ---------------------------------------------------------------- losses
     def loss(self, phase, nets, batch, step) -> dict[str, Tensor]:
@@ -179,7 +196,7 @@ class FineGAN(Backend):
         return {"G": self._loss_g, "phi": self._loss_phi}[phase](nets, batch)
 
     def _fake(self, nets, batch, grad: bool) -> tuple[dict, dict]:
-        return self.fake_batch(nets, batch, grad)
+        return self.fake_batch(nets, batch, grad, render=lambda n, codes: self.generate(n, codes, perturb=True))
 
     def _loss_g(self, nets, batch) -> dict[str, Tensor]:
         c = self.cfg

@@ -246,10 +246,11 @@ class MixNMatch(FineGAN):
         """[N] indices -> one-hot [N, K]; [N, K] (soft) vectors pass through."""
         return v.to(like) if v.dim() == 2 else one_hot(v.to(like.device), self.dims[k]).to(like)
 
-    def generate(self, nets, codes) -> dict[str, Tensor]:
+    def generate(self, nets, codes, perturb: bool = False) -> dict[str, Tensor]:
         """Codes: z [N, z_dim]; b, p, c as indices or soft [N, K] vectors. Optional: ``z_bg``
         (the background stage's z; default z) and ``feature`` (an [N, ngf, S, S] map from
-        :meth:`shape_features` that replaces phi(p, z), so p is then not needed)."""
+        :meth:`shape_features` that replaces phi(p, z), so p is then not needed).
+        ``perturb``: FineGAN's training warp of the object layers."""
         G = nets["G"]
         dev = next(G.parameters()).device
         z = codes["z"].to(dev)
@@ -259,7 +260,7 @@ class MixNMatch(FineGAN):
         else:
             hp = G.parent_features(z, self.code_vector("p", codes["p"], z))
         return G.compose(hp, G.background(z_bg, self.code_vector("b", codes["b"], z)),
-                         self.code_vector("c", codes["c"], hp))
+                         self.code_vector("c", codes["c"], hp), self.perturb if perturb else None)
 
     # ---------------------------------------------------------------- capabilities
     def encode(self, nets, images: Tensor, hard: bool = False) -> dict[str, Tensor]:
