@@ -67,6 +67,24 @@ def test_generate_shapes_masks_and_points():
     assert set(plain) == {"image", "mask", "parts", "foreground", "background"}
 
 
+def test_rgb_blend_is_the_composite_of_the_rendered_layers():
+    # model.blend=rgb: the image is exactly (1 - m_bg) * foreground + m_bg * background, so
+    # where the mask says background the pixels are the background layer's; the paper's
+    # feature blend renders the blended features, and is not that composite
+    for blend, exact in (("rgb", True), ("feature", False)):
+        b = _backend(f"model.blend={blend}")
+        nets = b.build()
+        for m in nets.values():
+            m.eval()
+        with torch.no_grad():
+            out = b.generate(nets, b.sample_codes(3, torch.Generator().manual_seed(1)))
+        comp = out["mask"] * out["foreground"] + (1 - out["mask"]) * out["background"]
+        err = (out["image"] - comp).abs().max()
+        assert (err < 1e-5) if exact else (err > 1e-3), (blend, err)
+    with pytest.raises(FgtoolError, match="model.blend"):
+        _backend("model.blend=alpha")
+
+
 def test_points_are_tanh_of_mlp_over_20():
     b = _backend()
     G = b.build()["G"]

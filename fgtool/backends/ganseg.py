@@ -73,6 +73,11 @@ class GANSegConfig:
     # 128 px, scaled with the image size (64 px -> 5) and never below 3 (32 px -> 3): two 3x3
     # convs per block need about 2 px for their zero padding to stay out of the image
     margin: int = -1
+    # where foreground and background meet: "feature" (the paper) blends the feature maps and
+    # renders the blend with to_rgb's two 3x3 convs, so a mask may spill a pixel or two past
+    # the object it draws; "rgb" renders each layer and blends the pictures, so the mask's
+    # edge is the object's edge (ours, for segmenters trained on the generated masks)
+    blend: str = "feature"
     sigma_floor: float = 0.0  # added in quadrature to each part scale in the heatmaps (paper: 0)
     ndf: int = 64  # discriminator base width
     lr_g: float = 1e-4
@@ -106,6 +111,7 @@ class GANSegGenerator(nn.Module):
         self.ups = int(round(math.log2(c.start_div)))
         self.margin = c.margin if c.margin >= 0 else max(3, round(10 * size / 128))
         self.floor = c.sigma_floor
+        self.blend = c.blend
         e = c.emb_dim
         self.point_mlp = mlp(c.z_dim, c.mlp_hidden, self.k * self.n_per * 2)
         self.app_mlp = mlp(c.z_dim, c.mlp_hidden, e)
@@ -173,13 +179,18 @@ class GANSegGenerator(nn.Module):
             if i < self.ups:
                 f, b, mk = upsample_crop(f, m), upsample_crop(b, m), upsample_crop(mk, m)
         m_bg = mk[:, self.k:]
-        image = torch.tanh(self.to_rgb((1 - m_bg) * f + m_bg * b))
+        fg_rgb = bg_rgb = None
+        if self.blend == "rgb":
+            fg_rgb, bg_rgb = torch.tanh(self.to_rgb(f)), torch.tanh(self.to_rgb(b))
+            image = (1 - m_bg) * fg_rgb + m_bg * bg_rgb
+        else:
+            image = torch.tanh(self.to_rgb((1 - m_bg) * f + m_bg * b))
         out = {"image": crop_margin(image, m), "parts": crop_margin(mk, m), "mask": crop_margin(1 - m_bg, m),
                "points": pts, "centres": centre, "sigma": sigma, "heat": heat, "masks_low": masks,
                "grid": grid}
         if layers:
-            out["foreground"] = crop_margin(torch.tanh(self.to_rgb(f)), m)
-            out["background"] = crop_margin(torch.tanh(self.to_rgb(b)), m)
+            out["foreground"] = crop_margin(fg_rgb if fg_rgb is not None else torch.tanh(self.to_rgb(f)), m)
+            out["background"] = crop_margin(bg_rgb if bg_rgb is not None else torch.tanh(self.to_rgb(b)), m)
         return out
 
 
@@ -236,6 +247,8 @@ class GANSeg(Backend):
                               f"got {c.start_div}")
         if c.seg_arch not in SEG_ARCHS:
             raise FgtoolError(f"model.seg_arch must be one of {', '.join(SEG_ARCHS)}, got {c.seg_arch!r}")
+        if c.blend not in ("feature", "rgb"):
+            raise FgtoolError(f"model.blend must be 'feature' or 'rgb', got {c.blend!r}")
         if c.seg_start < 0:
             raise FgtoolError(f"model.seg_start must be >= 0 (0 = no segmenter stage), got {c.seg_start}")
         if c.r1_every < 1 or c.pen_every < 1:
