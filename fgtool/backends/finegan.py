@@ -32,7 +32,7 @@ from ..nn.blocks import (
     same_block,
 )
 from ..nn.compose import child_parent_codes, composite, full_code, one_hot
-from ..nn.losses import background_real_terms, bce
+from ..nn.losses import background_real_terms, bce, binary_entropy
 from ..registry import register
 from .base import Backend, Grid, Phase, as_rgb
 
@@ -56,6 +56,7 @@ class FineGANConfig:
     bg_real_floor: float = 0.0  # weight in-box patches keep as real after the warm-up (paper: 0)
     w_mask_area: float = 0.0  # optional prior: hinge on mean child-mask area outside mask_area range
     mask_area: tuple[float, float] = (0.1, 0.9)
+    w_mask_binary: float = 0.0  # optional: binary entropy of both masks (C3-GAN's), pushes them to 0 or 1
     # random affine warp of the parent and child layers (mask and foreground, one warp per
     # sample) before they are laid over the background, in training only (not in the
     # paper; C3-GAN's trick): the background stage cannot know where the object will land,
@@ -220,6 +221,10 @@ class FineGAN(Backend):
                 prior = prior + (F.relu(lo - per) + F.relu(per - hi)).mean()
             loss = loss + c.w_mask_area * prior
             parts["mask_prior"] = prior
+        if c.w_mask_binary > 0:
+            ent = sum(binary_entropy(out[k]).mean() for k in ("parent_mask", "child_mask"))
+            loss = loss + c.w_mask_binary * ent
+            parts["mask_entropy"] = ent
         parts["mask_area"] = area.detach()
         return {"loss": loss, **parts}
 
