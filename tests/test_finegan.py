@@ -138,3 +138,19 @@ def test_unknown_warp_preset_is_a_config_error():
 
     with pytest.raises(FgtoolError, match="model.perturb"):
         _backend("model.perturb=wild")
+
+
+def test_child_in_parent_keeps_the_child_mask_inside_the_parent_silhouette():
+    codes = _backend().sample_codes(4, torch.Generator().manual_seed(3))
+    for inside in (True, False):
+        b = _backend(f"model.child_in_parent={str(inside).lower()}")
+        torch.manual_seed(0)
+        nets = b.build()
+        with torch.no_grad():
+            out = b.generate(nets, codes)
+        over = (out["child_mask"] - out["parent_mask"]).max()
+        if inside:
+            assert over <= 1e-6
+            assert out["child_mask"].mean() > 1e-3  # not emptied
+        else:
+            assert over > 1e-3  # an untrained child mask pokes out of the parent's

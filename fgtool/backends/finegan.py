@@ -56,6 +56,9 @@ class FineGANConfig:
     bg_real_floor: float = 0.0  # weight in-box patches keep as real after the warm-up (paper: 0)
     w_mask_area: float = 0.0  # optional prior: hinge on mean child-mask area outside mask_area range
     mask_area: tuple[float, float] = (0.1, 0.9)
+    # the child mask times the parent mask (ours): the child stage then paints texture inside
+    # the parent's silhouette and cannot redraw the shape, so the silhouette is p's alone
+    child_in_parent: bool = False
     w_mask_binary: float = 0.0  # optional: binary entropy of both masks (C3-GAN's), pushes them to 0 or 1
     # random affine warp of the parent and child layers (mask and foreground, one warp per
     # sample) before they are laid over the background, in training only (not in the
@@ -91,6 +94,7 @@ class GeneratorFG(nn.Module):
         self.c_img = nn.Sequential(conv3x3(ngf // 2, 3), nn.Tanh())
         self.c_mask = nn.Sequential(conv3x3(ngf // 2, 1), nn.Sigmoid())
         self.nc, self.np = nc, npar
+        self.child_in_parent = cfg.child_in_parent
 
     def forward(self, z: Tensor, b: Tensor, p: Tensor, c: Tensor, perturb: tuple | None = None) -> dict[str, Tensor]:
         b1, p1, c1 = one_hot(b, self.nc).to(z), one_hot(p, self.np).to(z), one_hot(c, self.nc).to(z)
@@ -113,6 +117,8 @@ class GeneratorFG(nn.Module):
         Pf, Pm = self.p_img(hp2), self.p_mask(hp2)
         hc = self.c_half(self.c_res(code_block(self.c_joint, hp, c1)))
         Cf, Cm = self.c_img(hc), self.c_mask(hc)
+        if self.child_in_parent:
+            Cm = Cm * Pm
         if perturb is not None:
             Pm, grid = random_affine(Pm, *perturb)
             Pf, Cf, Cm = (random_affine(t, *perturb, grids=grid)[0] for t in (Pf, Cf, Cm))
