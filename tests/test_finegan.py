@@ -154,3 +154,14 @@ def test_child_in_parent_keeps_the_child_mask_inside_the_parent_silhouette():
             assert out["child_mask"].mean() > 1e-3  # not emptied
         else:
             assert over > 1e-3  # an untrained child mask pokes out of the parent's
+
+
+def test_tie_b_false_draws_the_training_background_on_its_own():
+    g = torch.Generator().manual_seed(4)
+    free = _backend("model.tie_b=false").sample_codes(300, g)
+    assert (free["b"] != free["c"]).float().mean() > 0.5
+    assert torch.equal(free["p"], free["c"] // 3)
+    tied = _backend().sample_codes(300, g)
+    assert torch.equal(tied["b"], tied["c"])
+    # an explicit argument still wins over the config
+    assert torch.equal(*(lambda d: (d["b"], d["c"]))(_backend("model.tie_b=false").sample_codes(50, g, tie_b=True)))

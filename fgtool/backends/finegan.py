@@ -59,6 +59,9 @@ class FineGANConfig:
     # the child mask times the parent mask (ours): the child stage then paints texture inside
     # the parent's silhouette and cannot redraw the shape, so the silhouette is p's alone
     child_in_parent: bool = False
+    # b = c in the training batch (the paper: ducks on water); false draws b on its own, so a
+    # background cannot know which object will stand on it
+    tie_b: bool = True
     w_mask_binary: float = 0.0  # optional: binary entropy of both masks (C3-GAN's), pushes them to 0 or 1
     # random affine warp of the parent and child layers (mask and foreground, one warp per
     # sample) before they are laid over the background, in training only (not in the
@@ -171,9 +174,11 @@ class FineGAN(Backend):
 
     # ---------------------------------------------------------------- codes
     def sample_codes(self, n: int, generator: torch.Generator | None = None, device=None,
-                     tie_b: bool = True, **fix) -> dict[str, Tensor]:
+                     tie_b: bool | None = None, **fix) -> dict[str, Tensor]:
         """c uniform (or among the children of a fixed p); p = c // ratio; b = c unless
-        ``tie_b=False`` or b is fixed. Fixed values may be ints or [n] tensors."""
+        ``tie_b=False`` (default: ``model.tie_b``) or b is fixed. Fixed values may be ints or
+        [n] tensors."""
+        tie_b = self.cfg.tie_b if tie_b is None else tie_b
         c_cfg = self.cfg
         kw = {"generator": generator, "device": device}
         z = fix["z"] if "z" in fix else torch.randn(n, c_cfg.z_dim, **kw)
