@@ -99,12 +99,13 @@ def _check_mode(m, mode: str) -> None:
 
 @torch.no_grad()
 def mix_images(m, refs: dict, base: torch.Tensor | None = None, mode: str = "code",
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, outputs: bool = False):
     """Generate images whose factors come from reference tensors.
 
     ``refs`` maps factors (bg, shape, texture, pose) to [N,3,S,S] (or [1,3,S,S]) tensors or
     None; ``base`` gives the factors ``refs`` lacks, else they are drawn from the prior
-    with ``generator``. Returns [N,3,S,S] in [-1,1] on the CPU.
+    with ``generator``. Returns [N,3,S,S] in [-1,1] on the CPU; ``outputs``: the generator's
+    whole output dict instead (image clamped, every tensor float on the CPU).
     """
     _check_mode(m, mode)
     be, nets, dev = m.backend, m.nets, m.device
@@ -143,7 +144,10 @@ def mix_images(m, refs: dict, base: torch.Tensor | None = None, mode: str = "cod
         if src is not None:  # else phi(p, z) of the sampled codes
             codes["feature"] = be.shape_features(nets, src.to(dev).float())
     codes = {k: rows(v) for k, v in codes.items()}
-    return be.generate(nets, codes)["image"].float().clamp(-1, 1).cpu()
+    out = be.generate(nets, codes)
+    if outputs:
+        return {k: (v.float().clamp(-1, 1) if k == "image" else v.float()).cpu() for k, v in out.items()}
+    return out["image"].float().clamp(-1, 1).cpu()
 
 
 def _single(values, opt: str) -> str | None:

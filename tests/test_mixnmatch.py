@@ -545,6 +545,17 @@ def test_probe_is_right_on_references_and_at_chance_on_noise(probe_set):
     assert swapped["texture"] <= 35
 
 
+def test_pose_iou_pieces():
+    a = torch.zeros(2, 1, 4, 4)
+    a[0, :, :2] = 1  # top half
+    b = torch.zeros(2, 1, 4, 4)
+    b[0, :, :, :2] = 1  # left half: IoU 4 / 12; image 1: both empty, IoU 1
+    assert M.mask_iou(a > 0.5, b > 0.5) == pytest.approx((4 / 12 + 1) / 2)
+    pm, cm = torch.full((1, 1, 2, 2), 0.5), torch.full((1, 1, 2, 2), 0.5)
+    assert torch.allclose(M.silhouette({"parent_mask": pm, "child_mask": cm}), torch.full_like(pm, 0.75))
+    assert M.silhouette({"mask": pm}) is pm and M.silhouette({"image": pm}) is None
+
+
 def test_mix_fidelity_end_to_end(run, synth_dir):
     m = api.load(run["ckpt"], device="cpu")
     res = M.mix_fidelity(m, str(synth_dir), n_pairs=24, seed=0, probe_images=600, probe_steps=120)
@@ -553,6 +564,8 @@ def test_mix_fidelity_end_to_end(run, synth_dir):
     for k in ("mix_shape", "mix_texture", "mix_feature_shape", "mix_feature_texture"):
         assert 0.0 <= res[k] <= 100.0
     assert res["mix_probe_real_texture"] >= 80
+    for k in ("mix_pose_iou", "mix_feature_pose_iou"):  # the synthetic set has masks
+        assert 0.0 <= res[k] <= 1.0
     again = M.mix_fidelity(m, str(synth_dir), n_pairs=24, seed=0, probe_images=600, probe_steps=120)
     assert again == res  # seeded: pairs, probe and sampled codes
 

@@ -136,16 +136,38 @@ def score_mixed(probe: Probe, mixed: Tensor, shape_labels, texture_labels) -> di
             "texture": round(100.0 * (pt == yt).float().mean().item(), 2)}
 
 
+def silhouette(out: dict) -> Tensor | None:
+    """The generated object's mask [N,1,S,S]: ``mask``, or for FineGAN's two stages the union
+    1 - (1 - parent_mask)(1 - child_mask); None if the generator gives no mask."""
+    if "mask" in out:
+        return out["mask"]
+    if "parent_mask" in out and "child_mask" in out:
+        return 1 - (1 - out["parent_mask"]) * (1 - out["child_mask"])
+    return None
+
+
+def mask_iou(pred: Tensor, gt: Tensor) -> float:
+    """Mean per-image IoU of two [N,1,S,S] 0/1 masks (an image where both are empty counts 1)."""
+    p, g = pred.flatten(1).bool(), gt.flatten(1).bool()
+    inter, union = (p & g).sum(1).float(), (p | g).sum(1).float()
+    return float(torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union)).mean())
+
+
 def mix_fidelity(m, data: str, n_pairs: int = 1000, seed: int = 0, probe_images: int = 3000,
                  probe_steps: int = 300, progress=None) -> dict:
     """Shape % and texture % of mixes (texture + background from A, shape + pose from B),
-    in code mode and, for a checkpoint past stage 2, in feature mode too."""
+    in code mode and, for a checkpoint past stage 2, in feature mode too. Pose: where the
+    set has masks, ``*_pose_iou`` is the IoU between the mix's generated object mask and B's
+    true mask (B gives shape and pose, so a mix that keeps B's pose puts its object there)."""
     from .. import api
     from ..mixing import mix_images
 
     m.backend.require("mix")
     meta = synth_meta(data)
     imageset, ds = api._eval_set(m, data)
+    with_masks = imageset.has_masks
+    if with_masks:
+        imageset, ds = api._eval_set(m, data, with_masks=True)
     parent = np.array([r.parent for r in imageset.records])
     child = np.array([r.label for r in imageset.records])
     if (parent < 0).any() or (child < 0).any():
@@ -165,22 +187,28 @@ def mix_fidelity(m, data: str, n_pairs: int = 1000, seed: int = 0, probe_images:
     rng = np.random.default_rng([seed, 11])
     A = rng.integers(len(ds), size=n_pairs)
     B = rng.integers(len(ds), size=n_pairs)
-    cache: dict[int, Tensor] = {}
+    cache: dict[int, dict] = {}
 
-    def views(idx) -> Tensor:
+    def views(idx, key: str = "image") -> Tensor:
         for i in idx:
             if int(i) not in cache:
-                cache[int(i)] = ds[int(i)]["image"]
-        return torch.stack([cache[int(i)] for i in idx])
+                cache[int(i)] = ds[int(i)]
+        return torch.stack([cache[int(i)][key] for i in idx])
 
     modes = ["code"] + (["feature"] if getattr(m.backend, "feature_ready", lambda s: False)(m.step) else [])
     mixed = {k: [] for k in modes}
+    pose = {k: [] for k in modes}
     chunk = 64
     for j in range(0, n_pairs, chunk):
         xa, xb = views(A[j:j + chunk]), views(B[j:j + chunk])
         refs = {"bg": xa, "texture": xa, "shape": xb, "pose": xb}
         for k in modes:  # every factor is given: the generator only keeps the global RNG untouched
-            mixed[k].append(mix_images(m, refs, mode=k, generator=torch.Generator().manual_seed(seed)))
+            o = mix_images(m, refs, mode=k, generator=torch.Generator().manual_seed(seed), outputs=True)
+            mixed[k].append(o["image"])
+            sil = silhouette(o)
+            if with_masks and sil is not None:
+                gt = views(B[j:j + chunk], "mask")
+                pose[k].append(mask_iou(sil > 0.5, gt > 0.5) * len(gt))
         if progress:
             progress("mix", min(j + chunk, n_pairs), n_pairs)
     real = score_mixed(probe, views(B), parent[B], child[B])  # the probe on real references
@@ -194,6 +222,8 @@ def mix_fidelity(m, data: str, n_pairs: int = 1000, seed: int = 0, probe_images:
         sc = score_mixed(probe, imgs, parent[B], child[A])
         pre = "mix" if k == "code" else "mix_feature"
         out[f"{pre}_shape"], out[f"{pre}_texture"] = sc["shape"], sc["texture"]
+        if pose[k]:
+            out[f"{pre}_pose_iou"] = round(sum(pose[k]) / n_pairs, 4)
         if differ.any():  # how often the shape came from the texture reference instead
             leak = score_mixed(probe, imgs[torch.from_numpy(differ)], parent[A][differ], child[A][differ])
             out[f"{pre}_shape_from_texture_ref"] = leak["shape"]
