@@ -545,12 +545,7 @@ def test_probe_is_right_on_references_and_at_chance_on_noise(probe_set):
     assert swapped["texture"] <= 35
 
 
-def test_pose_iou_pieces():
-    a = torch.zeros(2, 1, 4, 4)
-    a[0, :, :2] = 1  # top half
-    b = torch.zeros(2, 1, 4, 4)
-    b[0, :, :, :2] = 1  # left half: IoU 4 / 12; image 1: both empty, IoU 1
-    assert M.mask_iou(a > 0.5, b > 0.5) == pytest.approx((4 / 12 + 1) / 2)
+def test_silhouette_of_the_two_stages():
     pm, cm = torch.full((1, 1, 2, 2), 0.5), torch.full((1, 1, 2, 2), 0.5)
     assert torch.allclose(M.silhouette({"parent_mask": pm, "child_mask": cm}), torch.full_like(pm, 0.75))
     assert M.silhouette({"mask": pm}) is pm and M.silhouette({"image": pm}) is None

@@ -146,13 +146,6 @@ def silhouette(out: dict) -> Tensor | None:
     return None
 
 
-def mask_iou(pred: Tensor, gt: Tensor) -> float:
-    """Mean per-image IoU of two [N,1,S,S] 0/1 masks (an image where both are empty counts 1)."""
-    p, g = pred.flatten(1).bool(), gt.flatten(1).bool()
-    inter, union = (p & g).sum(1).float(), (p | g).sum(1).float()
-    return float(torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union)).mean())
-
-
 def mix_fidelity(m, data: str, n_pairs: int = 1000, seed: int = 0, probe_images: int = 3000,
                  probe_steps: int = 300, progress=None) -> dict:
     """Shape % and texture % of mixes (texture + background from A, shape + pose from B),
@@ -161,6 +154,7 @@ def mix_fidelity(m, data: str, n_pairs: int = 1000, seed: int = 0, probe_images:
     true mask (B gives shape and pose, so a mix that keeps B's pose puts its object there)."""
     from .. import api
     from ..mixing import mix_images
+    from .segmentation import fg_iou
 
     m.backend.require("mix")
     meta = synth_meta(data)
@@ -208,7 +202,7 @@ def mix_fidelity(m, data: str, n_pairs: int = 1000, seed: int = 0, probe_images:
             sil = silhouette(o)
             if with_masks and sil is not None:
                 gt = views(B[j:j + chunk], "mask")
-                pose[k].append(mask_iou(sil > 0.5, gt > 0.5) * len(gt))
+                pose[k].append(fg_iou(sil[:, 0], gt[:, 0]) * len(gt))
         if progress:
             progress("mix", min(j + chunk, n_pairs), n_pairs)
     real = score_mixed(probe, views(B), parent[B], child[B])  # the probe on real references
