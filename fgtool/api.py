@@ -483,6 +483,7 @@ GEN_METRICS = {"fid", "kid"}
 SEG_METRICS = {"iou", "dice"}
 MIX_METRICS = {"mix"}  # mix fidelity on the synthetic set (fgtool/metrics/mix.py)
 REMOVAL_METRICS = {"removal"}  # object removal vs the true background, synthetic set (fgtool/metrics/removal.py)
+PART_METRICS = {"parts"}  # part consistency in the object's canonical frame, synthetic set (fgtool/metrics/parts.py)
 
 
 def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | None = None,
@@ -492,7 +493,7 @@ def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | 
     from .metrics.clustering import cluster_metrics, pixel_kmeans_floor
 
     names = [x.strip().lower() for x in metrics.split(",") if x.strip()]
-    known = CLUSTER_METRICS | GEN_METRICS | SEG_METRICS | MIX_METRICS | REMOVAL_METRICS
+    known = CLUSTER_METRICS | GEN_METRICS | SEG_METRICS | MIX_METRICS | REMOVAL_METRICS | PART_METRICS
     bad = [x for x in names if x not in known]
     if bad or not names:
         raise FgtoolError(f"unknown metric {', '.join(bad) or '(none)'}; choose from {', '.join(sorted(known))}")
@@ -559,6 +560,13 @@ def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | 
 
         result["metrics"].update(removal_error(load(ckpt_path), data, split=split, max_images=max_images,
                                                workers=workers))
+    if "parts" in names:
+        if not ckpt_path:
+            raise FgtoolError("parts needs --ckpt of a model with a part segmenter")
+        from .metrics.parts import part_consistency
+
+        result["metrics"].update(part_consistency(load(ckpt_path), data, split=split, max_images=max_images,
+                                                  workers=workers, progress=progress))
     return result
 
 

@@ -186,10 +186,11 @@ def cluster(
 
 @app.command(name="eval", epilog="Examples: fgtool eval --metric nmi,acc --ckpt runs/fg/last.pt --data data/synth\n\n"
                                  "fgtool eval --metric nmi --pred clusters.json --data data/synth\n\n"
-                                 "fgtool eval --metric nmi,acc --baseline pixels --data ../shared/data/cub100")
+                                 "fgtool eval --metric nmi,acc --baseline pixels --data ../shared/data/cub100\n\n"
+                                 "fgtool eval --metric iou,dice,parts --ckpt runs/gs/last.pt --data data/synth")
 def eval_(
     metric: str = typer.Option(..., "--metric", help="Comma list: nmi, nmi_max, acc, ari, fid, kid, iou, dice, mix, "
-                                                     "removal."),
+                                                     "removal, parts (part consistency, synthetic set)."),
     data: str = typer.Option(..., "--data", "-d"),
     ckpt: Optional[str] = typer.Option(None, "--ckpt"),
     pred: Optional[str] = typer.Option(None, "--pred", help="clusters.json from `fgtool cluster`."),
@@ -207,7 +208,8 @@ def eval_(
     skip_bad: bool = SKIP_BAD_OPT,
     as_json: bool = JSON_OPT,
 ):
-    """Score clusters (NMI, ACC, ARI), generation (FID, KID) or segmentation (IoU, DICE)."""
+    """Score clusters (NMI, ACC, ARI), generation (FID, KID), segmentation (IoU, DICE, part consistency),
+    mixing or object removal."""
     from . import api
     from .data.datasets import skip_bad_images
 

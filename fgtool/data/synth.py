@@ -226,6 +226,12 @@ class SynthConfig:
         return f"{k + 1:03d}.{PARENT_NAMES[k // self.children]}_{PALETTE[h][0]}_{PATTERN_NAMES[pat]}"
 
 
+def config_from_meta(meta: dict) -> SynthConfig:
+    """The :class:`SynthConfig` a set was rendered with, from its meta.json."""
+    return SynthConfig(int(meta["size"]), len(meta["parents"]), int(meta["children_per_parent"]),
+                       len(meta["backgrounds"]), float(meta["bg_corr"]), tuple(float(a) for a in meta["obj_area"]))
+
+
 def validate(n: int, size: int, parents: int, children: int, backgrounds: int, bg_corr: float,
              obj_area=(0.20, 0.45), workers: int = 1) -> None:
     def _int(v, name):
@@ -441,12 +447,13 @@ def _foreground(rng, name, k, A, t, cfg: SynthConfig):
     return img
 
 
-def render_one(i: int, seed: int, cfg: SynthConfig, shape: int | None = None):
-    """Render image ``i``. Returns (rgb uint8 HxWx3, mask bool HxW, labels) where labels
-    holds 0-based ``child``, ``parent``, ``bg`` and ``box`` = (x, y, w, h) of the mask.
+def scene(i: int, seed: int, cfg: SynthConfig, shape: int | None = None):
+    """The first draws of image ``i``: (child, parent, background, shape name, A, t, rng).
 
-    ``shape`` (a parent id) draws that parent's silhouette with child ``i``'s appearance:
-    shape and appearance then vary independently (the mix-fidelity probe trains on these)."""
+    ``A`` (2x2) and ``t`` map the shape's canonical coordinates to canvas pixels
+    (``x = A u + t``; pixel c covers [c, c + 1)); ``rng`` is left where the foreground and
+    background draws continue. Every renderer of the set starts here, so the pose of an
+    image can be recovered from its index (the part-consistency metric does)."""
     child = _child_of(i, seed, cfg.n_children)
     parent = child // cfg.children
     rng = np.random.default_rng([seed, i])
@@ -455,6 +462,16 @@ def render_one(i: int, seed: int, cfg: SynthConfig, shape: int | None = None):
     bg = home if r < cfg.bg_corr else other
     name = PARENT_NAMES[parent if shape is None else shape]
     A, t = _pose(rng, name, cfg)
+    return child, parent, bg, name, A, t, rng
+
+
+def render_one(i: int, seed: int, cfg: SynthConfig, shape: int | None = None):
+    """Render image ``i``. Returns (rgb uint8 HxWx3, mask bool HxW, labels) where labels
+    holds 0-based ``child``, ``parent``, ``bg`` and ``box`` = (x, y, w, h) of the mask.
+
+    ``shape`` (a parent id) draws that parent's silhouette with child ``i``'s appearance:
+    shape and appearance then vary independently (the mix-fidelity probe trains on these)."""
+    child, parent, bg, name, A, t, rng = scene(i, seed, cfg, shape)
     soft = _soft_mask(_shape(name), A, t, cfg.size)
     fg = _foreground(rng, name, child, A, t, cfg)
     back = _BACKGROUNDS[bg](rng, cfg.size)

@@ -49,14 +49,14 @@ class Probe(nn.Module):
         return self.shape(h), self.texture(h)
 
 
-def synth_meta(data) -> dict:
+def synth_meta(data, metric: str = "mix") -> dict:
     p = Path(data) / "meta.json"
     try:
         meta = json.loads(p.read_text())
         if meta.get("generator") != "fgtool.synth":
             raise ValueError
     except (OSError, ValueError, AttributeError):
-        raise FgtoolError(f"--metric mix needs the synthetic set (fgtool data synth): {data} has no "
+        raise FgtoolError(f"--metric {metric} needs the synthetic set (fgtool data synth): {data} has no "
                           "synthetic meta.json") from None
     return meta
 
@@ -69,10 +69,9 @@ def render_factorial(meta: dict, size: int, n: int, seed: int, crop_scale: float
     the object); None: the full image."""
     from ..data.boxes import crop_box_around
     from ..data.datasets import _render
-    from ..data.synth import SynthConfig, render_one
+    from ..data.synth import config_from_meta, render_one
 
-    cfg = SynthConfig(int(meta["size"]), len(meta["parents"]), int(meta["children_per_parent"]),
-                      len(meta["backgrounds"]), float(meta["bg_corr"]), tuple(float(a) for a in meta["obj_area"]))
+    cfg = config_from_meta(meta)
     rng = np.random.default_rng([seed, 7])
     shapes = rng.integers(cfg.parents, size=n)
     imgs, textures = np.zeros((n, size, size, 3), np.uint8), np.zeros(n, np.int64)

@@ -19,14 +19,8 @@ import numpy as np
 import torch
 
 from ..errors import FgtoolError
+from ..data.synth import config_from_meta
 from .mix import synth_meta
-
-
-def _cfg(meta: dict):
-    from ..data.synth import SynthConfig
-
-    return SynthConfig(int(meta["size"]), len(meta["parents"]), int(meta["children_per_parent"]),
-                       len(meta["backgrounds"]), float(meta["bg_corr"]), tuple(float(a) for a in meta["obj_area"]))
 
 
 def render_with_background(i: int, seed: int, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -36,13 +30,7 @@ def render_with_background(i: int, seed: int, cfg) -> tuple[np.ndarray, np.ndarr
     follow render_one's order exactly (a test checks the photos are identical)."""
     from ..data import synth as S
 
-    child = S._child_of(i, seed, cfg.n_children)
-    parent = child // cfg.children
-    rng = np.random.default_rng([seed, i])
-    home, r, other = cfg.home_background(parent), rng.random(), int(rng.integers(cfg.backgrounds))
-    bg = home if r < cfg.bg_corr else other
-    name = S.PARENT_NAMES[parent]
-    A, t = S._pose(rng, name, cfg)
+    child, parent, bg, name, A, t, rng = S.scene(i, seed, cfg)
     soft = S._soft_mask(S._shape(name), A, t, cfg.size)
     fg = S._foreground(rng, name, child, A, t, cfg)
     back = S._BACKGROUNDS[bg](rng, cfg.size)
@@ -59,10 +47,10 @@ def clean_backgrounds(data: str | Path, out: str | Path) -> Path:
     import cv2
 
     data, out = Path(data), Path(out)
-    meta = synth_meta(data)
+    meta = synth_meta(data, "removal")
     if not meta.get("complete"):
         raise FgtoolError(f"{data}: the synthetic set is incomplete (re-run fgtool data synth)")
-    cfg, seed = _cfg(meta), int(meta["seed"])
+    cfg, seed = config_from_meta(meta), int(meta["seed"])
     out.mkdir(parents=True, exist_ok=True)
     for f in data.iterdir():
         if f.is_file():
@@ -91,7 +79,7 @@ def removal_error(m, data: str | Path, bg_root: str | Path | None = None, split:
 
     if not hasattr(m.backend, "remove_object"):
         raise FgtoolError(f"--metric removal: model '{m.cfg.model}' cannot remove objects")
-    synth_meta(data)
+    synth_meta(data, "removal")
     tmp = None
     try:
         if bg_root is None:
