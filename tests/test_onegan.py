@@ -412,12 +412,12 @@ def test_paper_recipe_matches_the_paper():
 def test_clean_backgrounds_mirror_the_renderer(synth_dir, tmp_path):
     from PIL import Image
 
-    from fgtool.data.synth import render_one
+    from fgtool.data.synth import config_from_meta, render_one
     from fgtool.metrics.mix import synth_meta
-    from fgtool.metrics.removal import _cfg, clean_backgrounds, render_with_background
+    from fgtool.metrics.removal import clean_backgrounds, render_with_background
 
     meta = synth_meta(synth_dir)
-    cfg = _cfg(meta)
+    cfg = config_from_meta(meta)
     for i in (0, 5, 17):
         photo, mask, clean = render_with_background(i, int(meta["seed"]), cfg)
         ref, ref_mask, _ = render_one(i, int(meta["seed"]), cfg)
