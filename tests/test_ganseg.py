@@ -91,6 +91,24 @@ def test_points_are_tanh_of_mlp_over_20():
     z = torch.randn(3, b.cfg.z_dim)
     raw = G.point_mlp(z)
     assert torch.allclose(G.points(z).flatten(1), torch.tanh(raw / 20.0))
+    assert G.object_mlp is None  # model.object_div = 0: the paper's points
+
+
+def test_object_div_moves_all_parts_together():
+    b = _backend("model.n_parts=3", "model.object_div=2", "model.point_div=20")
+    G = b.build()["G"]
+    z = torch.randn(64, b.cfg.z_dim)
+    pts = G.points(z)
+    obj = G.object_mlp(z) / 2.0
+    expect = torch.tanh(G.point_mlp(z).view(64, 3, 4, 2) / 20.0 + obj[:, None, None, :])
+    assert torch.allclose(pts, expect)
+    centre, _ = G.geometry(pts)
+    # the parts cluster around one object position that itself spreads over the image
+    within = (centre - centre.mean(1, keepdim=True)).norm(dim=-1).mean()
+    across = centre.mean(1).std(0).mean()
+    assert across > 0.2 and within < across / 3
+    with pytest.raises(FgtoolError, match="object_div"):
+        _backend("model.object_div=-1")
 
 
 def test_margin_grid_and_crop_geometry():

@@ -62,6 +62,10 @@ class GANSegConfig:
     z_dim: int = 256  # each of the three noises (points, part appearance, background appearance)
     mlp_hidden: int = 512  # the 3-layer MLPs of level 1 and of the background appearance
     point_div: float = 20.0  # points = tanh(MLP(z) / point_div)
+    # ours, 0 = off (the paper): > 0 adds one object position per image from its own MLP,
+    # points = tanh(MLP_obj(z) / object_div + MLP(z) / point_div), so the parts start
+    # clustered around a random object centre and move as one object from step 0
+    object_div: float = 0.0
     emb_dim: int = 64  # part embedding D_emb (conditions the SPADE blocks)
     start_div: int = 4  # first resolution = size / start_div (128 px -> 32: the paper's 32, 32, 64, 128)
     mask_ch: int = 256  # width of the mask generator
@@ -114,6 +118,8 @@ class GANSegGenerator(nn.Module):
         self.blend = c.blend
         e = c.emb_dim
         self.point_mlp = mlp(c.z_dim, c.mlp_hidden, self.k * self.n_per * 2)
+        self.obj_div = c.object_div
+        self.object_mlp = mlp(c.z_dim, c.mlp_hidden, 2) if c.object_div > 0 else None
         self.app_mlp = mlp(c.z_dim, c.mlp_hidden, e)
         self.w_const = nn.Parameter(torch.randn(self.k, e))
         self.bg_mlp = mlp(c.z_dim, c.mlp_hidden, e)
@@ -121,7 +127,7 @@ class GANSegGenerator(nn.Module):
         # tanh(MLP / point_div) starts with parts spread by about 1 / point_div, and the
         # embeddings condition the SPADE blocks from step 0 (torch's default init gives
         # outputs ~0.04: points stuck at the centre for thousands of steps)
-        for net in (self.point_mlp, self.app_mlp, self.bg_mlp):
+        for net in (self.point_mlp, self.app_mlp, self.bg_mlp) + ((self.object_mlp,) if self.object_mlp else ()):
             for lin in net:
                 if isinstance(lin, nn.Linear):
                     nn.init.kaiming_normal_(lin.weight, a=0.2)
@@ -145,7 +151,10 @@ class GANSegGenerator(nn.Module):
     # level 1
     def points(self, z_point: Tensor) -> Tensor:
         """[N, K, n_per, 2] in (-1, 1)."""
-        return torch.tanh(self.point_mlp(z_point).float() / self.div).view(-1, self.k, self.n_per, 2)
+        pre = self.point_mlp(z_point).float().view(-1, self.k, self.n_per, 2) / self.div
+        if self.object_mlp is not None:
+            pre = pre + (self.object_mlp(z_point).float() / self.obj_div)[:, None, None, :]
+        return torch.tanh(pre)
 
     @staticmethod
     def geometry(points: Tensor) -> tuple[Tensor, Tensor]:
@@ -253,6 +262,9 @@ class GANSeg(Backend):
             raise FgtoolError(f"model.seg_start must be >= 0 (0 = no segmenter stage), got {c.seg_start}")
         if c.r1_every < 1 or c.pen_every < 1:
             raise FgtoolError("model.r1_every and model.pen_every must be >= 1")
+        if c.point_div <= 0 or c.object_div < 0:
+            raise FgtoolError(f"model.point_div must be > 0 and model.object_div >= 0 (0 = off), "
+                              f"got {c.point_div} and {c.object_div}")
         self.k = c.n_parts
 
     # ---------------------------------------------------------------- nets and phases
