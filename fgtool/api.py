@@ -68,7 +68,8 @@ def train(model: str | None = None, data: str | None = None, recipe: str | None 
         raise FgtoolError(f"only {len(imageset.records)} images in {d.root}, fewer than "
                           f"train.batch_size={t.batch_size}")
     ds = ImageDataset(imageset, d.size, train=True, box_mode=_box_mode(cfg), crop_scale=d.crop_scale,
-                      pseudo_border=d.pseudo_border, flip=d.flip, seed=t.seed, skip_bad=d.skip_bad)
+                      pseudo_border=d.pseudo_border, flip=d.flip, seed=t.seed, skip_bad=d.skip_bad,
+                      bg_crops=d.bg_crops, bg_crop_min=d.bg_crop_min)
     run.mkdir(parents=True, exist_ok=True)
     # the resolved config lands before step 0 (and again on resume: steps may have grown)
     ckpt.atomic_write_text(run / "config.json", cfg.to_json() + "\n")

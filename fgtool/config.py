@@ -39,6 +39,11 @@ class DataConfig:
     box_mode: str = "auto"  # auto | gt | pseudo | none: auto uses real boxes when present
     pseudo_border: float = 0.15  # width of the border band that pseudo-boxes call background
     crop_scale: float = 1.5  # object crop side = crop_scale * max(box w, h) (FineGAN)
+    # with real boxes only: also a square crop wholly outside the box (OneGAN's background
+    # set), resized to data.size; the background patch D counts all its patches as real
+    # background. A crop whose side is under bg_crop_min of the photo's short side is skipped
+    bg_crops: bool = False
+    bg_crop_min: float = 0.25
     flip: bool = True  # random horizontal flips while training
     workers: int = 2  # DataLoader worker processes (0 = main thread)
     skip_bad: bool = False  # drop unreadable images with a warning instead of failing

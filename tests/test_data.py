@@ -421,3 +421,58 @@ def test_real_cub100_scan():
     assert len(scan(CUB100, split="test", check=False)) == 2999
     b = ImageDataset(train, 64, train=True)[(0, random.Random(0).randrange(1 << 30))]
     assert b["image"].shape == (3, 64, 64) and "full" not in b and b["fg"].shape == (1, 64, 64)
+
+
+def test_bg_crops_lie_outside_the_box_and_keep_the_other_draws(synth_dir):
+    """data.bg_crops: a square wholly outside the real box, rendered at the training size;
+    the other outputs are the same as without it (the crop is drawn last)."""
+    from fgtool.data.datasets import ImageDataset, scan
+
+    iset = scan(synth_dir)
+    plain = ImageDataset(iset, 32, train=True, seed=1)
+    crops = ImageDataset(iset, 32, train=True, seed=1, bg_crops=True, bg_crop_min=0.2)
+    n_ok = 0
+    for i in range(len(iset)):
+        a, b = plain[i], crops[i]
+        assert "bg_crop" not in a
+        for k in a:
+            assert torch.equal(a[k], b[k]), k
+        assert b["bg_crop"].shape == (3, 32, 32)
+        rec = iset.records[i]
+        w, h = Image.open(rec.path).size
+        view = crops._bg_view(rec.box, w, h, random.Random(i))
+        if view is None:
+            assert float(b["bg_crop_ok"]) in (0.0, 1.0)
+            continue
+        l, t, r, btm = view.region
+        x, y, bw, bh = rec.box
+        assert r - l == pytest.approx(btm - t) and r - l >= 0.2 * min(w, h)
+        assert r <= x + 1e-6 or l >= x + bw - 1e-6 or btm <= y + 1e-6 or t >= y + bh - 1e-6  # no overlap
+        assert crops._mask(rec.mask_path, view, (w, h), False).sum() == 0  # no object pixel in it
+        n_ok += int(float(b["bg_crop_ok"]))
+    assert n_ok > len(iset) // 2
+    # pseudo-boxes (no real boxes) give no crops: only a thin border band lies outside them
+    assert not ImageDataset(iset, 32, train=True, box_mode="pseudo", bg_crops=True).use_bg_crops
+
+
+def test_background_real_terms_count_crop_patches_as_real_background():
+    from fgtool.nn.blocks import PatchDiscriminator
+    from fgtool.nn.losses import background_real_terms, bce
+
+    torch.manual_seed(0)
+    D = PatchDiscriminator(8, 32)
+    full = torch.randn(4, 3, 32, 32)
+    fg = torch.zeros(4, 1, 32, 32)
+    fg[:, :, 8:24, 8:24] = 1
+    base = {"image": full, "full": full, "fg": fg}
+    r0, a0, w = background_real_terms(D, base, 0, 0.5, 0, 0.0)
+    crop = torch.randn(4, 3, 32, 32)
+    ok = torch.tensor([1.0, 0.0, 1.0, 1.0])
+    r1, a1, _ = background_real_terms(D, {**base, "bg_crop": crop, "bg_crop_ok": ok}, 0, 0.5, 0, 0.0)
+    adv, aux = D(full)
+    c_adv, c_aux = D(crop)
+    wc = ok.view(-1, 1, 1, 1).expand_as(c_adv)
+    want_r = ((bce(adv, 1.0, "none") * w).sum() + (bce(c_adv, 1.0, "none") * wc).sum()) / (w.sum() + wc.sum())
+    want_a = (bce(aux, w, "none").sum() + (bce(c_aux, 1.0, "none") * wc).sum()) / (w.numel() + wc.sum())
+    assert torch.allclose(r1, want_r) and torch.allclose(a1, want_a)
+    assert not torch.allclose(r0, r1) and torch.allclose(a0, bce(aux, w))

@@ -475,7 +475,8 @@ class ImageDataset(Dataset):
 
     def __init__(self, imageset: ImageSet, size: int, train: bool = True, box_mode: str = "auto",
                  crop_scale: float = 1.5, pseudo_border: float = 0.15, flip: bool = True,
-                 jitter: float = 76 / 64, seed: int = 0, with_masks: bool = False, skip_bad: bool | None = None):
+                 jitter: float = 76 / 64, seed: int = 0, with_masks: bool = False, skip_bad: bool | None = None,
+                 bg_crops: bool = False, bg_crop_min: float = 0.25):
         self.skip_bad = _SKIP_BAD_DEFAULT if skip_bad is None else bool(skip_bad)
         self._skipped: set[int] = set()  # indices found unreadable (per process: each worker has its own)
         if box_mode not in BOX_MODES:
@@ -494,6 +495,9 @@ class ImageDataset(Dataset):
         self.use_real = box_mode == "gt" or (box_mode == "auto" and imageset.has_boxes)
         self.use_fg = box_mode != "none"
         self.use_masks = bool(with_masks) and imageset.has_masks
+        # box-outside crops need real boxes: a pseudo-box leaves only a thin border band
+        self.use_bg_crops = bool(bg_crops) and self.use_real and self.train
+        self.bg_crop_min = float(bg_crop_min)
         self.resized = max(self.size, round(self.size * self.jitter)) if self.train else self.size
 
     def __len__(self) -> int:
@@ -518,6 +522,20 @@ class ImageDataset(Dataset):
         ox, oy = self._offset(self.resized, rng), self._offset(self.resized, rng)
         side = self.size / k
         return _View((l + ox / k, t + oy / k, l + ox / k + side, t + oy / k + side), k)
+
+    def _bg_view(self, box, w: int, h: int, rng: random.Random) -> _View | None:
+        """A square wholly outside the box: in the widest of the four strips beside it, at a
+        random place along the strip; None when that square is under ``bg_crop_min`` of the
+        photo's short side."""
+        x, y, bw, bh = box
+        strips = [(0.0, 0.0, x, h), (x + bw, 0.0, w, h), (0.0, 0.0, w, y), (0.0, y + bh, w, h)]
+        l, t, r, b = max(strips, key=lambda s: min(s[2] - s[0], s[3] - s[1]))
+        side = min(r - l, b - t)
+        if side < self.bg_crop_min * min(w, h) or side <= 0:
+            return None
+        l += rng.uniform(0.0, (r - l) - side)
+        t += rng.uniform(0.0, (b - t) - side)
+        return _View((l, t, l + side, t + side), self.size / side)
 
     def _resolve(self, item) -> tuple[int, int]:
         if isinstance(item, (tuple, list)):
@@ -583,6 +601,13 @@ class ImageDataset(Dataset):
             out["fg"] = box_to_mask(fbox, self.size)
         if self.use_masks:
             out["mask"] = self._mask(rec.mask_path, geo["obj"], (w, h), flip)
+        if self.use_bg_crops:  # drawn last, so runs without bg_crops keep their random stream
+            view = self._bg_view(geo["box"], w, h, rng)
+            if view is None:
+                out["bg_crop"], out["bg_crop_ok"] = torch.zeros_like(image), torch.tensor(0.0)
+            else:
+                crop = _pil_to_tensor(pixels(view, img, Image.BICUBIC)).float().div_(127.5).sub_(1.0)
+                out["bg_crop"], out["bg_crop_ok"] = (crop.flip(-1) if flip else crop), torch.tensor(1.0)
         out["label"] = torch.tensor(rec.label, dtype=torch.int64)
         out["parent"] = torch.tensor(rec.parent, dtype=torch.int64)
         out["bg"] = torch.tensor(rec.bg, dtype=torch.int64)

@@ -45,7 +45,9 @@ def background_real_terms(Dbg, batch: dict, step: int, thresh: float, warmup: in
     Small images leave few background patches (2-12% at 32-64 px), and a patch D trained on
     so few real patches stalls the background generator at a flat colour. ``warmup`` starts
     from every patch counting as real and fades to the box labels; ``floor`` keeps that share
-    of the in-box patches as real for good. Returns (bg_real, bg_aux, w)."""
+    of the in-box patches as real for good. With ``data.bg_crops`` the batch also holds a
+    box-outside crop per image (``bg_crop``, ``bg_crop_ok``): all its patches count as real
+    background for both heads. Returns (bg_real, bg_aux, w)."""
     r_adv, r_aux = Dbg(batch.get("full", batch["image"]))
     if "fg" in batch:
         w = Dbg.patch_weights(batch["fg"], tuple(r_adv.shape[-2:]), thresh)
@@ -54,5 +56,13 @@ def background_real_terms(Dbg, batch: dict, step: int, thresh: float, warmup: in
     a = max(1.0 - step / warmup, 0.0) if warmup > 0 else 0.0
     a = max(a, floor)
     w_adv = w + (1.0 - w) * a if a > 0 else w
-    bg_real = (bce(r_adv, 1.0, "none") * w_adv).sum() / w_adv.sum().clamp(min=1.0)
-    return bg_real, bce(r_aux, w), w
+    real, n_real = (bce(r_adv, 1.0, "none") * w_adv).sum(), w_adv.sum()
+    if "bg_crop" not in batch:
+        return real / n_real.clamp(min=1.0), bce(r_aux, w), w
+    # data.bg_crops: box-outside crops, every patch of them real background (OneGAN's set)
+    ok = batch["bg_crop_ok"].float().view(-1, 1, 1, 1)
+    c_adv, c_aux = Dbg(batch["bg_crop"])
+    wc = ok.expand_as(c_adv)
+    real, n_real = real + (bce(c_adv, 1.0, "none") * wc).sum(), n_real + wc.sum()
+    aux = bce(r_aux, w, "none").sum() + (bce(c_aux, 1.0, "none") * wc).sum()
+    return real / n_real.clamp(min=1.0), aux / (w.numel() + wc.sum()), w
