@@ -451,8 +451,18 @@ def test_bg_crops_lie_outside_the_box_and_keep_the_other_draws(synth_dir):
         assert crops._mask(rec.mask_path, view, (w, h), False).sum() == 0  # no object pixel in it
         n_ok += int(float(b["bg_crop_ok"]))
     assert n_ok > len(iset) // 2
-    # pseudo-boxes (no real boxes) give no crops: only a thin border band lies outside them
-    assert not ImageDataset(iset, 32, train=True, box_mode="pseudo", bg_crops=True).use_bg_crops
+    # a model on full images (box_mode none) still gets crops from the set's real boxes
+    full = ImageDataset(iset, 32, train=True, seed=1, box_mode="none", bg_crops=True, bg_crop_min=0.2)
+    assert "fg" not in full[0]
+    # whether a crop fits depends on the box only, not on the view
+    assert [float(full[i]["bg_crop_ok"]) for i in range(len(iset))] == \
+        [float(crops[i]["bg_crop_ok"]) for i in range(len(iset))]
+    # a set without boxes: a pseudo-box leaves only a thin border band, so that is an error
+    bare = scan(synth_dir)
+    for r in bare.records:
+        r.box = None
+    with pytest.raises(FgtoolError, match="bg_crops needs real bounding boxes"):
+        ImageDataset(bare, 32, train=True, bg_crops=True)
 
 
 def test_background_real_terms_count_crop_patches_as_real_background():

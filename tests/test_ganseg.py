@@ -275,6 +275,43 @@ def test_segmenter_phase_moves_only_s_and_leaves_g_frozen(tmp_path, synth_dir):
     assert parts["s_ce"] > 0 and parts["s_dice"] > 0
 
 
+def test_seg_real_bg_pastes_the_generated_foreground_on_real_crops():
+    b = _backend("model.seg_real_bg=1.0")
+    nets = b.build()
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x.detach().clone())
+            return torch.zeros(x.shape[0], b.k + 1, *x.shape[-2:], requires_grad=True)
+
+    nets["S"] = Spy()
+    n = 6
+    crop = torch.full((n, 3, 32, 32), 0.25)
+    ok = torch.tensor([1.0, 1.0, 0.0, 1.0, 1.0, 1.0])
+    batch = {**_batch(n), "bg_crop": crop, "bg_crop_ok": ok}
+    torch.manual_seed(3)
+    b.loss("S", nets, batch, 0)
+    torch.manual_seed(3)
+    nets_plain = {**nets}
+    b_off = _backend()
+    b_off.loss("S", nets_plain, {**_batch(n)}, 0)  # the same codes, no pasting
+    pasted, plain = seen
+    torch.manual_seed(3)
+    with torch.no_grad():
+        out = nets["G"].eval()(b.sample_codes(n), layers=True)
+    m = out["mask"]
+    want = m * out["foreground"] + (1 - m) * 0.25
+    for i in range(n):
+        if ok[i] > 0:
+            assert torch.allclose(pasted[i], want[i], atol=1e-5), i
+        else:  # no crop for this photo: the generated image as it is
+            assert torch.allclose(pasted[i], plain[i], atol=1e-5)
+    assert not torch.allclose(pasted[0], plain[0])
+    with pytest.raises(FgtoolError, match="seg_real_bg"):
+        _backend("model.seg_real_bg=1.5")
+
+
 def test_segmenter_architectures():
     for arch in ("small", "deeplabv3_mobilenet_v3_large"):
         b = _backend(f"model.seg_arch={arch}")

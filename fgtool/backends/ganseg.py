@@ -96,6 +96,11 @@ class GANSegConfig:
     seg_arch: str = "deeplabv3_resnet50"  # or deeplabv3_mobilenet_v3_large, or small (SmallSegmenter)
     seg_width: int = 32  # width of the small segmenter
     seg_batch: int = 0  # generated pairs per segmenter step; 0 = train.batch_size
+    # ours, 0 = off: this share of the segmenter's pairs put the generated foreground (its
+    # rendered layer, cut out by its mask) on a real background, the box-outside crops of
+    # data.bg_crops (real boxes only), so that backgrounds the GAN never learned to draw are
+    # still seen as background
+    seg_real_bg: float = 0.0
     lr_s: float = 3e-4
     seg_betas: tuple[float, float] = (0.9, 0.999)
     w_ce: float = 0.5
@@ -262,6 +267,8 @@ class GANSeg(Backend):
             raise FgtoolError(f"model.seg_start must be >= 0 (0 = no segmenter stage), got {c.seg_start}")
         if c.r1_every < 1 or c.pen_every < 1:
             raise FgtoolError("model.r1_every and model.pen_every must be >= 1")
+        if not 0.0 <= c.seg_real_bg <= 1.0:
+            raise FgtoolError(f"model.seg_real_bg is a share in [0, 1], got {c.seg_real_bg}")
         if c.point_div <= 0 or c.object_div < 0:
             raise FgtoolError(f"model.point_div must be > 0 and model.object_div >= 0 (0 = off), "
                               f"got {c.point_div} and {c.object_div}")
@@ -371,10 +378,20 @@ class GANSeg(Backend):
         n = c.seg_batch or batch["image"].shape[0]
         dev = batch["image"].device
         G = nets["G"]
+        real_bg = c.seg_real_bg > 0 and "bg_crop" in batch
         with torch.no_grad(), eval_mode(G):
-            out = G(self.sample_codes(n, device=dev))
+            out = G(self.sample_codes(n, device=dev), layers=real_bg)
         target = out["parts"].float().argmax(1)
-        logits = nets["S"](out["image"].detach()).float()
+        image = out["image"].detach()
+        if real_bg:
+            crops, ok = batch["bg_crop"], batch["bg_crop_ok"] > 0.5
+            m = min(n, crops.shape[0])
+            pick = (torch.rand(m, device=dev) < c.seg_real_bg) & ok[:m]
+            fg = out["mask"][:m].float()
+            pasted = fg * out["foreground"][:m].float() + (1 - fg) * crops[:m].float()
+            image = torch.cat([torch.where(pick[:, None, None, None], pasted.to(image.dtype), image[:m]),
+                               image[m:]])
+        logits = nets["S"](image).float()
         ce = F.cross_entropy(logits, target)
         dice = soft_dice_loss(logits, target)
         with torch.no_grad():

@@ -495,8 +495,12 @@ class ImageDataset(Dataset):
         self.use_real = box_mode == "gt" or (box_mode == "auto" and imageset.has_boxes)
         self.use_fg = box_mode != "none"
         self.use_masks = bool(with_masks) and imageset.has_masks
-        # box-outside crops need real boxes: a pseudo-box leaves only a thin border band
-        self.use_bg_crops = bool(bg_crops) and self.use_real and self.train
+        # box-outside crops need real boxes (a pseudo-box leaves only a thin border band); they
+        # come from the set's boxes whatever box_mode says (GANSeg trains on full images)
+        if bg_crops and self.train and not imageset.has_boxes:
+            raise FgtoolError(f"data.bg_crops needs real bounding boxes, and {imageset.root} has none "
+                              "(bounding_boxes.txt)")
+        self.use_bg_crops = bool(bg_crops) and self.train
         self.bg_crop_min = float(bg_crop_min)
         self.resized = max(self.size, round(self.size * self.jitter)) if self.train else self.size
 
@@ -602,7 +606,7 @@ class ImageDataset(Dataset):
         if self.use_masks:
             out["mask"] = self._mask(rec.mask_path, geo["obj"], (w, h), flip)
         if self.use_bg_crops:  # drawn last, so runs without bg_crops keep their random stream
-            view = self._bg_view(geo["box"], w, h, rng)
+            view = self._bg_view(rec.box, w, h, rng)
             if view is None:
                 out["bg_crop"], out["bg_crop_ok"] = torch.zeros_like(image), torch.tensor(0.0)
             else:
