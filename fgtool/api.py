@@ -637,7 +637,18 @@ def _seg_eval(ckpt_path, data, split, max_images, workers) -> dict:
         for b in _batches(ds, 64, workers):
             preds.append(m.backend.segment(m.nets, b["image"].to(m.device)).float().cpu())
             gts.append(b["mask"])
-    return seg_metrics(torch.cat(preds)[:, 0] > 0.5, torch.cat(gts)[:, 0] > 0.5)
+    bgs = [r.bg for r in imageset.records]
+    if all(b < 0 for b in bgs):
+        return seg_metrics(torch.cat(preds)[:, 0] > 0.5, torch.cat(gts)[:, 0] > 0.5)
+    # background labels known (the synthetic set): where the masks fail, by background class
+    names = None
+    try:
+        names = json.loads((imageset.root / "meta.json").read_text()).get("backgrounds")
+    except (OSError, ValueError, AttributeError):
+        pass
+    res = seg_metrics(torch.cat(preds)[:, 0] > 0.5, torch.cat(gts)[:, 0] > 0.5, groups=bgs, names=names)
+    res["iou_by_background"] = res.pop("iou_by_group")
+    return res
 
 
 # ----------------------------------------------------------------------------- gif

@@ -441,6 +441,9 @@ def test_eval_iou_dice_matches_the_written_masks(capsys, run, synth_dir, tmp_pat
     iou, dice = res["metrics"]["iou"], res["metrics"]["dice"]
     assert 0 <= iou <= 1 and 0 <= dice <= 1 and res["metrics"]["n"] == 48
     assert dice >= iou - 1e-9  # per image, Dice >= IoU
+    by = res["metrics"]["iou_by_background"]  # the synthetic set's background classes
+    assert set(by) == {"sky", "grass"} and sum(v["n"] for v in by.values()) == 48
+    assert sum(v["iou"] * v["n"] for v in by.values()) / 48 == pytest.approx(iou, abs=1e-3)
     # the same numbers from `fgtool segment`'s PNGs against segmentations/ (32 px data, 32 px model)
     out = tmp_path / "m"
     run_json(capsys, "segment", "--ckpt", run / "last.pt", "--data", synth_dir, "--out", out, "--quiet")

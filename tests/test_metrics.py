@@ -311,3 +311,16 @@ def test_inception_features_shape(tmp_path):
         out = model(imgs)
     assert out.shape == (2, 2048) and out.dtype == torch.float32
     assert torch.isfinite(out).all()
+
+
+def test_seg_metrics_by_group():
+    from fgtool.metrics.segmentation import seg_metrics
+
+    gt = np.zeros((4, 4, 4), bool)
+    gt[:, :2] = True
+    pred = gt.copy()
+    pred[2:] = True  # images 2, 3: everything foreground, IoU 0.5
+    r = seg_metrics(pred, gt, groups=[0, 0, 1, -1], names=["sky", "bricks"])
+    assert r["iou"] == pytest.approx(0.75)
+    assert r["iou_by_group"] == {"sky": {"iou": 1.0, "fg_fraction": 0.5, "n": 2},
+                                 "bricks": {"iou": 0.5, "fg_fraction": 1.0, "n": 1}}

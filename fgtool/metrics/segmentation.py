@@ -105,11 +105,26 @@ def part_iou(pred_labels, gt_labels, n_parts: int) -> float:
     return float(np.mean(ious)) if ious else 1.0
 
 
-def seg_metrics(pred, gt) -> dict:
-    """``{"iou": ..., "dice": ..., "n": ...}`` for foreground masks (see module docs)."""
+def seg_metrics(pred, gt, groups=None, names=None) -> dict:
+    """``{"iou": ..., "dice": ..., "n": ...}`` for foreground masks (see module docs).
+
+    ``groups`` ([N] ints, -1 = unknown): also ``iou_by_group``, the IoU, predicted
+    foreground fraction and count per group (e.g. per background class), keyed by
+    ``names[g]`` when given."""
     p, g = _prepare(pred, gt)
-    return {
-        "iou": float(_per_image_iou(p, g).mean()),
+    iou = _per_image_iou(p, g)
+    out = {
+        "iou": float(iou.mean()),
         "dice": float(_per_image_dice(p, g).mean()),
         "n": int(len(p)),
     }
+    if groups is not None:
+        groups = np.asarray(groups)
+        frac = p.reshape(len(p), -1).mean(1)
+        out["iou_by_group"] = {
+            (names[k] if names is not None and 0 <= k < len(names) else str(k)): {
+                "iou": round(float(iou[groups == k].mean()), 4),
+                "fg_fraction": round(float(frac[groups == k].mean()), 4),
+                "n": int((groups == k).sum())}
+            for k in sorted(set(int(v) for v in groups)) if k >= 0}
+    return out
