@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import TINY
 
 from fgtool import api
 from fgtool.data.synth import PARENT_NAMES, SynthConfig, config_from_meta, render_one, scene, synth_arrays
 from fgtool.errors import FgtoolError
 from fgtool.metrics.mix import synth_meta
 from fgtool.metrics.parts import consistency, image_indices, mass_centres, to_canonical, view_to_pixels
-
-from conftest import TINY
 
 N, S = 96, 32
 

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import FgtoolError
 from ..data.synth import config_from_meta
+from ..errors import FgtoolError
 from .mix import synth_meta
 
 MIN_PRESENT = 0.5  # a (family, part) counts when the part is present in at least this share of images

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import FgtoolError
 from ..data.synth import config_from_meta
+from ..errors import FgtoolError
 from .mix import synth_meta
 
 
