@@ -775,7 +775,8 @@ def segment(ckpt_path: str, data: str, out: str, parts: bool = False, points: bo
     maps) drawn on the sheets and written to ``points.json`` in the photo's pixels."""
     from PIL import Image
 
-    from .io.images import contact_sheet, draw_points, image_size, mask_overlay, part_overlay, save_image, to_pil
+    from .io.images import (contact_sheet, draw_points, image_size, mask_contour, mask_overlay, part_overlay,
+                            save_image, to_pil)
 
     m = load(ckpt_path)
     _require_segmenter(m)
@@ -845,7 +846,7 @@ def segment(ckpt_path: str, data: str, out: str, parts: bool = False, points: bo
                 if len(sheet_fg) < n_sheet:
                     img = xs[i:i + 1]
                     c1 = cen[i:i + 1].cpu() if points else None
-                    ov = mask_overlay(img, fg[i:i + 1])
+                    ov = mask_contour(mask_overlay(img, fg[i:i + 1]), fg[i:i + 1])
                     sheet_fg.append((draw_points(ov, c1) if points else ov)[0])
                     if parts:
                         lab = probs[i:i + 1].argmax(1)

@@ -262,3 +262,18 @@ def test_gif_round_trip(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert read_gif(write_gif(list(frames[:2]), tmp_path / "c.gif")).shape[0] == 2
+
+
+def test_mask_contour_paints_only_the_inner_edge():
+    from fgtool.io.images import mask_contour
+
+    imgs = torch.zeros(1, 3, 8, 8)
+    m = torch.zeros(1, 1, 8, 8)
+    m[..., 2:6, 2:6] = 1.0
+    out = mask_contour(imgs, m, color=(0, 255, 255))
+    edge = (out[0, 1] > 0.5)
+    want = torch.zeros(8, 8, dtype=torch.bool)
+    want[2:6, 2:6] = True
+    want[3:5, 3:5] = False  # the ring of the 4x4 square
+    assert torch.equal(edge, want)
+    assert torch.equal(out[0, 0], torch.zeros(8, 8) - (edge.float() * 1.0))  # red channel -1 on the edge

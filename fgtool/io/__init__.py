@@ -8,6 +8,7 @@ from fgtool.io.images import (
     image_size,
     list_images,
     load_image,
+    mask_contour,
     mask_overlay,
     part_overlay,
     save_grid,
@@ -18,6 +19,6 @@ from fgtool.io.images import (
 
 __all__ = [
     "IMAGE_EXTENSIONS", "contact_sheet", "decode_image", "image_size", "list_images", "load_image",
-    "mask_overlay", "part_overlay", "read_gif", "save_grid", "save_image", "to_pil", "to_tensor",
+    "mask_contour", "mask_overlay", "part_overlay", "read_gif", "save_grid", "save_image", "to_pil", "to_tensor",
     "write_gif",
 ]

@@ -399,6 +399,23 @@ def mask_overlay(images: torch.Tensor, masks: torch.Tensor, color=(255, 0, 0), a
     return x * (1 - a) + _color_tensor(color).to(x.device) * a
 
 
+def mask_contour(images: torch.Tensor, masks: torch.Tensor, color=(0, 255, 255)) -> torch.Tensor:
+    """Paint the inner boundary of ``masks > 0.5`` (mask pixels with a non-mask 4-neighbour
+    or on the image border) in ``color``: the edge stays visible where a tint is not, on an
+    object or a background of the tint's own colour."""
+    x = images.detach().float()
+    m = masks.detach().float().to(x.device)
+    if m.dim() == 3:
+        m = m[:, None]
+    if m.shape[-2:] != x.shape[-2:]:
+        m = F.interpolate(m, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    b = (m > 0.5).float()
+    pad = F.pad(b, (1, 1, 1, 1), value=0.0)
+    inner = pad[..., :-2, 1:-1] * pad[..., 2:, 1:-1] * pad[..., 1:-1, :-2] * pad[..., 1:-1, 2:]
+    edge = b * (1 - inner)
+    return x * (1 - edge) + _color_tensor(color).to(x.device) * edge
+
+
 def part_overlay(images: torch.Tensor, labels: torch.Tensor, n_parts: int, alpha: float = 0.5
                  ) -> torch.Tensor:
     """Colour each part ``k`` of ``labels`` ([N,H,W] or [N,1,H,W] ints) with ``PART_PALETTE[k]``
