@@ -385,16 +385,22 @@ def _color_tensor(color) -> torch.Tensor:
     return torch.tensor(color, dtype=torch.float32).view(1, 3, 1, 1) / 127.5 - 1.0
 
 
-def mask_overlay(images: torch.Tensor, masks: torch.Tensor, color=(255, 0, 0), alpha: float = 0.5
-                 ) -> torch.Tensor:
-    """Blend ``color`` into ``images`` ([N,3,H,W] in [-1,1]) where ``masks`` ([N,1,H,W]/[N,H,W],
-    soft [0,1]) is on: ``out = img*(1-alpha*m) + color*alpha*m``. Unmasked pixels are unchanged."""
+def _image_and_mask(images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images [N,3,H,W] as float, masks ([N,1,H,W] or [N,H,W]) as float [N,1,H,W] at their size."""
     x = images.detach().float()
     m = masks.detach().float().to(x.device)
     if m.dim() == 3:
         m = m[:, None]
     if m.shape[-2:] != x.shape[-2:]:
         m = F.interpolate(m, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return x, m
+
+
+def mask_overlay(images: torch.Tensor, masks: torch.Tensor, color=(255, 0, 0), alpha: float = 0.5
+                 ) -> torch.Tensor:
+    """Blend ``color`` into ``images`` ([N,3,H,W] in [-1,1]) where ``masks`` ([N,1,H,W]/[N,H,W],
+    soft [0,1]) is on: ``out = img*(1-alpha*m) + color*alpha*m``. Unmasked pixels are unchanged."""
+    x, m = _image_and_mask(images, masks)
     a = alpha * m.clamp(0, 1)
     return x * (1 - a) + _color_tensor(color).to(x.device) * a
 
@@ -403,12 +409,7 @@ def mask_contour(images: torch.Tensor, masks: torch.Tensor, color=(0, 255, 255))
     """Paint the inner boundary of ``masks > 0.5`` (mask pixels with a non-mask 4-neighbour
     or on the image border) in ``color``: the edge stays visible where a tint is not, on an
     object or a background of the tint's own colour."""
-    x = images.detach().float()
-    m = masks.detach().float().to(x.device)
-    if m.dim() == 3:
-        m = m[:, None]
-    if m.shape[-2:] != x.shape[-2:]:
-        m = F.interpolate(m, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    x, m = _image_and_mask(images, masks)
     b = (m > 0.5).float()
     pad = F.pad(b, (1, 1, 1, 1), value=0.0)
     inner = pad[..., :-2, 1:-1] * pad[..., 2:, 1:-1] * pad[..., 1:-1, :-2] * pad[..., 1:-1, 2:]
