@@ -775,8 +775,16 @@ def segment(ckpt_path: str, data: str, out: str, parts: bool = False, points: bo
     maps) drawn on the sheets and written to ``points.json`` in the photo's pixels."""
     from PIL import Image
 
-    from .io.images import (contact_sheet, draw_points, image_size, mask_contour, mask_overlay, part_overlay,
-                            save_image, to_pil)
+    from .io.images import (
+        contact_sheet,
+        draw_points,
+        image_size,
+        mask_contour,
+        mask_overlay,
+        part_overlay,
+        save_image,
+        to_pil,
+    )
 
     m = load(ckpt_path)
     _require_segmenter(m)
