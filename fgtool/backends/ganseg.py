@@ -416,15 +416,10 @@ class GANSeg(Backend):
     def part_centres(self, probs: Tensor, min_mass: float = 0.002) -> Tensor:
         """Centres of mass [N, K, 2] of the part probability maps (image coordinates in
         [-1, 1]); NaN for a part that covers less than ``min_mass`` of the image."""
-        p = probs[:, :self.k].float()
-        h, w = p.shape[-2:]
-        ys = (torch.arange(h, device=p.device, dtype=p.dtype) + 0.5) * 2 / h - 1
-        xs = (torch.arange(w, device=p.device, dtype=p.dtype) + 0.5) * 2 / w - 1
-        mass = p.sum((2, 3))
-        cx = (p.sum(2) * xs).sum(2) / mass.clamp_min(1e-6)
-        cy = (p.sum(3) * ys).sum(2) / mass.clamp_min(1e-6)
-        c = torch.stack([cx, cy], -1)
-        return torch.where((mass / (h * w) >= min_mass)[..., None], c, torch.full_like(c, float("nan")))
+        from ..metrics.parts import mass_centres
+
+        c = mass_centres(probs[:, :self.k].detach().float().cpu().numpy(), min_mass)
+        return torch.from_numpy(c).to(device=probs.device, dtype=torch.float32)
 
     def n_parts(self) -> int:
         return self.k
