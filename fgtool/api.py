@@ -490,7 +490,7 @@ PART_METRICS = {"parts"}  # part consistency in the object's canonical frame, sy
 def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | None = None,
              baseline: str | None = None, k: int | None = None, features_: str = "all", label: str = "class",
              split: str | None = None, max_images: int = 0, n_fake: int = 1000, inception: str | None = None,
-             seed: int = 0, workers: int = 2, progress: Progress = None) -> dict:
+             seed: int = 0, workers: int = 2, progress: Progress = None, refine: str = "none") -> dict:
     from .metrics.clustering import cluster_metrics, pixel_kmeans_floor
 
     names = [x.strip().lower() for x in metrics.split(",") if x.strip()]
@@ -547,7 +547,7 @@ def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | 
     if seg:
         if not ckpt_path:
             raise FgtoolError("iou/dice need --ckpt of a model that can segment")
-        result["metrics"].update(_seg_eval(ckpt_path, data, split, max_images, workers))
+        result["metrics"].update(_seg_eval(ckpt_path, data, split, max_images, workers, refine))
     if "mix" in names:
         if not ckpt_path:
             raise FgtoolError("mix needs --ckpt of a model that can mix")
@@ -624,9 +624,33 @@ def _fid(ckpt_path, data, split, n_fake, inception, seed, workers) -> dict:
     return fid_kid(reals, fakes(), model, device=str(m.device), kid_subset_size=min(1000, n_fake))
 
 
-def _seg_eval(ckpt_path, data, split, max_images, workers) -> dict:
+REFINE = ("none", "grabcut")
+
+
+def _check_refine(refine: str) -> None:
+    if refine not in REFINE:
+        raise FgtoolError(f"--refine must be one of {', '.join(REFINE)}, got {refine!r}")
+
+
+def _refined(x: torch.Tensor, fg: torch.Tensor, probs: torch.Tensor | None, refine: str):
+    """(fg [N,1,H,W], probs) after ``refine``: "grabcut" redraws each mask's edge by the
+    photo's colours (:func:`fgtool.nn.refine.grabcut_refine`, a 1/16-size band either
+    side); part maps keep their argmax inside the new mask and turn background outside."""
+    if refine == "none":
+        return fg, probs
+    from .nn.refine import grabcut_refine
+
+    hard = grabcut_refine(x, fg[:, 0], band=max(1, x.shape[-1] // 16)).to(fg.device)
+    fg = hard.float()[:, None]
+    if probs is not None:
+        probs = torch.cat([probs[:, :-1] * fg, 1.0 - fg], 1)
+    return fg, probs
+
+
+def _seg_eval(ckpt_path, data, split, max_images, workers, refine: str = "none") -> dict:
     from .metrics.segmentation import seg_metrics
 
+    _check_refine(refine)
     m = load(ckpt_path)
     _require_segmenter(m)
     imageset, ds = _eval_set(m, data, split, max_images, with_masks=True)
@@ -635,7 +659,8 @@ def _seg_eval(ckpt_path, data, split, max_images, workers) -> dict:
     preds, gts = [], []
     with torch.no_grad():
         for b in _batches(ds, 64, workers):
-            preds.append(m.backend.segment(m.nets, b["image"].to(m.device)).float().cpu())
+            x = b["image"].to(m.device)
+            preds.append(_refined(x, m.backend.segment(m.nets, x).float(), None, refine)[0].cpu())
             gts.append(b["mask"])
     bgs = [r.bg for r in imageset.records]
     if all(b < 0 for b in bgs):
@@ -767,12 +792,13 @@ def _part_palette(k: int) -> list[int]:
 
 def segment(ckpt_path: str, data: str, out: str, parts: bool = False, points: bool = False,
             batch_size: int = 32, split: str | None = None, max_images: int = 0, workers: int = 2,
-            progress: Progress = None, remove_object: bool = False) -> dict:
+            progress: Progress = None, remove_object: bool = False, refine: str = "none") -> dict:
     """Foreground masks of real photos, one PNG per image (0/255, the photo's own size,
     same relative name) under ``out``, an ``overlay.png`` contact sheet and ``index.json``.
     ``parts``: also part-index PNGs under ``out/parts/`` (palette: 0 background, j + 1 part
     j) and ``parts_overlay.png``. ``points``: part centres (centres of mass of the part
-    maps) drawn on the sheets and written to ``points.json`` in the photo's pixels."""
+    maps) drawn on the sheets and written to ``points.json`` in the photo's pixels.
+    ``refine="grabcut"``: each mask's edge redrawn by the photo's colours (:func:`_refined`)."""
     from PIL import Image
 
     from .io.images import (
@@ -786,6 +812,7 @@ def segment(ckpt_path: str, data: str, out: str, parts: bool = False, points: bo
         to_pil,
     )
 
+    _check_refine(refine)
     m = load(ckpt_path)
     _require_segmenter(m)
     name = m.cfg.model
@@ -814,6 +841,7 @@ def segment(ckpt_path: str, data: str, out: str, parts: bool = False, points: bo
                 fg = 1.0 - probs[:, -1:]
             else:
                 probs, fg = None, m.backend.segment(m.nets, x).float()
+            fg, probs = _refined(x, fg, probs, refine)
             bgs = m.backend.remove_object(m.nets, x).float().cpu() if remove_object else None
             cen = m.backend.part_centres(probs) if points else None
             xs, fg, probs = x.float().cpu(), fg.cpu(), probs.cpu() if probs is not None else None

@@ -40,6 +40,9 @@ JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON on stdou
 SKIP_BAD_OPT = typer.Option(False, "--skip-bad",
                             help="Skip unreadable images with a warning instead of stopping "
                                  "(same as --set data.skip_bad=true).")
+REFINE_OPT = typer.Option("none", "--refine",
+                          help="Masks (segment, iou/dice): 'grabcut' redraws each mask's edge by the photo's "
+                               "colours; 'none' keeps the model's mask.")
 
 
 def _emit(result, as_json: bool, title: str) -> None:
@@ -204,6 +207,7 @@ def eval_(
     inception: Optional[str] = typer.Option(None, "--inception-weights",
                                             help="torchvision inception_v3 state dict (or FGTOOL_INCEPTION_WEIGHTS)."),
     seed: int = typer.Option(0, "--seed"),
+    refine: str = REFINE_OPT,
     quiet: bool = typer.Option(False, "--quiet", "-q"),
     skip_bad: bool = SKIP_BAD_OPT,
     as_json: bool = JSON_OPT,
@@ -216,7 +220,7 @@ def eval_(
     with _Bars(quiet) as bars, skip_bad_images(skip_bad):
         res = api.evaluate(metric, data, ckpt_path=ckpt, pred=pred, baseline=baseline, k=k, features_=features,
                            label=label, split=split, max_images=max_images, n_fake=n_fake, inception=inception,
-                           seed=seed, progress=bars)
+                           seed=seed, progress=bars, refine=refine)
     _emit(res, as_json, "eval")
 
 
@@ -297,6 +301,7 @@ def segment(
     batch_size: int = typer.Option(32, "--batch-size"),
     split: Optional[str] = typer.Option(None, "--split", help="train or test (split.csv / train_test_split.txt)."),
     max_images: int = typer.Option(0, "--max-images"),
+    refine: str = REFINE_OPT,
     quiet: bool = typer.Option(False, "--quiet", "-q"),
     skip_bad: bool = SKIP_BAD_OPT,
     as_json: bool = JSON_OPT,
@@ -307,7 +312,7 @@ def segment(
 
     with _Bars(quiet) as bars, skip_bad_images(skip_bad):
         res = api.segment(ckpt, data, out, parts=parts, points=points, batch_size=batch_size, split=split,
-                          max_images=max_images, progress=bars, remove_object=remove_object)
+                          max_images=max_images, progress=bars, remove_object=remove_object, refine=refine)
     _emit(res, as_json, "segment")
 
 

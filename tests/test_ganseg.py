@@ -312,6 +312,89 @@ def test_seg_real_bg_pastes_the_generated_foreground_on_real_crops():
         _backend("model.seg_real_bg=1.5")
 
 
+def _square_scene(n=4, size=32):
+    """Dark squares (side 12) on a bright noisy background, and their true masks."""
+    g = torch.Generator().manual_seed(1)
+    x = 0.6 + 0.2 * torch.rand(n, 3, size, size, generator=g)
+    gt = torch.zeros(n, size, size, dtype=torch.bool)
+    for i in range(n):
+        t, left = 4 + 3 * i, 6 + 2 * i
+        gt[i, t:t + 12, left:left + 12] = True
+    x = torch.where(gt[:, None], torch.tensor([-0.6, -0.2, 0.3]).view(1, 3, 1, 1) + 0 * x, x)
+    return x, gt
+
+
+def _iou(a, b):
+    return ((a & b).sum((1, 2)).float() / (a | b).sum((1, 2)).float()).mean().item()
+
+
+def test_grabcut_pulls_a_blob_back_to_the_object_edge():
+    from fgtool.nn.refine import grabcut_refine
+
+    x, gt = _square_scene()
+    blob = F.avg_pool2d(F.max_pool2d(gt.float()[:, None], 5, 1, 2), 3, 1, 1)[:, 0]  # 2 px too large, soft
+    before = _iou(blob > 0.5, gt)
+    after = grabcut_refine(x, blob, band=2)
+    assert after.dtype == torch.bool and after.shape == gt.shape
+    assert before < 0.8 and _iou(after, gt) > 0.97
+    # no sure foreground (an empty map): the thresholded map is kept
+    assert not grabcut_refine(x, torch.zeros_like(blob), band=2).any()
+    # sure regions never change: on a flat image only the 2 px band either side is open
+    flat = grabcut_refine(torch.zeros_like(x), blob, band=2)
+    m = (blob > 0.5).float()[:, None]
+    core = (1 - F.max_pool2d(1 - m, 5, 1, 2))[:, 0] > 0.5
+    reach = F.max_pool2d(m, 5, 1, 2)[:, 0] > 0.5
+    assert torch.all(flat[core]) and not flat[~reach].any()
+
+
+def test_self_training_targets_and_student_view():
+    b = _backend("model.n_parts=1", "model.seg_start=1", "model.self_start=1", "model.self_jitter=0.3")
+    x, gt = _square_scene()
+    blob = F.avg_pool2d(F.max_pool2d(gt.float()[:, None], 5, 1, 2), 3, 1, 1)
+    seen = []
+
+    class Teacher(torch.nn.Module):  # predicts the over-large blob; records what it is shown
+        def forward(self, img):
+            seen.append((self.training, img.detach().clone()))
+            logit = torch.log(blob.clamp(1e-4, 1 - 1e-4)) - torch.log((1 - blob).clamp(1e-4, 1 - 1e-4))
+            out = torch.cat([logit, torch.zeros_like(logit)], 1)[: img.shape[0]]  # softmax = blob
+            return out + 0 * img.sum() * torch.zeros(1, requires_grad=True)
+
+    S = Teacher()
+    lab, w = b.pseudo_labels(S, x)
+    assert seen[0][0] is False and torch.equal(seen[0][1], x)  # eval mode, clean photos
+    assert torch.all(w == 1) and _iou(lab == 0, gt) > 0.97  # label 0 = part 0, K = 1 background
+    # without refinement: the teacher's argmax where it is confident, the rest ignored
+    b_none = _backend("model.n_parts=1", "model.seg_start=1", "model.self_start=1", "model.self_refine=none",
+                      "model.self_conf=0.9")
+    lab_n, w_n = b_none.pseudo_labels(S, x)
+    p = blob[:, 0]
+    assert torch.equal(lab_n == 0, p > 0.5)
+    assert torch.equal(w_n > 0, (p >= 0.9) | (p <= 0.1)) and 0 < w_n.mean() < 1
+    # the student sees the photos jittered: not the clean photos
+    seen.clear()
+    torch.manual_seed(0)
+    parts = b._self_training(S, x)
+    assert seen[-1][0] is True and not torch.allclose(seen[-1][1], x, atol=1e-3)
+    assert float(parts["s_self_fg"]) == pytest.approx(gt.float().mean().item(), abs=0.02)
+
+
+def test_self_training_joins_the_segmenter_loss_from_self_start(tmp_path, synth_dir):
+    cfg = _cfg("model.seg_start=2", "model.self_start=3", root=synth_dir)
+    tr = Trainer(cfg, tmp_path / "run", progress=False)
+    tr.step = 2
+    parts = tr.train_step(_batch())
+    assert "S/loss" in parts and "s_self" not in parts
+    tr.step = 3
+    parts = tr.train_step(_batch())
+    assert parts["s_self"] > 0 and 0 <= parts["s_self_fg"] <= 1 and parts["s_self_used"] == 1
+    assert parts["S/loss"] > parts["s_self"] * 0.999  # the generated pairs keep their loss
+    for bad, match in [(("model.seg_start=5", "model.self_start=3"), "self_start"),
+                       (("model.self_refine=crf",), "self_refine")]:
+        with pytest.raises(FgtoolError, match=match):
+            _backend(*bad)
+
+
 def test_segmenter_architectures():
     for arch in ("small", "deeplabv3_mobilenet_v3_large"):
         b = _backend(f"model.seg_arch={arch}")
@@ -455,10 +538,37 @@ def test_eval_iou_dice_matches_the_written_masks(capsys, run, synth_dir, tmp_pat
     assert got["iou"] == pytest.approx(iou, abs=0.02) and got["dice"] == pytest.approx(dice, abs=0.02)
 
 
+def test_refine_grabcut_in_segment_and_eval(capsys, run, synth_dir, tmp_path):
+    from fgtool.nn.refine import grabcut_refine
+
+    res = run_json(capsys, "eval", "--metric", "iou", "--ckpt", run / "last.pt", "--data", synth_dir,
+                   "--refine", "grabcut", "--quiet")
+    out = tmp_path / "r"
+    run_json(capsys, "segment", "--ckpt", run / "last.pt", "--data", synth_dir, "--out", out, "--refine",
+             "grabcut", "--quiet")
+    images = sorted((synth_dir / "images").rglob("*.png"))
+    pred = np.stack([np.asarray(Image.open(out / i.relative_to(synth_dir / "images"))) > 127 for i in images])
+    gt = np.stack([np.asarray(Image.open(synth_dir / "segmentations" / i.relative_to(synth_dir / "images")))
+                   > 127 for i in images])
+    assert seg_metrics(pred, gt)["iou"] == pytest.approx(res["metrics"]["iou"], abs=0.02)
+    # the written masks are GrabCut's redraw of the model's own maps (2 px band at 32 px)
+    m = api.load(str(run / "last.pt"))
+    x = torch.stack([torch.from_numpy(np.asarray(Image.open(i).convert("RGB"), dtype=np.float32)).permute(2, 0, 1)
+                     for i in images[:8]]) / 127.5 - 1
+    with torch.no_grad():
+        fg = m.backend.segment(m.nets, x)[:, 0]
+    want = grabcut_refine(x, fg, band=2).numpy()
+    assert (pred[:8] == want).mean() > 0.99
+    rc, _, err = run_cli(capsys, "eval", "--metric", "iou", "--ckpt", run / "last.pt", "--data", synth_dir,
+                         "--refine", "crf")
+    assert rc == 2 and one_error_line(err) and "--refine" in err
+
+
 def test_resume_across_seg_start_is_bit_identical(synth_dir, tmp_path):
     from test_resume import tensors_differ
 
-    sets = ["model.seg_start=3", "train.steps=5", "train.log_every=1", "train.ckpt_every=1",
+    # self-training from step 4: GrabCut pseudo-labels and the student's jitter resume too
+    sets = ["model.seg_start=3", "model.self_start=4", "train.steps=5", "train.log_every=1", "train.ckpt_every=1",
             "train.sample_every=100"]
     full = tmp_path / "full"
     api.train("ganseg", str(synth_dir), str(TINY), sets, str(full), progress=False)

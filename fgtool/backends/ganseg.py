@@ -101,6 +101,21 @@ class GANSegConfig:
     # data.bg_crops (real boxes only), so that backgrounds the GAN never learned to draw are
     # still seen as background
     seg_real_bg: float = 0.0
+    seg_jitter: float = 0.0  # ours, 0 = off: colour jitter of this strength on the segmenter's generated images
+    # ours, 0 = off: self-training. From this step (>= seg_start) the segmenter also learns
+    # from the batch's real photos against its own predictions on them: the teacher is S in
+    # eval mode on the clean photo, its map refined by self_refine; the student sees the
+    # photo colour-jittered (self_jitter) and flipped. The generated pairs keep their loss.
+    self_start: int = 0
+    w_self: float = 1.0
+    # "grabcut": the teacher's foreground (> 0.5) refined by GrabCut in a band of self_band
+    # pixels either side of its edge (fgtool.nn.refine); "none": the teacher's argmax where
+    # its probability is at least self_conf, other pixels ignored
+    self_refine: str = "grabcut"
+    self_conf: float = 0.9
+    self_band: int = -1  # -1: size // 16 (2 px at 32 px)
+    self_iters: int = 5  # GrabCut rounds
+    self_jitter: float = 0.3  # brightness, contrast and saturation range; hue a quarter of it
     lr_s: float = 3e-4
     seg_betas: tuple[float, float] = (0.9, 0.999)
     w_ce: float = 0.5
@@ -269,6 +284,13 @@ class GANSeg(Backend):
             raise FgtoolError("model.r1_every and model.pen_every must be >= 1")
         if not 0.0 <= c.seg_real_bg <= 1.0:
             raise FgtoolError(f"model.seg_real_bg is a share in [0, 1], got {c.seg_real_bg}")
+        if c.self_start and (c.seg_start <= 0 or c.self_start < c.seg_start):
+            raise FgtoolError(f"model.self_start ({c.self_start}) needs a segmenter stage that starts no later: "
+                              f"model.seg_start is {c.seg_start}")
+        if c.self_refine not in ("grabcut", "none"):
+            raise FgtoolError(f"model.self_refine must be 'grabcut' or 'none', got {c.self_refine!r}")
+        if c.seg_jitter < 0 or c.self_jitter < 0 or not 0.5 <= c.self_conf <= 1.0:
+            raise FgtoolError("model.seg_jitter and model.self_jitter must be >= 0, and model.self_conf in [0.5, 1]")
         if c.point_div <= 0 or c.object_div < 0:
             raise FgtoolError(f"model.point_div must be > 0 and model.object_div >= 0 (0 = off), "
                               f"got {c.point_div} and {c.object_div}")
@@ -391,9 +413,14 @@ class GANSeg(Backend):
             pasted = fg * out["foreground"][:m].float() + (1 - fg) * crops[:m].float()
             image = torch.cat([torch.where(pick[:, None, None, None], pasted.to(image.dtype), image[:m]),
                                image[m:]])
+        if c.seg_jitter > 0:
+            image = _jitter(image, c.seg_jitter)
         logits = nets["S"](image).float()
         ce = F.cross_entropy(logits, target)
         dice = soft_dice_loss(logits, target)
+        extra = {}
+        if c.self_start and step >= c.self_start:
+            extra = self._self_training(nets["S"], batch["image"])
         with torch.no_grad():
             pred = logits.argmax(1)
             acc = (pred == target).float().mean()
@@ -401,8 +428,39 @@ class GANSeg(Backend):
             inter = (pf & tf).flatten(1).sum(1).float()
             union = (pf | tf).flatten(1).sum(1).float()
             fg_iou = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union)).mean()
-        return {"loss": c.w_ce * ce + c.w_dice * dice, "s_ce": ce, "s_dice": dice, "s_acc": acc,
-                "s_fg_iou": fg_iou}
+        loss = c.w_ce * ce + c.w_dice * dice
+        if extra:
+            loss = loss + c.w_self * extra["s_self"]
+        return {"loss": loss, "s_ce": ce, "s_dice": dice, "s_acc": acc, "s_fg_iou": fg_iou, **extra}
+
+    def pseudo_labels(self, S: nn.Module, real: Tensor) -> tuple[Tensor, Tensor]:
+        """The self-training targets of real photos: labels [N, H, W] in 0..K (K = background)
+        and a weight map [N, H, W] (0 = ignored), from S in eval mode on the clean photos."""
+        c = self.cfg
+        with torch.no_grad(), eval_mode(S):
+            prob = S(real).float().softmax(1)
+        conf, lab = prob.max(1)
+        if c.self_refine == "none":
+            return lab, (conf >= c.self_conf).float()
+        from ..nn.refine import grabcut_refine
+
+        band = c.self_band if c.self_band >= 0 else max(1, self.size // 16)
+        fg = grabcut_refine(real, 1.0 - prob[:, self.k], band=band, iters=c.self_iters)
+        part = prob[:, :self.k].argmax(1)
+        return torch.where(fg, part, torch.full_like(part, self.k)), torch.ones_like(conf)
+
+    def _self_training(self, S: nn.Module, real: Tensor) -> dict[str, Tensor]:
+        c = self.cfg
+        lab, weight = self.pseudo_labels(S, real)
+        x = _jitter(real, c.self_jitter) if c.self_jitter > 0 else real
+        flip = torch.rand(x.shape[0], device=x.device) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        lab = torch.where(flip[:, None, None], lab.flip(-1), lab)
+        weight = torch.where(flip[:, None, None], weight.flip(-1), weight)
+        logits = S(x).float()
+        ce = (F.cross_entropy(logits, lab, reduction="none") * weight).sum() / weight.sum().clamp_min(1.0)
+        loss = c.w_ce * ce + c.w_dice * soft_dice_loss(logits, lab)
+        return {"s_self": loss, "s_self_fg": (lab != self.k).float().mean(), "s_self_used": weight.mean()}
 
     # ---------------------------------------------------------------- segmentation
     def segment_parts(self, nets, images: Tensor) -> Tensor:
@@ -478,6 +536,15 @@ class GANSeg(Backend):
         g["vary_points"] = Grid(self.generate(nets, rep)["image"], ncol, [f"row{i}" for i in range(rows)],
                                 [f"points{j}" for j in range(ncol)])
         return g
+
+
+def _jitter(x: Tensor, strength: float) -> Tensor:
+    """Colour jitter of every image (brightness, contrast and saturation by up to
+    ``strength``, hue by a quarter of it), no grayscale."""
+    from ..nn.augment import color_jitter
+
+    return color_jitter(x, p=1.0, brightness=strength, contrast=strength, saturation=strength,
+                        hue=strength / 4, p_gray=0.0)
 
 
 def _palette(k: int) -> list[tuple[int, int, int]]:
