@@ -312,6 +312,32 @@ def test_seg_real_bg_pastes_the_generated_foreground_on_real_crops():
         _backend("model.seg_real_bg=1.5")
 
 
+def test_seg_hue_turns_the_colours_of_the_generated_pairs_and_keeps_their_brightness():
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x.detach().float().clone())
+            return torch.zeros(x.shape[0], 2, *x.shape[-2:], requires_grad=True)
+
+    for sets in ((), ("model.seg_hue=0.5",)):
+        b = _backend("model.n_parts=1", *sets)
+        torch.manual_seed(0)
+        nets = {**b.build(), "S": Spy()}
+        torch.manual_seed(5)
+        b.loss("S", nets, _batch(6), 0)
+    plain, turned = seen
+
+    def luma(x):
+        return 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+
+    assert (plain - turned).abs().amax() > 0.2  # the colours moved
+    unclipped = (turned.abs() < 0.99).all(1)  # YIQ turns keep the brightness where nothing clips
+    assert torch.allclose(luma(plain)[unclipped], luma(turned)[unclipped], atol=0.02)
+    with pytest.raises(FgtoolError, match="seg_hue"):
+        _backend("model.seg_hue=0.7")
+
+
 def _square_scene(n=4, size=32):
     """Dark squares (side 12) on a bright noisy background, and their true masks."""
     g = torch.Generator().manual_seed(1)

@@ -101,7 +101,11 @@ class GANSegConfig:
     # data.bg_crops (real boxes only), so that backgrounds the GAN never learned to draw are
     # still seen as background
     seg_real_bg: float = 0.0
-    seg_jitter: float = 0.0  # ours, 0 = off: colour jitter of this strength on the segmenter's generated images
+    # ours, 0 = off: colour jitter of the segmenter's generated images: brightness, contrast and
+    # saturation by up to seg_jitter, hue by up to seg_hue turns (0.5: any hue), so that object
+    # colours the generator never draws are still seen as objects
+    seg_jitter: float = 0.0
+    seg_hue: float = 0.0
     # ours, 0 = off: self-training. From this step (>= seg_start) the segmenter also learns
     # from the batch's real photos against its own predictions on them: the teacher is S in
     # eval mode on the clean photo, its map refined by self_refine; the student sees the
@@ -289,8 +293,9 @@ class GANSeg(Backend):
                               f"model.seg_start is {c.seg_start}")
         if c.self_refine not in ("grabcut", "none"):
             raise FgtoolError(f"model.self_refine must be 'grabcut' or 'none', got {c.self_refine!r}")
-        if c.seg_jitter < 0 or c.self_jitter < 0 or not 0.5 <= c.self_conf <= 1.0:
-            raise FgtoolError("model.seg_jitter and model.self_jitter must be >= 0, and model.self_conf in [0.5, 1]")
+        if min(c.seg_jitter, c.seg_hue, c.self_jitter) < 0 or c.seg_hue > 0.5 or not 0.5 <= c.self_conf <= 1.0:
+            raise FgtoolError("model.seg_jitter and model.self_jitter must be >= 0, model.seg_hue in [0, 0.5] "
+                              "and model.self_conf in [0.5, 1]")
         if c.point_div <= 0 or c.object_div < 0:
             raise FgtoolError(f"model.point_div must be > 0 and model.object_div >= 0 (0 = off), "
                               f"got {c.point_div} and {c.object_div}")
@@ -413,8 +418,8 @@ class GANSeg(Backend):
             pasted = fg * out["foreground"][:m].float() + (1 - fg) * crops[:m].float()
             image = torch.cat([torch.where(pick[:, None, None, None], pasted.to(image.dtype), image[:m]),
                                image[m:]])
-        if c.seg_jitter > 0:
-            image = _jitter(image, c.seg_jitter)
+        if c.seg_jitter > 0 or c.seg_hue > 0:
+            image = _jitter(image, c.seg_jitter, c.seg_hue)
         logits = nets["S"](image).float()
         ce = F.cross_entropy(logits, target)
         dice = soft_dice_loss(logits, target)
@@ -452,7 +457,7 @@ class GANSeg(Backend):
     def _self_training(self, S: nn.Module, real: Tensor) -> dict[str, Tensor]:
         c = self.cfg
         lab, weight = self.pseudo_labels(S, real)
-        x = _jitter(real, c.self_jitter) if c.self_jitter > 0 else real
+        x = _jitter(real, c.self_jitter, c.self_jitter / 4) if c.self_jitter > 0 else real
         flip = torch.rand(x.shape[0], device=x.device) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         lab = torch.where(flip[:, None, None], lab.flip(-1), lab)
@@ -538,13 +543,13 @@ class GANSeg(Backend):
         return g
 
 
-def _jitter(x: Tensor, strength: float) -> Tensor:
-    """Colour jitter of every image (brightness, contrast and saturation by up to
-    ``strength``, hue by a quarter of it), no grayscale."""
+def _jitter(x: Tensor, strength: float, hue: float) -> Tensor:
+    """Colour jitter of every image: brightness, contrast and saturation by up to
+    ``strength``, hue by up to ``hue`` turns; no grayscale."""
     from ..nn.augment import color_jitter
 
     return color_jitter(x, p=1.0, brightness=strength, contrast=strength, saturation=strength,
-                        hue=strength / 4, p_gray=0.0)
+                        hue=hue, p_gray=0.0)
 
 
 def _palette(k: int) -> list[tuple[int, int, int]]:
