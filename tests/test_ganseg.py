@@ -421,6 +421,38 @@ def test_self_training_joins_the_segmenter_loss_from_self_start(tmp_path, synth_
             _backend(*bad)
 
 
+def test_self_training_teacher_snapshot_frozen_or_ema():
+    from fgtool.backends.ganseg import Teacher
+
+    assert "T" not in _backend("model.seg_start=1", "model.self_start=1").build()  # live: S itself
+    nets = _backend("model.seg_start=1", "model.self_start=1", "model.self_ema=1.0").build()
+    S, T = nets["S"], nets["T"]
+    assert not any(p.requires_grad for p in T.parameters())
+
+    def params(m):
+        return torch.cat([p.detach().flatten() for p in m.parameters()])
+
+    with torch.no_grad():
+        for p in S.parameters():
+            p.add_(1.0)
+    assert not torch.equal(params(T.net), params(S))
+    T.follow(S, 1.0)  # first call: a copy of S
+    assert bool(T.ready) and torch.equal(params(T.net), params(S))
+    snap = params(S).clone()
+    with torch.no_grad():
+        for p in S.parameters():
+            p.add_(1.0)
+    T.follow(S, 1.0)  # frozen: does not move
+    assert torch.equal(params(T.net), snap)
+    T.follow(S, 0.75)  # EMA: a quarter of the way to S
+    assert torch.allclose(params(T.net), snap + 0.25, atol=1e-5)
+    fresh = Teacher(S)
+    fresh.load_state_dict(T.state_dict())  # ready travels in the checkpoint
+    assert bool(fresh.ready)
+    with pytest.raises(FgtoolError, match="self_ema"):
+        _backend("model.self_ema=1.5")
+
+
 def test_segmenter_architectures():
     for arch in ("small", "deeplabv3_mobilenet_v3_large"):
         b = _backend(f"model.seg_arch={arch}")
@@ -593,8 +625,9 @@ def test_refine_grabcut_in_segment_and_eval(capsys, run, synth_dir, tmp_path):
 def test_resume_across_seg_start_is_bit_identical(synth_dir, tmp_path):
     from test_resume import tensors_differ
 
-    # self-training from step 4: GrabCut pseudo-labels and the student's jitter resume too
-    sets = ["model.seg_start=3", "model.self_start=4", "train.steps=5", "train.log_every=1", "train.ckpt_every=1",
+    # self-training from step 4 with an EMA teacher: pseudo-labels, jitter and teacher resume too
+    sets = ["model.seg_start=3", "model.self_start=4", "model.self_ema=0.5", "train.steps=5", "train.log_every=1",
+            "train.ckpt_every=1",
             "train.sample_every=100"]
     full = tmp_path / "full"
     api.train("ganseg", str(synth_dir), str(TINY), sets, str(full), progress=False)

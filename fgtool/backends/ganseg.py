@@ -120,6 +120,10 @@ class GANSegConfig:
     self_band: int = -1  # -1: size // 16 (2 px at 32 px)
     self_iters: int = 5  # GrabCut rounds
     self_jitter: float = 0.3  # brightness, contrast and saturation range; hue a quarter of it
+    # the teacher: 0 = S itself (live); 1 = a copy of S taken at self_start and then frozen;
+    # between = an EMA of S with this decay, from that copy. A fixed or slow teacher cannot
+    # chase its own mistakes, so pseudo-labels that shrink a mask do not feed on themselves
+    self_ema: float = 0.0
     lr_s: float = 3e-4
     seg_betas: tuple[float, float] = (0.9, 0.999)
     w_ce: float = 0.5
@@ -227,6 +231,31 @@ class GANSegGenerator(nn.Module):
         return out
 
 
+class Teacher(nn.Module):
+    """The self-training teacher: a copy of the segmenter, taken the first time it is asked
+    to follow (``ready`` is saved, so a resumed run keeps its teacher), then moved towards
+    the segmenter by an EMA of ``decay`` per step (1 = never: a frozen snapshot)."""
+
+    def __init__(self, seg: nn.Module):
+        super().__init__()
+        import copy
+
+        self.net = copy.deepcopy(seg).requires_grad_(False)
+        self.register_buffer("ready", torch.zeros(()))
+
+    @torch.no_grad()
+    def follow(self, seg: nn.Module, decay: float) -> None:
+        if not bool(self.ready):
+            self.net.load_state_dict(seg.state_dict())
+            self.ready.fill_(1.0)
+            return
+        if decay < 1.0:
+            for t, s in zip(self.net.parameters(), seg.parameters()):
+                t.lerp_(s.detach().to(t.dtype), 1.0 - decay)
+            for t, s in zip(self.net.buffers(), seg.buffers()):
+                t.copy_(s)
+
+
 class GANSegDiscriminator(nn.Module):
     """Stride-2 4x4 convs with LeakyReLU, no normalisation, to 4x4; a 4x4 conv to one logit."""
 
@@ -296,6 +325,8 @@ class GANSeg(Backend):
         if min(c.seg_jitter, c.seg_hue, c.self_jitter) < 0 or c.seg_hue > 0.5 or not 0.5 <= c.self_conf <= 1.0:
             raise FgtoolError("model.seg_jitter and model.self_jitter must be >= 0, model.seg_hue in [0, 0.5] "
                               "and model.self_conf in [0.5, 1]")
+        if not 0.0 <= c.self_ema <= 1.0:
+            raise FgtoolError(f"model.self_ema is a decay in [0, 1] (0 = S itself, 1 = frozen), got {c.self_ema}")
         if c.point_div <= 0 or c.object_div < 0:
             raise FgtoolError(f"model.point_div must be > 0 and model.object_div >= 0 (0 = off), "
                               f"got {c.point_div} and {c.object_div}")
@@ -306,7 +337,10 @@ class GANSeg(Backend):
         c = self.cfg
         seg = (SmallSegmenter(self.k + 1, c.seg_width) if c.seg_arch == "small"
                else TorchvisionSegmenter(c.seg_arch, self.k + 1))
-        return {"G": GANSegGenerator(c, self.size), "D": GANSegDiscriminator(c.ndf, self.size), "S": seg}
+        nets = {"G": GANSegGenerator(c, self.size), "D": GANSegDiscriminator(c.ndf, self.size), "S": seg}
+        if c.self_start and c.self_ema > 0:
+            nets["T"] = Teacher(seg)
+        return nets
 
     def phases(self) -> list[Phase]:
         c = self.cfg
@@ -425,7 +459,11 @@ class GANSeg(Backend):
         dice = soft_dice_loss(logits, target)
         extra = {}
         if c.self_start and step >= c.self_start:
-            extra = self._self_training(nets["S"], batch["image"])
+            teacher = nets["S"]
+            if "T" in nets:
+                nets["T"].follow(nets["S"], c.self_ema)
+                teacher = nets["T"].net
+            extra = self._self_training(nets["S"], batch["image"], teacher)
         with torch.no_grad():
             pred = logits.argmax(1)
             acc = (pred == target).float().mean()
@@ -454,9 +492,9 @@ class GANSeg(Backend):
         part = prob[:, :self.k].argmax(1)
         return torch.where(fg, part, torch.full_like(part, self.k)), torch.ones_like(conf)
 
-    def _self_training(self, S: nn.Module, real: Tensor) -> dict[str, Tensor]:
+    def _self_training(self, S: nn.Module, real: Tensor, teacher: nn.Module | None = None) -> dict[str, Tensor]:
         c = self.cfg
-        lab, weight = self.pseudo_labels(S, real)
+        lab, weight = self.pseudo_labels(S if teacher is None else teacher, real)
         x = _jitter(real, c.self_jitter, c.self_jitter / 4) if c.self_jitter > 0 else real
         flip = torch.rand(x.shape[0], device=x.device) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)

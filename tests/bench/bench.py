@@ -46,9 +46,13 @@ PAPER = {"finegan": ["model.n_child=200", "model.n_parent=20", "model.ngf=64", "
          "onegan": []}
 
 # Later training stages, timed once each (fgtool's fast path, no ratio): the config key whose
-# step starts the stage. The child sets the trainer's step there before its warm-up.
-STAGES = {"mixnmatch": {"stage2": "stage2_start"}, "ganseg": {"segmenter": "seg_start"},
-          "onegan": {"phase2_reals": "real_start"}}
+# step starts the stage, and the settings that switch it on. The child sets the trainer's step
+# there before its warm-up.
+STAGES = {"mixnmatch": {"stage2": ("stage2_start", [])},
+          "ganseg": {"segmenter": ("seg_start", []),
+                     # real photos, GrabCut-refined pseudo-labels, from the paper's seg_start
+                     "self_training": ("self_start", ["model.self_start=30000"])},
+          "onegan": {"phase2_reals": ("real_start", [])}}
 
 VARIANTS = {
     "bf16_channels_last": ["train.precision=bf16", "train.channels_last=true"],
@@ -255,8 +259,8 @@ def main() -> None:
         r: dict = {}
         for size in sizes:
             r[f"train_{size}px"] = bench_size(model, size, args, log)
-            for stage, key in STAGES.get(model, {}).items():
-                res = run_child(model, [*PAPER.get(model, []), "train.batch_size=16", f"data.size={size}",
+            for stage, (key, on) in STAGES.get(model, {}).items():
+                res = run_child(model, [*PAPER.get(model, []), *on, "train.batch_size=16", f"data.size={size}",
                                         *VARIANTS["bf16_channels_last"]], iters=args.iters, warmup=args.warmup,
                                 threads=args.threads, at_key=key)
                 r[f"train_{size}px_{stage}"] = ({"error": res["error"]} if "error" in res else
