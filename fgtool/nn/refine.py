@@ -31,6 +31,9 @@ def grabcut_refine(images: Tensor, fg_prob: Tensor, band: int = 2, iters: int = 
     map (GrabCut needs samples of both)."""
     import cv2
 
+    # sequential OpenCV: no thread pool whose locks a later fork (DataLoader workers) could
+    # inherit held; at these sizes threads buy nothing
+    cv2.setNumThreads(0)
     x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     x = x.permute(0, 2, 3, 1).cpu().numpy()
     p = fg_prob.detach().float().cpu().numpy()
