@@ -444,8 +444,13 @@ def test_self_training_teacher_snapshot_frozen_or_ema():
             p.add_(1.0)
     T.follow(S, 1.0)  # frozen: does not move
     assert torch.equal(params(T.net), snap)
-    T.follow(S, 0.75)  # EMA: a quarter of the way to S
+    bn = [n for n, _ in S.named_buffers() if n.endswith("running_mean")][0]
+    stats = dict(T.net.named_buffers())[bn].clone()
+    with torch.no_grad():
+        dict(S.named_buffers())[bn].copy_(stats + 1.0)
+    T.follow(S, 0.75)  # EMA: a quarter of the way to S, BatchNorm statistics too
     assert torch.allclose(params(T.net), snap + 0.25, atol=1e-5)
+    assert torch.allclose(dict(T.net.named_buffers())[bn], stats + 0.25, atol=1e-5)
     fresh = Teacher(S)
     fresh.load_state_dict(T.state_dict())  # ready travels in the checkpoint
     assert bool(fresh.ready)

@@ -234,7 +234,8 @@ class GANSegGenerator(nn.Module):
 class Teacher(nn.Module):
     """The self-training teacher: a copy of the segmenter, taken the first time it is asked
     to follow (``ready`` is saved, so a resumed run keeps its teacher), then moved towards
-    the segmenter by an EMA of ``decay`` per step (1 = never: a frozen snapshot)."""
+    the segmenter by an EMA of ``decay`` per step, weights and BatchNorm statistics alike
+    (1 = never: a frozen snapshot)."""
 
     def __init__(self, seg: nn.Module):
         super().__init__()
@@ -253,7 +254,12 @@ class Teacher(nn.Module):
             for t, s in zip(self.net.parameters(), seg.parameters()):
                 t.lerp_(s.detach().to(t.dtype), 1.0 - decay)
             for t, s in zip(self.net.buffers(), seg.buffers()):
-                t.copy_(s)
+                # BatchNorm statistics are averaged like the weights: the current statistics
+                # under lagging weights give the teacher activations it never trained with
+                if t.is_floating_point():
+                    t.lerp_(s.to(t.dtype), 1.0 - decay)
+                else:
+                    t.copy_(s)
 
 
 class GANSegDiscriminator(nn.Module):
