@@ -45,6 +45,7 @@ from ..nn.blocks import (
     SmallSegmenter,
     SPADEResBlock,
     TorchvisionSegmenter,
+    ema_update,
     eval_mode,
     mlp,
 )
@@ -243,23 +244,19 @@ class Teacher(nn.Module):
 
         self.net = copy.deepcopy(seg).requires_grad_(False)
         self.register_buffer("ready", torch.zeros(()))
+        self._ready = False
 
     @torch.no_grad()
     def follow(self, seg: nn.Module, decay: float) -> None:
-        if not bool(self.ready):
-            self.net.load_state_dict(seg.state_dict())
-            self.ready.fill_(1.0)
-            return
+        if not self._ready:  # the buffer is read once per process (a host sync on a GPU)
+            self._ready = bool(self.ready)
+            if not self._ready:
+                self.net.load_state_dict(seg.state_dict())
+                self.ready.fill_(1.0)
+                self._ready = True
+                return
         if decay < 1.0:
-            for t, s in zip(self.net.parameters(), seg.parameters()):
-                t.lerp_(s.detach().to(t.dtype), 1.0 - decay)
-            for t, s in zip(self.net.buffers(), seg.buffers()):
-                # BatchNorm statistics are averaged like the weights: the current statistics
-                # under lagging weights give the teacher activations it never trained with
-                if t.is_floating_point():
-                    t.lerp_(s.to(t.dtype), 1.0 - decay)
-                else:
-                    t.copy_(s)
+            ema_update(self.net, seg, decay, average_buffers=True)
 
 
 class GANSegDiscriminator(nn.Module):

@@ -231,6 +231,22 @@ def eval_mode(m: nn.Module):
         m.train(was)
 
 
+@torch.no_grad()
+def ema_update(ema: nn.Module, src: nn.Module, decay: float, average_buffers: bool = False) -> None:
+    """Move ``ema``'s parameters towards ``src``'s by ``1 - decay`` (0 = a copy). Buffers
+    are copied, or with ``average_buffers`` the floating ones (BatchNorm statistics) are
+    averaged like the weights, so that lagging weights keep statistics that match them."""
+    ep = [p for p in ema.parameters()]
+    sp = [p.detach() for p in src.parameters()]
+    if ep:
+        torch._foreach_lerp_(ep, [s.to(e.dtype) for s, e in zip(sp, ep)], 1.0 - decay)
+    for eb, sb in zip(ema.buffers(), src.buffers()):
+        if average_buffers and eb.is_floating_point():
+            eb.lerp_(sb.to(eb.dtype), 1.0 - decay)
+        else:
+            eb.copy_(sb)
+
+
 def init_weights(module: nn.Module, kind: str = "orthogonal") -> None:
     """FineGAN's init: orthogonal convs/linears, BN weight N(1, 0.02)."""
     for m in module.modules():

@@ -26,6 +26,7 @@ from .. import checkpoint as ckpt
 from ..backends.base import Backend, Phase
 from ..config import RunConfig
 from ..errors import FgtoolError, NonFiniteLoss, WriteFailed
+from ..nn.blocks import ema_update
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -84,16 +85,6 @@ def make_backend(cfg: RunConfig) -> Backend:
     from .. import registry
 
     return registry.get(cfg.model)(cfg.model_cfg, cfg.data.size)
-
-
-@torch.no_grad()
-def ema_update(ema: nn.Module, src: nn.Module, decay: float) -> None:
-    ep = [p for p in ema.parameters()]
-    sp = [p.detach() for p in src.parameters()]
-    if ep:
-        torch._foreach_lerp_(ep, [s.to(e.dtype) for s, e in zip(sp, ep)], 1.0 - decay)
-    for eb, sb in zip(ema.buffers(), src.buffers()):
-        eb.copy_(sb)
 
 
 # ----------------------------------------------------------------------------- trainer
