@@ -667,3 +667,87 @@ def test_parts_and_points_need_a_backend_with_parts(capsys, run, synth_dir, tmp_
                                "--out", tmp_path / "m", flag, "--quiet")
         assert rc == 2 and out == "" and msg in one_error_line(err)
     assert not (tmp_path / "m").exists()
+
+
+class _TwoLayerG(torch.nn.Module):
+    """A stand-in generator: colour A on the left half (the object), colour B on the right."""
+
+    def forward(self, codes, layers=False):
+        n = codes["z_point"].shape[0]
+        s = 16
+        mask = torch.zeros(n, 1, s, s)
+        mask[..., : s // 2] = 1
+        fore = torch.tensor([0.5, -0.3, -0.2]).view(1, 3, 1, 1).expand(n, 3, s, s)
+        back = torch.tensor([-0.2, 0.3, -0.4]).view(1, 3, 1, 1).expand(n, 3, s, s)
+        out = {"image": mask * fore + (1 - mask) * back, "mask": mask,
+               "parts": torch.cat([mask, 1 - mask], 1)}
+        if layers:
+            out.update(foreground=fore, background=back)
+        return out
+
+
+def _chroma_angle(x):
+    """Mean YIQ chroma angle of each image of x [N, 3, H, W]."""
+    i = 0.596 * x[:, 0] - 0.274 * x[:, 1] - 0.322 * x[:, 2]
+    q = 0.211 * x[:, 0] - 0.523 * x[:, 1] + 0.312 * x[:, 2]
+    return torch.atan2(q.mean((1, 2)), i.mean((1, 2)))
+
+
+def test_seg_jitter_split_turns_object_and_background_by_separate_draws():
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x.detach().float().clone())
+            return torch.zeros(x.shape[0], 2, *x.shape[-2:], requires_grad=True)
+
+    turns = {}
+    for split in ("false", "true"):
+        b = _backend("model.n_parts=1", "model.seg_hue=0.5", f"model.seg_jitter_split={split}")
+        nets = {**b.build(), "G": _TwoLayerG(), "S": Spy()}
+        torch.manual_seed(5)
+        b.loss("S", nets, _batch(16), 0)
+        x = (seen[-1] + 1) / 2
+        ref = (_TwoLayerG()({"z_point": torch.zeros(1, 1)}, layers=True)["image"] + 1) / 2
+        d_obj = _chroma_angle(x[..., :8]) - _chroma_angle(ref[..., :8])
+        d_bg = _chroma_angle(x[..., 8:]) - _chroma_angle(ref[..., 8:])
+        gap = torch.remainder(d_obj - d_bg + torch.pi, 2 * torch.pi) - torch.pi  # wrapped to [-pi, pi)
+        turns[split] = gap.abs()
+        assert (d_obj.abs() > 0.05).float().mean() > 0.5  # the object's colours were turned
+    assert turns["false"].max() < 0.05  # one draw: object and background turn together
+    assert (turns["true"] > 0.2).float().mean() > 0.5  # separate draws
+
+
+def test_self_guard_drops_pseudo_labels_that_grabcut_rewrote():
+    x, gt = _square_scene()
+    blob = F.avg_pool2d(F.max_pool2d(gt.float()[:, None], 5, 1, 2), 3, 1, 1)
+
+    class Blob(torch.nn.Module):
+        def forward(self, img):
+            logit = torch.log(blob.clamp(1e-4, 1 - 1e-4)) - torch.log((1 - blob).clamp(1e-4, 1 - 1e-4))
+            return torch.cat([logit, torch.zeros_like(logit)], 1)[: img.shape[0]]
+
+    raw = ((blob[:, 0] > 0.5).flatten(1).float().mean(1))
+    change = (raw - gt.flatten(1).float().mean(1)) / raw  # GrabCut cuts the blob back to the square
+    assert change.min() > 0.3
+    sets = ("model.n_parts=1", "model.seg_start=1", "model.self_start=1")
+    _, w = _backend(*sets, "model.self_guard=0.2").pseudo_labels(Blob(), x)
+    assert torch.all(w == 0)  # every mask was rewritten by more than 20%
+    _, w = _backend(*sets, f"model.self_guard={change.max().item() + 0.05}").pseudo_labels(Blob(), x)
+    assert torch.all(w == 1)
+    _, w = _backend(*sets, f"model.self_guard={change.median().item()}").pseudo_labels(Blob(), x)
+    assert torch.equal(w[:, 0, 0] > 0, change <= change.median())  # per photo
+    with pytest.raises(FgtoolError, match="self_guard"):
+        _backend("model.self_guard=-1")
+
+
+def test_soft_dice_loss_leaves_out_zero_weight_pixels():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 2, 8, 8, generator=g)
+    target = torch.randint(0, 2, (3, 8, 8), generator=g)
+    w = torch.ones(3, 8, 8)
+    w[2] = 0
+    assert soft_dice_loss(logits, target, weight=w).item() == pytest.approx(
+        soft_dice_loss(logits[:2], target[:2]).item(), abs=1e-6)
+    assert soft_dice_loss(logits, target).item() != pytest.approx(soft_dice_loss(logits[:2], target[:2]).item(),
+                                                                  abs=1e-4)

@@ -107,6 +107,10 @@ class GANSegConfig:
     # colours the generator never draws are still seen as objects
     seg_jitter: float = 0.0
     seg_hue: float = 0.0
+    # ours, off: jitter the object and its background with separate draws, then blend them with
+    # the generated mask (rather than one draw over the blended image), so that an object of any
+    # colour is seen on backgrounds of any colour, a green object on real grass included
+    seg_jitter_split: bool = False
     # ours, 0 = off: self-training. From this step (>= seg_start) the segmenter also learns
     # from the batch's real photos against its own predictions on them: the teacher is S in
     # eval mode on the clean photo, its map refined by self_refine; the student sees the
@@ -125,6 +129,10 @@ class GANSegConfig:
     # between = an EMA of S with this decay, from that copy. A fixed or slow teacher cannot
     # chase its own mistakes, so pseudo-labels that shrink a mask do not feed on themselves
     self_ema: float = 0.0
+    # ours, 0 = off: a photo's pseudo-label is dropped when GrabCut changed its foreground area by
+    # more than this share of the teacher's own (> 0.5) area, or when the teacher found less than
+    # 1% foreground: a refinement that rewrites a mask rather than its edge is not trusted
+    self_guard: float = 0.0
     lr_s: float = 3e-4
     seg_betas: tuple[float, float] = (0.9, 0.999)
     w_ce: float = 0.5
@@ -271,11 +279,14 @@ class GANSegDiscriminator(nn.Module):
         return self.net(x).flatten(1)
 
 
-def soft_dice_loss(logits: Tensor, target: Tensor, eps: float = 1.0) -> Tensor:
+def soft_dice_loss(logits: Tensor, target: Tensor, eps: float = 1.0, weight: Tensor | None = None) -> Tensor:
     """1 - mean over classes of the soft Dice between softmax(logits) and one-hot(target),
-    pooled over the batch and the pixels."""
+    pooled over the batch and the pixels; pixels of weight 0 ([N, H, W]) are left out."""
     p = logits.float().softmax(1)
     onehot = F.one_hot(target, p.shape[1]).permute(0, 3, 1, 2).to(p)
+    if weight is not None:
+        w = weight.to(p)[:, None]
+        p, onehot = p * w, onehot * w
     inter = (p * onehot).sum((0, 2, 3))
     denom = p.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
     return 1.0 - ((2 * inter + eps) / (denom + eps)).mean()
@@ -328,6 +339,8 @@ class GANSeg(Backend):
         if min(c.seg_jitter, c.seg_hue, c.self_jitter) < 0 or c.seg_hue > 0.5 or not 0.5 <= c.self_conf <= 1.0:
             raise FgtoolError("model.seg_jitter and model.self_jitter must be >= 0, model.seg_hue in [0, 0.5] "
                               "and model.self_conf in [0.5, 1]")
+        if c.self_guard < 0:
+            raise FgtoolError(f"model.self_guard is a share >= 0 (0 = off), got {c.self_guard}")
         if not 0.0 <= c.self_ema <= 1.0:
             raise FgtoolError(f"model.self_ema is a decay in [0, 1] (0 = S itself, 1 = frozen), got {c.self_ema}")
         if c.point_div <= 0 or c.object_div < 0:
@@ -443,11 +456,23 @@ class GANSeg(Backend):
         dev = batch["image"].device
         G = nets["G"]
         real_bg = c.seg_real_bg > 0 and "bg_crop" in batch
+        jitter = c.seg_jitter > 0 or c.seg_hue > 0
+        split = jitter and c.seg_jitter_split
         with torch.no_grad(), eval_mode(G):
-            out = G(self.sample_codes(n, device=dev), layers=real_bg)
+            out = G(self.sample_codes(n, device=dev), layers=real_bg or split)
         target = out["parts"].float().argmax(1)
         image = out["image"].detach()
-        if real_bg:
+        if split:  # the blend of the two layers, each with its own colours
+            fg = out["mask"].float()
+            bg = out["background"].float()
+            if real_bg:
+                crops, ok = batch["bg_crop"], batch["bg_crop_ok"] > 0.5
+                m = min(n, crops.shape[0])
+                pick = (torch.rand(m, device=dev) < c.seg_real_bg) & ok[:m]
+                bg = torch.cat([torch.where(pick[:, None, None, None], crops[:m].float(), bg[:m]), bg[m:]])
+            fore = _jitter(out["foreground"].float(), c.seg_jitter, c.seg_hue)
+            image = (fg * fore + (1 - fg) * _jitter(bg, c.seg_jitter, c.seg_hue)).to(image.dtype)
+        elif real_bg:
             crops, ok = batch["bg_crop"], batch["bg_crop_ok"] > 0.5
             m = min(n, crops.shape[0])
             pick = (torch.rand(m, device=dev) < c.seg_real_bg) & ok[:m]
@@ -455,7 +480,7 @@ class GANSeg(Backend):
             pasted = fg * out["foreground"][:m].float() + (1 - fg) * crops[:m].float()
             image = torch.cat([torch.where(pick[:, None, None, None], pasted.to(image.dtype), image[:m]),
                                image[m:]])
-        if c.seg_jitter > 0 or c.seg_hue > 0:
+        if jitter and not split:
             image = _jitter(image, c.seg_jitter, c.seg_hue)
         logits = nets["S"](image).float()
         ce = F.cross_entropy(logits, target)
@@ -493,7 +518,13 @@ class GANSeg(Backend):
         band = c.self_band if c.self_band >= 0 else max(1, self.size // 16)
         fg = grabcut_refine(real, 1.0 - prob[:, self.k], band=band, iters=c.self_iters)
         part = prob[:, :self.k].argmax(1)
-        return torch.where(fg, part, torch.full_like(part, self.k)), torch.ones_like(conf)
+        weight = torch.ones_like(conf)
+        if c.self_guard > 0:
+            raw = (lab != self.k).flatten(1).float().mean(1)
+            new = fg.flatten(1).float().mean(1)
+            keep = (raw >= 0.01) & ((new - raw).abs() <= c.self_guard * raw)
+            weight = weight * keep[:, None, None].to(weight)
+        return torch.where(fg, part, torch.full_like(part, self.k)), weight
 
     def _self_training(self, S: nn.Module, real: Tensor, teacher: nn.Module | None = None) -> dict[str, Tensor]:
         c = self.cfg
@@ -505,7 +536,7 @@ class GANSeg(Backend):
         weight = torch.where(flip[:, None, None], weight.flip(-1), weight)
         logits = S(x).float()
         ce = (F.cross_entropy(logits, lab, reduction="none") * weight).sum() / weight.sum().clamp_min(1.0)
-        loss = c.w_ce * ce + c.w_dice * soft_dice_loss(logits, lab)
+        loss = c.w_ce * ce + c.w_dice * soft_dice_loss(logits, lab, weight=weight)
         return {"s_self": loss, "s_self_fg": (lab != self.k).float().mean(), "s_self_used": weight.mean()}
 
     # ---------------------------------------------------------------- segmentation
