@@ -751,3 +751,19 @@ def test_soft_dice_loss_leaves_out_zero_weight_pixels():
         soft_dice_loss(logits[:2], target[:2]).item(), abs=1e-6)
     assert soft_dice_loss(logits, target).item() != pytest.approx(soft_dice_loss(logits[:2], target[:2]).item(),
                                                                   abs=1e-4)
+
+
+def test_self_guard_drops_labels_outside_the_generated_masks_range():
+    x, gt = _square_scene()
+    share = gt.flatten(1).float().mean(1)  # 0.14 each
+
+    class Exact(torch.nn.Module):
+        def forward(self, img):
+            logit = torch.where(gt[:, None], 5.0, -5.0)
+            return torch.cat([logit, torch.zeros_like(logit)], 1)
+
+    b = _backend("model.n_parts=1", "model.seg_start=1", "model.self_start=1", "model.self_guard=0.3")
+    assert torch.all(b.pseudo_labels(Exact(), x)[1] == 1)
+    assert torch.all(b.pseudo_labels(Exact(), x, fg_range=(0.0, 1.0))[1] == 1)
+    assert torch.all(b.pseudo_labels(Exact(), x, fg_range=(share.max().item() + 0.05, 0.9))[1] == 0)
+    assert torch.all(b.pseudo_labels(Exact(), x, fg_range=(0.0, share.min().item() - 0.05))[1] == 0)

@@ -130,8 +130,11 @@ class GANSegConfig:
     # chase its own mistakes, so pseudo-labels that shrink a mask do not feed on themselves
     self_ema: float = 0.0
     # ours, 0 = off: a photo's pseudo-label is dropped when GrabCut changed its foreground area by
-    # more than this share of the teacher's own (> 0.5) area, or when the teacher found less than
-    # 1% foreground: a refinement that rewrites a mask rather than its edge is not trusted
+    # more than this share of the teacher's own (> 0.5) area (a refinement that rewrites a mask
+    # rather than its edge), when the teacher found less than 1% foreground, or when the label's
+    # foreground share is outside the range of the same step's generated masks (a self-trained
+    # segmenter can drift to "all object" or "no object" on a kind of background, and GrabCut,
+    # with no sure background or no sure foreground to learn from, cannot pull it back)
     self_guard: float = 0.0
     lr_s: float = 3e-4
     seg_betas: tuple[float, float] = (0.9, 0.999)
@@ -491,7 +494,9 @@ class GANSeg(Backend):
             if "T" in nets:
                 nets["T"].follow(nets["S"], c.self_ema)
                 teacher = nets["T"].net
-            extra = self._self_training(nets["S"], batch["image"], teacher)
+            gen_fg = (target != self.k).flatten(1).float().mean(1)
+            extra = self._self_training(nets["S"], batch["image"], teacher,
+                                        fg_range=(float(gen_fg.min()), float(gen_fg.max())))
         with torch.no_grad():
             pred = logits.argmax(1)
             acc = (pred == target).float().mean()
@@ -504,9 +509,12 @@ class GANSeg(Backend):
             loss = loss + c.w_self * extra["s_self"]
         return {"loss": loss, "s_ce": ce, "s_dice": dice, "s_acc": acc, "s_fg_iou": fg_iou, **extra}
 
-    def pseudo_labels(self, S: nn.Module, real: Tensor) -> tuple[Tensor, Tensor]:
+    def pseudo_labels(self, S: nn.Module, real: Tensor,
+                      fg_range: tuple[float, float] | None = None) -> tuple[Tensor, Tensor]:
         """The self-training targets of real photos: labels [N, H, W] in 0..K (K = background)
-        and a weight map [N, H, W] (0 = ignored), from S in eval mode on the clean photos."""
+        and a weight map [N, H, W] (0 = ignored), from S in eval mode on the clean photos.
+        With self_guard, ``fg_range`` (the smallest and largest foreground share of the
+        step's generated masks) bounds the foreground share a kept label may have."""
         c = self.cfg
         with torch.no_grad(), eval_mode(S):
             prob = S(real).float().softmax(1)
@@ -523,12 +531,15 @@ class GANSeg(Backend):
             raw = (lab != self.k).flatten(1).float().mean(1)
             new = fg.flatten(1).float().mean(1)
             keep = (raw >= 0.01) & ((new - raw).abs() <= c.self_guard * raw)
+            if fg_range is not None:  # an all-object or no-object label feeds on itself
+                keep = keep & (new >= fg_range[0]) & (new <= fg_range[1])
             weight = weight * keep[:, None, None].to(weight)
         return torch.where(fg, part, torch.full_like(part, self.k)), weight
 
-    def _self_training(self, S: nn.Module, real: Tensor, teacher: nn.Module | None = None) -> dict[str, Tensor]:
+    def _self_training(self, S: nn.Module, real: Tensor, teacher: nn.Module | None = None,
+                       fg_range: tuple[float, float] | None = None) -> dict[str, Tensor]:
         c = self.cfg
-        lab, weight = self.pseudo_labels(S if teacher is None else teacher, real)
+        lab, weight = self.pseudo_labels(S if teacher is None else teacher, real, fg_range)
         x = _jitter(real, c.self_jitter, c.self_jitter / 4) if c.self_jitter > 0 else real
         flip = torch.rand(x.shape[0], device=x.device) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
