@@ -312,14 +312,20 @@ def test_seg_real_bg_pastes_the_generated_foreground_on_real_crops():
         _backend("model.seg_real_bg=1.5")
 
 
-def test_seg_hue_turns_the_colours_of_the_generated_pairs_and_keeps_their_brightness():
-    seen = []
+def _spy(seen: list):
+    """A stand-in segmenter (K = 1) that records every image batch it is shown."""
 
     class Spy(torch.nn.Module):
         def forward(self, x):
             seen.append(x.detach().float().clone())
             return torch.zeros(x.shape[0], 2, *x.shape[-2:], requires_grad=True)
 
+    return Spy
+
+
+def test_seg_hue_turns_the_colours_of_the_generated_pairs_and_keeps_their_brightness():
+    seen = []
+    Spy = _spy(seen)
     for sets in ((), ("model.seg_hue=0.5",)):
         b = _backend("model.n_parts=1", *sets)
         torch.manual_seed(0)
@@ -695,12 +701,7 @@ def _chroma_angle(x):
 
 def test_seg_jitter_split_turns_object_and_background_by_separate_draws():
     seen = []
-
-    class Spy(torch.nn.Module):
-        def forward(self, x):
-            seen.append(x.detach().float().clone())
-            return torch.zeros(x.shape[0], 2, *x.shape[-2:], requires_grad=True)
-
+    Spy = _spy(seen)
     turns = {}
     for split in ("false", "true"):
         b = _backend("model.n_parts=1", "model.seg_hue=0.5", f"model.seg_jitter_split={split}")
