@@ -666,13 +666,21 @@ def _seg_eval(ckpt_path, data, split, max_images, workers, refine: str = "none")
     if all(b < 0 for b in bgs):
         return seg_metrics(torch.cat(preds)[:, 0] > 0.5, torch.cat(gts)[:, 0] > 0.5)
     # background labels known (the synthetic set): where the masks fail, by background class
-    names = None
+    names, classes = None, None
     try:
-        names = json.loads((imageset.root / "meta.json").read_text()).get("backgrounds")
+        meta = json.loads((imageset.root / "meta.json").read_text())
+        names, classes = meta.get("backgrounds"), meta.get("child_names")
     except (OSError, ValueError, AttributeError):
         pass
-    res = seg_metrics(torch.cat(preds)[:, 0] > 0.5, torch.cat(gts)[:, 0] > 0.5, groups=bgs, names=names)
+    pred, gt = torch.cat(preds)[:, 0] > 0.5, torch.cat(gts)[:, 0] > 0.5
+    res = seg_metrics(pred, gt, groups=bgs, names=names)
     res["iou_by_background"] = res.pop("iou_by_group")
+    if names and classes:  # the synthetic set: which class on which background fails
+        labels = [r.label for r in imageset.records]
+        nb = len(names)
+        cells = [c * nb + b if c >= 0 and b >= 0 else -1 for c, b in zip(labels, bgs)]
+        res["iou_by_class_background"] = seg_metrics(
+            pred, gt, groups=cells, names=[f"{c}/{b}" for c in classes for b in names])["iou_by_group"]
     return res
 
 

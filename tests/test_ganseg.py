@@ -596,6 +596,12 @@ def test_eval_iou_dice_matches_the_written_masks(capsys, run, synth_dir, tmp_pat
     by = res["metrics"]["iou_by_background"]  # the synthetic set's background classes
     assert set(by) == {"sky", "grass"} and sum(v["n"] for v in by.values()) == 48
     assert sum(v["iou"] * v["n"] for v in by.values()) / 48 == pytest.approx(iou, abs=1e-3)
+    cells = res["metrics"]["iou_by_class_background"]  # class x background, named "class/background"
+    assert sum(v["n"] for v in cells.values()) == 48 and all(k.split("/")[1] in by for k in cells)
+    for bg, v in by.items():  # the cells of one background add up to it
+        mine = [c for k, c in cells.items() if k.endswith("/" + bg)]
+        assert sum(c["n"] for c in mine) == v["n"]
+        assert sum(c["iou"] * c["n"] for c in mine) / v["n"] == pytest.approx(v["iou"], abs=1e-3)
     # the same numbers from `fgtool segment`'s PNGs against segmentations/ (32 px data, 32 px model)
     out = tmp_path / "m"
     run_json(capsys, "segment", "--ckpt", run / "last.pt", "--data", synth_dir, "--out", out, "--quiet")
