@@ -774,3 +774,25 @@ def test_self_guard_drops_labels_outside_the_generated_masks_range():
     assert torch.all(b.pseudo_labels(Exact(), x, fg_range=(0.0, 1.0))[1] == 1)
     assert torch.all(b.pseudo_labels(Exact(), x, fg_range=(share.max().item() + 0.05, 0.9))[1] == 0)
     assert torch.all(b.pseudo_labels(Exact(), x, fg_range=(0.0, share.min().item() - 0.05))[1] == 0)
+
+
+def test_seg_camo_paints_part_of_the_object_in_its_background_colour():
+    from fgtool.backends.ganseg import _camouflage
+
+    n, s = 64, 16
+    mask = torch.zeros(n, 1, s, s)
+    mask[..., 4:12, 4:12] = 1
+    fore = torch.full((n, 3, s, s), 0.8)
+    back = torch.tensor([-0.5, 0.2, 0.1]).view(1, 3, 1, 1).expand(n, 3, s, s).clone()
+    pick = torch.arange(n) % 2 == 0
+    torch.manual_seed(0)
+    out = _camouflage(fore, back, mask, pick)
+    painted = (out - back).abs().amax(1) < 1e-6  # [n, s, s]: pixels now in the background colour
+    inside = painted[:, 4:12, 4:12].flatten(1).float().mean(1)
+    assert torch.all(inside[~pick] == 0) and torch.equal(out[~pick], fore[~pick])  # not picked: untouched
+    assert torch.all((inside[pick] > 0.2) & (inside[pick] < 0.8))  # about half the object, never all of it
+    assert inside[pick].mean().item() == pytest.approx(0.5, abs=0.1)
+    # the painted side changes from image to image (a random line through the centre)
+    assert len({tuple(p[4:12, 4:12].flatten().tolist()) for p in painted[pick]}) > 20
+    with pytest.raises(FgtoolError, match="seg_camo"):
+        _backend("model.seg_camo=2")

@@ -111,6 +111,11 @@ class GANSegConfig:
     # the generated mask (rather than one draw over the blended image), so that an object of any
     # colour is seen on backgrounds of any colour, a green object on real grass included
     seg_jitter_split: bool = False
+    # ours, 0 = off: this share of the pairs has the object's far side of a random line through
+    # its centre painted flat in its background's mean colour (the mask unchanged), so that the
+    # segmenter learns to follow a silhouette where part of the object matches its surroundings
+    # (a green half of a star on grass). Needs seg_jitter_split
+    seg_camo: float = 0.0
     # ours, 0 = off: self-training. From this step (>= seg_start) the segmenter also learns
     # from the batch's real photos against its own predictions on them: the teacher is S in
     # eval mode on the clean photo, its map refined by self_refine; the student sees the
@@ -342,6 +347,8 @@ class GANSeg(Backend):
         if min(c.seg_jitter, c.seg_hue, c.self_jitter) < 0 or c.seg_hue > 0.5 or not 0.5 <= c.self_conf <= 1.0:
             raise FgtoolError("model.seg_jitter and model.self_jitter must be >= 0, model.seg_hue in [0, 0.5] "
                               "and model.self_conf in [0.5, 1]")
+        if not 0.0 <= c.seg_camo <= 1.0:
+            raise FgtoolError(f"model.seg_camo is a share in [0, 1], got {c.seg_camo}")
         if c.self_guard < 0:
             raise FgtoolError(f"model.self_guard is a share >= 0 (0 = off), got {c.self_guard}")
         if not 0.0 <= c.self_ema <= 1.0:
@@ -460,7 +467,7 @@ class GANSeg(Backend):
         G = nets["G"]
         real_bg = c.seg_real_bg > 0 and "bg_crop" in batch
         jitter = c.seg_jitter > 0 or c.seg_hue > 0
-        split = jitter and c.seg_jitter_split
+        split = (jitter and c.seg_jitter_split) or c.seg_camo > 0
         with torch.no_grad(), eval_mode(G):
             out = G(self.sample_codes(n, device=dev), layers=real_bg or split)
         target = out["parts"].float().argmax(1)
@@ -473,8 +480,11 @@ class GANSeg(Backend):
                 m = min(n, crops.shape[0])
                 pick = (torch.rand(m, device=dev) < c.seg_real_bg) & ok[:m]
                 bg = torch.cat([torch.where(pick[:, None, None, None], crops[:m].float(), bg[:m]), bg[m:]])
-            fore = _jitter(out["foreground"].float(), c.seg_jitter, c.seg_hue)
-            image = (fg * fore + (1 - fg) * _jitter(bg, c.seg_jitter, c.seg_hue)).to(image.dtype)
+            fore = _jitter(out["foreground"].float(), c.seg_jitter, c.seg_hue) if jitter else out["foreground"].float()
+            bg = _jitter(bg, c.seg_jitter, c.seg_hue) if jitter else bg
+            if c.seg_camo > 0:
+                fore = _camouflage(fore, bg, fg, torch.rand(n, device=dev) < c.seg_camo)
+            image = (fg * fore + (1 - fg) * bg).to(image.dtype)
         elif real_bg:
             crops, ok = batch["bg_crop"], batch["bg_crop_ok"] > 0.5
             m = min(n, crops.shape[0])
@@ -633,6 +643,21 @@ def _jitter(x: Tensor, strength: float, hue: float) -> Tensor:
 
     return color_jitter(x, p=1.0, brightness=strength, contrast=strength, saturation=strength,
                         hue=hue, p_gray=0.0)
+
+
+def _camouflage(fore: Tensor, back: Tensor, mask: Tensor, pick: Tensor) -> Tensor:
+    """``fore`` [N, 3, H, W] with, for the picked images, the pixels beyond a random line through
+    the centre of ``mask`` [N, 1, H, W] set to the mean colour of ``back`` outside the mask."""
+    n, _, h, w = fore.shape
+    ys = torch.arange(h, device=fore.device, dtype=fore.dtype).view(1, 1, h, 1)
+    xs = torch.arange(w, device=fore.device, dtype=fore.dtype).view(1, 1, 1, w)
+    mass = mask.sum((2, 3), keepdim=True).clamp_min(1e-6)
+    cy, cx = (mask * ys).sum((2, 3), keepdim=True) / mass, (mask * xs).sum((2, 3), keepdim=True) / mass
+    a = torch.rand(n, 1, 1, 1, device=fore.device) * 2 * math.pi
+    far = ((xs - cx) * a.cos() + (ys - cy) * a.sin()) > 0
+    out_w = (1 - mask)
+    mean = (out_w * back).sum((2, 3), keepdim=True) / out_w.sum((2, 3), keepdim=True).clamp_min(1e-6)
+    return torch.where(far & pick.view(n, 1, 1, 1), mean.expand_as(fore), fore)
 
 
 def _palette(k: int) -> list[tuple[int, int, int]]:
