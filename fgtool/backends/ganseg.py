@@ -114,7 +114,8 @@ class GANSegConfig:
     # ours, 0 = off: this share of the pairs has the object's far side of a random line through
     # its centre painted flat in its background's mean colour (the mask unchanged), so that the
     # segmenter learns to follow a silhouette where part of the object matches its surroundings
-    # (a green half of a star on grass). Needs seg_jitter_split
+    # (a green half of a star on grass). It re-blends the layers, so any colour jitter is then
+    # drawn apart for object and background, as with seg_jitter_split
     seg_camo: float = 0.0
     # ours, 0 = off: self-training. From this step (>= seg_start) the segmenter also learns
     # from the batch's real photos against its own predictions on them: the teacher is S in
@@ -467,34 +468,32 @@ class GANSeg(Backend):
         G = nets["G"]
         real_bg = c.seg_real_bg > 0 and "bg_crop" in batch
         jitter = c.seg_jitter > 0 or c.seg_hue > 0
-        split = (jitter and c.seg_jitter_split) or c.seg_camo > 0
+        layered = (jitter and c.seg_jitter_split) or c.seg_camo > 0  # re-blend the layers ourselves
         with torch.no_grad(), eval_mode(G):
-            out = G(self.sample_codes(n, device=dev), layers=real_bg or split)
+            out = G(self.sample_codes(n, device=dev), layers=real_bg or layered)
         target = out["parts"].float().argmax(1)
         image = out["image"].detach()
-        if split:  # the blend of the two layers, each with its own colours
-            fg = out["mask"].float()
+        if real_bg:  # which of the first m pairs get a real background crop
+            crops, ok = batch["bg_crop"].float(), batch["bg_crop_ok"] > 0.5
+            m = min(n, crops.shape[0])
+            pick = ((torch.rand(m, device=dev) < c.seg_real_bg) & ok[:m])[:, None, None, None]
+        fg = out["mask"].float()
+        fore = out["foreground"].float() if (real_bg or layered) else None
+        if layered:  # the blend of the two layers, each with its own colours
             bg = out["background"].float()
             if real_bg:
-                crops, ok = batch["bg_crop"], batch["bg_crop_ok"] > 0.5
-                m = min(n, crops.shape[0])
-                pick = (torch.rand(m, device=dev) < c.seg_real_bg) & ok[:m]
-                bg = torch.cat([torch.where(pick[:, None, None, None], crops[:m].float(), bg[:m]), bg[m:]])
-            fore = _jitter(out["foreground"].float(), c.seg_jitter, c.seg_hue) if jitter else out["foreground"].float()
-            bg = _jitter(bg, c.seg_jitter, c.seg_hue) if jitter else bg
+                bg = torch.cat([torch.where(pick, crops[:m], bg[:m]), bg[m:]])
+            if jitter:
+                fore, bg = _jitter(fore, c.seg_jitter, c.seg_hue), _jitter(bg, c.seg_jitter, c.seg_hue)
             if c.seg_camo > 0:
                 fore = _camouflage(fore, bg, fg, torch.rand(n, device=dev) < c.seg_camo)
             image = (fg * fore + (1 - fg) * bg).to(image.dtype)
-        elif real_bg:
-            crops, ok = batch["bg_crop"], batch["bg_crop_ok"] > 0.5
-            m = min(n, crops.shape[0])
-            pick = (torch.rand(m, device=dev) < c.seg_real_bg) & ok[:m]
-            fg = out["mask"][:m].float()
-            pasted = fg * out["foreground"][:m].float() + (1 - fg) * crops[:m].float()
-            image = torch.cat([torch.where(pick[:, None, None, None], pasted.to(image.dtype), image[:m]),
-                               image[m:]])
-        if jitter and not split:
-            image = _jitter(image, c.seg_jitter, c.seg_hue)
+        else:
+            if real_bg:
+                pasted = fg[:m] * fore[:m] + (1 - fg[:m]) * crops[:m]
+                image = torch.cat([torch.where(pick, pasted.to(image.dtype), image[:m]), image[m:]])
+            if jitter:
+                image = _jitter(image, c.seg_jitter, c.seg_hue)
         logits = nets["S"](image).float()
         ce = F.cross_entropy(logits, target)
         dice = soft_dice_loss(logits, target)
@@ -505,8 +504,7 @@ class GANSeg(Backend):
                 nets["T"].follow(nets["S"], c.self_ema)
                 teacher = nets["T"].net
             gen_fg = (target != self.k).flatten(1).float().mean(1)
-            extra = self._self_training(nets["S"], batch["image"], teacher,
-                                        fg_range=(float(gen_fg.min()), float(gen_fg.max())))
+            extra = self._self_training(nets["S"], batch["image"], teacher, fg_range=gen_fg.aminmax())
         with torch.no_grad():
             pred = logits.argmax(1)
             acc = (pred == target).float().mean()
@@ -520,7 +518,7 @@ class GANSeg(Backend):
         return {"loss": loss, "s_ce": ce, "s_dice": dice, "s_acc": acc, "s_fg_iou": fg_iou, **extra}
 
     def pseudo_labels(self, S: nn.Module, real: Tensor,
-                      fg_range: tuple[float, float] | None = None) -> tuple[Tensor, Tensor]:
+                      fg_range: tuple[Tensor | float, Tensor | float] | None = None) -> tuple[Tensor, Tensor]:
         """The self-training targets of real photos: labels [N, H, W] in 0..K (K = background)
         and a weight map [N, H, W] (0 = ignored), from S in eval mode on the clean photos.
         With self_guard, ``fg_range`` (the smallest and largest foreground share of the
@@ -542,12 +540,13 @@ class GANSeg(Backend):
             new = fg.flatten(1).float().mean(1)
             keep = (raw >= 0.01) & ((new - raw).abs() <= c.self_guard * raw)
             if fg_range is not None:  # an all-object or no-object label feeds on itself
-                keep = keep & (new >= fg_range[0]) & (new <= fg_range[1])
+                lo, hi = (torch.as_tensor(v, device=new.device) for v in fg_range)
+                keep = keep & (new >= lo) & (new <= hi)
             weight = weight * keep[:, None, None].to(weight)
         return torch.where(fg, part, torch.full_like(part, self.k)), weight
 
     def _self_training(self, S: nn.Module, real: Tensor, teacher: nn.Module | None = None,
-                       fg_range: tuple[float, float] | None = None) -> dict[str, Tensor]:
+                       fg_range: tuple[Tensor | float, Tensor | float] | None = None) -> dict[str, Tensor]:
         c = self.cfg
         lab, weight = self.pseudo_labels(S if teacher is None else teacher, real, fg_range)
         x = _jitter(real, c.self_jitter, c.self_jitter / 4) if c.self_jitter > 0 else real
@@ -655,7 +654,7 @@ def _camouflage(fore: Tensor, back: Tensor, mask: Tensor, pick: Tensor) -> Tenso
     cy, cx = (mask * ys).sum((2, 3), keepdim=True) / mass, (mask * xs).sum((2, 3), keepdim=True) / mass
     a = torch.rand(n, 1, 1, 1, device=fore.device) * 2 * math.pi
     far = ((xs - cx) * a.cos() + (ys - cy) * a.sin()) > 0
-    out_w = (1 - mask)
+    out_w = 1 - mask
     mean = (out_w * back).sum((2, 3), keepdim=True) / out_w.sum((2, 3), keepdim=True).clamp_min(1e-6)
     return torch.where(far & pick.view(n, 1, 1, 1), mean.expand_as(fore), fore)
 
