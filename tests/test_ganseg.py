@@ -379,6 +379,25 @@ def test_grabcut_pulls_a_blob_back_to_the_object_edge():
     assert torch.all(flat[core]) and not flat[~reach].any()
 
 
+def test_grabcut_does_not_depend_on_opencvs_global_rng():
+    # GrabCut's k-means draws from OpenCV's process-wide RNG; a run resumed in a fresh process
+    # must refine the same photo the same way as the uninterrupted run did
+    import cv2
+
+    from fgtool.nn.refine import grabcut_refine
+
+    g = torch.Generator().manual_seed(0)
+    x = F.avg_pool2d(torch.rand(16, 3, 32, 32, generator=g) * 2 - 1, 3, 1, 1)  # noisy photos
+    p = torch.zeros(16, 32, 32)
+    p[:, 8:24, 6:22] = 0.9
+    outs = []
+    for seed in (1, 2, 3):
+        cv2.setRNGSeed(seed)
+        outs.append(grabcut_refine(x, p, band=2, iters=5))
+    assert all(torch.equal(o, outs[0]) for o in outs)
+    assert torch.equal(grabcut_refine(x[5:6], p[5:6], band=2, iters=5), outs[0][5:6])  # alone = in a batch
+
+
 def test_self_training_targets_and_student_view():
     b = _backend("model.n_parts=1", "model.seg_start=1", "model.self_start=1", "model.self_jitter=0.3")
     x, gt = _square_scene()

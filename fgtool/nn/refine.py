@@ -47,6 +47,9 @@ def grabcut_refine(images: Tensor, fg_prob: Tensor, band: int = 2, iters: int = 
         mask[sure_fg] = cv2.GC_FGD
         mask[sure_bg] = cv2.GC_BGD
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+        # GrabCut seeds its colour models by k-means from OpenCV's process-wide RNG: reseed it so
+        # that an image's result depends on nothing else (a resumed run, a batch of another size)
+        cv2.setRNGSeed(0)
         try:
             cv2.grabCut(np.ascontiguousarray(x[i][:, :, ::-1]), mask, None, bgd, fgd, iters,
                         cv2.GC_INIT_WITH_MASK)
