@@ -111,6 +111,29 @@ def test_object_div_moves_all_parts_together():
         _backend("model.object_div=-1")
 
 
+def test_point_flip_mirrors_half_the_layouts_about_their_centre():
+    b = _backend("model.n_parts=3", "model.object_div=2", "model.point_div=5")
+    bf = _backend("model.n_parts=3", "model.object_div=2", "model.point_div=5", "model.point_flip=true")
+    G, Gf = b.build()["G"], bf.build()["G"]
+    Gf.load_state_dict(G.state_dict())
+    z = torch.randn(256, b.cfg.z_dim)
+    p, pf = G.points(z), Gf.points(z)
+    flip = z[:, 0] < 0
+    assert 80 < flip.sum() < 176
+    assert torch.equal(pf[~flip], p[~flip])  # the others are the plain layouts
+    assert torch.allclose(pf[flip][..., 1], p[flip][..., 1])  # y unchanged
+    cx = p[flip][..., 0].mean((1, 2), keepdim=True)
+    assert torch.allclose(pf[flip][..., 0], (2 * cx - p[flip][..., 0]).clamp(-0.999, 0.999), atol=1e-6)
+    # the same part index sits on the other side of the object's centre after the mirror
+    # (layouts that the mirror pushed past the border are clamped there; leave them out)
+    inside = ((2 * cx - p[flip][..., 0]).abs() < 0.999).flatten(1).all(1)
+    assert inside.sum() > 40
+    c, _ = G.geometry(p[flip][inside])
+    cf, _ = Gf.geometry(pf[flip][inside])
+    side, side_f = c[..., 0] - c[..., 0].mean(1, keepdim=True), cf[..., 0] - cf[..., 0].mean(1, keepdim=True)
+    assert torch.allclose(side_f, -side, atol=1e-4)
+
+
 def test_margin_grid_and_crop_geometry():
     g = pixel_grid(8, 3)
     assert g.shape == (14, 14, 2)
@@ -815,3 +838,31 @@ def test_seg_camo_paints_part_of_the_object_in_its_background_colour():
     assert len({tuple(p[4:12, 4:12].flatten().tolist()) for p in painted[pick]}) > 20
     with pytest.raises(FgtoolError, match="seg_camo"):
         _backend("model.seg_camo=2")
+
+
+def test_seg_camo_shift_paints_a_colour_near_but_not_at_the_background_mean():
+    from fgtool.backends.ganseg import _camouflage
+
+    n, s, shift = 64, 16, 0.4
+    mask = torch.zeros(n, 1, s, s)
+    mask[..., 4:12, 4:12] = 1
+    fore = torch.full((n, 3, s, s), 0.8)
+    back = torch.tensor([-0.5, 0.2, 0.1]).view(1, 3, 1, 1).expand(n, 3, s, s).clone()
+    pick = torch.ones(n, dtype=torch.bool)
+    torch.manual_seed(0)
+    out = _camouflage(fore, back, mask, pick, shift)
+    obj = out[..., 4:12, 4:12]
+    painted = (obj - 0.8).abs().amax(1) > 1e-6  # [n, 8, 8]: pixels no longer the object's colour
+    share = painted.flatten(1).float().mean(1)
+    assert torch.all((share > 0.2) & (share < 0.8))
+    # one flat colour per image, at a distance from the background mean in [shift / 2, shift]
+    colour = torch.stack([obj[i][:, painted[i]].mean(1) for i in range(n)])
+    assert torch.stack([obj[i][:, painted[i]].std(1) for i in range(n)]).max() < 1e-6
+    dist = (colour - back[:, :, 0, 0]).norm(dim=1)
+    assert torch.all((dist >= shift / 2 - 1e-5) & (dist <= shift + 1e-5))
+    assert dist.std() > 0.03  # the distance varies
+    # and the direction too: the offsets point all round the colour cube
+    signs = {tuple((colour[i] - back[i, :, 0, 0]).sign().tolist()) for i in range(n)}
+    assert len(signs) >= 6
+    with pytest.raises(FgtoolError, match="seg_camo_shift"):
+        _backend("model.seg_camo_shift=-1")

@@ -67,6 +67,12 @@ class GANSegConfig:
     # points = tanh(MLP_obj(z) / object_div + MLP(z) / point_div), so the parts start
     # clustered around a random object centre and move as one object from step 0
     object_div: float = 0.0
+    # ours, off: the point layouts of the images whose z_point[0] < 0 are mirrored left-right
+    # about their mean, so every layout comes with its mirror image under the same part indices.
+    # Objects in photos face either way; without it a part that sits on the left of the object
+    # does so in every generated image, and the generator cannot draw a mirrored object with
+    # the same part on its head (part k then means "the left side", not "the head")
+    point_flip: bool = False
     emb_dim: int = 64  # part embedding D_emb (conditions the SPADE blocks)
     start_div: int = 4  # first resolution = size / start_div (128 px -> 32: the paper's 32, 32, 64, 128)
     mask_ch: int = 256  # width of the mask generator
@@ -117,6 +123,11 @@ class GANSegConfig:
     # (a green half of a star on grass). It re-blends the layers, so any colour jitter is then
     # drawn apart for object and background, as with seg_jitter_split
     seg_camo: float = 0.0
+    # ours: the painted colour is the background's mean moved by a random RGB offset of length
+    # U[seg_camo_shift / 2, seg_camo_shift] (image units, [-1, 1]): close to the surroundings but
+    # with an edge to follow, so the segmenter learns faint boundaries rather than to fill in
+    # an invisible half (0 = exactly the mean: masks grow into flat backgrounds)
+    seg_camo_shift: float = 0.0
     # ours, 0 = off: self-training. From this step (>= seg_start) the segmenter also learns
     # from the batch's real photos against its own predictions on them: the teacher is S in
     # eval mode on the clean photo, its map refined by self_refine; the student sees the
@@ -165,6 +176,7 @@ class GANSegGenerator(nn.Module):
         e = c.emb_dim
         self.point_mlp = mlp(c.z_dim, c.mlp_hidden, self.k * self.n_per * 2)
         self.obj_div = c.object_div
+        self.point_flip = c.point_flip
         self.object_mlp = mlp(c.z_dim, c.mlp_hidden, 2) if c.object_div > 0 else None
         self.app_mlp = mlp(c.z_dim, c.mlp_hidden, e)
         self.w_const = nn.Parameter(torch.randn(self.k, e))
@@ -200,7 +212,13 @@ class GANSegGenerator(nn.Module):
         pre = self.point_mlp(z_point).float().view(-1, self.k, self.n_per, 2) / self.div
         if self.object_mlp is not None:
             pre = pre + (self.object_mlp(z_point).float() / self.obj_div)[:, None, None, :]
-        return torch.tanh(pre)
+        pts = torch.tanh(pre)
+        if self.point_flip:
+            x = pts[..., 0]
+            cx = x.mean((1, 2), keepdim=True)
+            x = torch.where((z_point[:, 0] < 0)[:, None, None], (2 * cx - x).clamp(-0.999, 0.999), x)
+            pts = torch.stack([x, pts[..., 1]], -1)
+        return pts
 
     @staticmethod
     def geometry(points: Tensor) -> tuple[Tensor, Tensor]:
@@ -350,6 +368,8 @@ class GANSeg(Backend):
                               "and model.self_conf in [0.5, 1]")
         if not 0.0 <= c.seg_camo <= 1.0:
             raise FgtoolError(f"model.seg_camo is a share in [0, 1], got {c.seg_camo}")
+        if c.seg_camo_shift < 0:
+            raise FgtoolError(f"model.seg_camo_shift is a colour distance >= 0, got {c.seg_camo_shift}")
         if c.self_guard < 0:
             raise FgtoolError(f"model.self_guard is a share >= 0 (0 = off), got {c.self_guard}")
         if not 0.0 <= c.self_ema <= 1.0:
@@ -486,7 +506,7 @@ class GANSeg(Backend):
             if jitter:
                 fore, bg = _jitter(fore, c.seg_jitter, c.seg_hue), _jitter(bg, c.seg_jitter, c.seg_hue)
             if c.seg_camo > 0:
-                fore = _camouflage(fore, bg, fg, torch.rand(n, device=dev) < c.seg_camo)
+                fore = _camouflage(fore, bg, fg, torch.rand(n, device=dev) < c.seg_camo, c.seg_camo_shift)
             image = (fg * fore + (1 - fg) * bg).to(image.dtype)
         else:
             if real_bg:
@@ -644,9 +664,10 @@ def _jitter(x: Tensor, strength: float, hue: float) -> Tensor:
                         hue=hue, p_gray=0.0)
 
 
-def _camouflage(fore: Tensor, back: Tensor, mask: Tensor, pick: Tensor) -> Tensor:
+def _camouflage(fore: Tensor, back: Tensor, mask: Tensor, pick: Tensor, shift: float = 0.0) -> Tensor:
     """``fore`` [N, 3, H, W] with, for the picked images, the pixels beyond a random line through
-    the centre of ``mask`` [N, 1, H, W] set to the mean colour of ``back`` outside the mask."""
+    the centre of ``mask`` [N, 1, H, W] set to the mean colour of ``back`` outside the mask,
+    moved by a random offset of length U[shift / 2, shift] in a random RGB direction."""
     n, _, h, w = fore.shape
     ys = torch.arange(h, device=fore.device, dtype=fore.dtype).view(1, 1, h, 1)
     xs = torch.arange(w, device=fore.device, dtype=fore.dtype).view(1, 1, 1, w)
@@ -656,6 +677,10 @@ def _camouflage(fore: Tensor, back: Tensor, mask: Tensor, pick: Tensor) -> Tenso
     far = ((xs - cx) * a.cos() + (ys - cy) * a.sin()) > 0
     out_w = 1 - mask
     mean = (out_w * back).sum((2, 3), keepdim=True) / out_w.sum((2, 3), keepdim=True).clamp_min(1e-6)
+    if shift > 0:
+        kw = {"device": fore.device, "dtype": fore.dtype}
+        d = F.normalize(torch.randn(n, 3, 1, 1, **kw), dim=1) * shift * (0.5 + 0.5 * torch.rand(n, 1, 1, 1, **kw))
+        mean = (mean + d).clamp(-1, 1)
     return torch.where(far & pick.view(n, 1, 1, 1), mean.expand_as(fore), fore)
 
 
