@@ -490,7 +490,8 @@ PART_METRICS = {"parts"}  # part consistency in the object's canonical frame, sy
 def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | None = None,
              baseline: str | None = None, k: int | None = None, features_: str = "all", label: str = "class",
              split: str | None = None, max_images: int = 0, n_fake: int = 1000, inception: str | None = None,
-             seed: int = 0, workers: int = 2, progress: Progress = None, refine: str = "none") -> dict:
+             seed: int = 0, workers: int = 2, progress: Progress = None, refine: str = "none",
+             tta: str = "none") -> dict:
     from .metrics.clustering import cluster_metrics, pixel_kmeans_floor
 
     names = [x.strip().lower() for x in metrics.split(",") if x.strip()]
@@ -547,7 +548,7 @@ def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | 
     if seg:
         if not ckpt_path:
             raise FgtoolError("iou/dice need --ckpt of a model that can segment")
-        result["metrics"].update(_seg_eval(ckpt_path, data, split, max_images, workers, refine))
+        result["metrics"].update(_seg_eval(ckpt_path, data, split, max_images, workers, refine, tta))
     if "mix" in names:
         if not ckpt_path:
             raise FgtoolError("mix needs --ckpt of a model that can mix")
@@ -625,11 +626,31 @@ def _fid(ckpt_path, data, split, n_fake, inception, seed, workers) -> dict:
 
 
 REFINE = ("none", "grabcut")
+TTA = ("none", "flip")
 
 
-def _check_refine(refine: str) -> None:
+def _check_refine(refine: str, tta: str = "none") -> None:
     if refine not in REFINE:
         raise FgtoolError(f"--refine must be one of {', '.join(REFINE)}, got {refine!r}")
+    if tta not in TTA:
+        raise FgtoolError(f"--tta must be one of {', '.join(TTA)}, got {tta!r}")
+
+
+def _masks(m: "Loaded", x: torch.Tensor, tta: str = "none"):
+    """(fg [N,1,H,W], part probabilities [N,K+1,H,W] or None) of the images ``x``.
+    ``tta="flip"``: the mean of the maps of ``x`` and of its mirror image, mirrored back."""
+    def run(v):
+        if hasattr(m.backend, "segment_parts"):
+            probs = m.backend.segment_parts(m.nets, v).float()
+            return 1.0 - probs[:, -1:], probs
+        return m.backend.segment(m.nets, v).float(), None
+
+    fg, probs = run(x)
+    if tta == "flip":
+        fg2, probs2 = run(x.flip(-1))
+        fg = (fg + fg2.flip(-1)) / 2
+        probs = (probs + probs2.flip(-1)) / 2 if probs is not None else None
+    return fg, probs
 
 
 def _refined(x: torch.Tensor, fg: torch.Tensor, probs: torch.Tensor | None, refine: str):
@@ -647,10 +668,10 @@ def _refined(x: torch.Tensor, fg: torch.Tensor, probs: torch.Tensor | None, refi
     return fg, probs
 
 
-def _seg_eval(ckpt_path, data, split, max_images, workers, refine: str = "none") -> dict:
+def _seg_eval(ckpt_path, data, split, max_images, workers, refine: str = "none", tta: str = "none") -> dict:
     from .metrics.segmentation import seg_metrics
 
-    _check_refine(refine)
+    _check_refine(refine, tta)
     m = load(ckpt_path)
     _require_segmenter(m)
     imageset, ds = _eval_set(m, data, split, max_images, with_masks=True)
@@ -660,7 +681,7 @@ def _seg_eval(ckpt_path, data, split, max_images, workers, refine: str = "none")
     with torch.no_grad():
         for b in _batches(ds, 64, workers):
             x = b["image"].to(m.device)
-            preds.append(_refined(x, m.backend.segment(m.nets, x).float(), None, refine)[0].cpu())
+            preds.append(_refined(x, _masks(m, x, tta)[0], None, refine)[0].cpu())
             gts.append(b["mask"])
     bgs = [r.bg for r in imageset.records]
     if all(b < 0 for b in bgs):
@@ -800,13 +821,14 @@ def _part_palette(k: int) -> list[int]:
 
 def segment(ckpt_path: str, data: str, out: str, parts: bool = False, points: bool = False,
             batch_size: int = 32, split: str | None = None, max_images: int = 0, workers: int = 2,
-            progress: Progress = None, remove_object: bool = False, refine: str = "none") -> dict:
+            progress: Progress = None, remove_object: bool = False, refine: str = "none", tta: str = "none") -> dict:
     """Foreground masks of real photos, one PNG per image (0/255, the photo's own size,
     same relative name) under ``out``, an ``overlay.png`` contact sheet and ``index.json``.
     ``parts``: also part-index PNGs under ``out/parts/`` (palette: 0 background, j + 1 part
     j) and ``parts_overlay.png``. ``points``: part centres (centres of mass of the part
     maps) drawn on the sheets and written to ``points.json`` in the photo's pixels.
-    ``refine="grabcut"``: each mask's edge redrawn by the photo's colours (:func:`_refined`)."""
+    ``refine="grabcut"``: each mask's edge redrawn by the photo's colours (:func:`_refined`).
+    ``tta="flip"``: the maps are the mean over the photo and its mirror image (:func:`_masks`)."""
     from PIL import Image
 
     from .io.images import (
@@ -820,7 +842,7 @@ def segment(ckpt_path: str, data: str, out: str, parts: bool = False, points: bo
         to_pil,
     )
 
-    _check_refine(refine)
+    _check_refine(refine, tta)
     m = load(ckpt_path)
     _require_segmenter(m)
     name = m.cfg.model
@@ -844,12 +866,7 @@ def segment(ckpt_path: str, data: str, out: str, parts: bool = False, points: bo
     with torch.no_grad():
         for batch in _batches(ds, batch_size, workers):
             x = batch["image"].to(m.device)
-            if hasattr(m.backend, "segment_parts"):
-                probs = m.backend.segment_parts(m.nets, x).float()
-                fg = 1.0 - probs[:, -1:]
-            else:
-                probs, fg = None, m.backend.segment(m.nets, x).float()
-            fg, probs = _refined(x, fg, probs, refine)
+            fg, probs = _refined(x, *_masks(m, x, tta), refine)
             bgs = m.backend.remove_object(m.nets, x).float().cpu() if remove_object else None
             cen = m.backend.part_centres(probs) if points else None
             xs, fg, probs = x.float().cpu(), fg.cpu(), probs.cpu() if probs is not None else None

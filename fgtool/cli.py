@@ -43,6 +43,9 @@ SKIP_BAD_OPT = typer.Option(False, "--skip-bad",
 REFINE_OPT = typer.Option("none", "--refine",
                           help="Masks (segment, iou/dice): 'grabcut' redraws each mask's edge by the photo's "
                                "colours; 'none' keeps the model's mask.")
+TTA_OPT = typer.Option("none", "--tta",
+                       help="Masks (segment, iou/dice): 'flip' averages the maps of each photo and of its "
+                            "mirror image (two passes); 'none' is one pass.")
 
 
 def _emit(result, as_json: bool, title: str) -> None:
@@ -208,6 +211,7 @@ def eval_(
                                             help="torchvision inception_v3 state dict (or FGTOOL_INCEPTION_WEIGHTS)."),
     seed: int = typer.Option(0, "--seed"),
     refine: str = REFINE_OPT,
+    tta: str = TTA_OPT,
     quiet: bool = typer.Option(False, "--quiet", "-q"),
     skip_bad: bool = SKIP_BAD_OPT,
     as_json: bool = JSON_OPT,
@@ -220,7 +224,7 @@ def eval_(
     with _Bars(quiet) as bars, skip_bad_images(skip_bad):
         res = api.evaluate(metric, data, ckpt_path=ckpt, pred=pred, baseline=baseline, k=k, features_=features,
                            label=label, split=split, max_images=max_images, n_fake=n_fake, inception=inception,
-                           seed=seed, progress=bars, refine=refine)
+                           seed=seed, progress=bars, refine=refine, tta=tta)
     _emit(res, as_json, "eval")
 
 
@@ -302,6 +306,7 @@ def segment(
     split: Optional[str] = typer.Option(None, "--split", help="train or test (split.csv / train_test_split.txt)."),
     max_images: int = typer.Option(0, "--max-images"),
     refine: str = REFINE_OPT,
+    tta: str = TTA_OPT,
     quiet: bool = typer.Option(False, "--quiet", "-q"),
     skip_bad: bool = SKIP_BAD_OPT,
     as_json: bool = JSON_OPT,
@@ -312,7 +317,8 @@ def segment(
 
     with _Bars(quiet) as bars, skip_bad_images(skip_bad):
         res = api.segment(ckpt, data, out, parts=parts, points=points, batch_size=batch_size, split=split,
-                          max_images=max_images, progress=bars, remove_object=remove_object, refine=refine)
+                          max_images=max_images, progress=bars, remove_object=remove_object, refine=refine,
+                          tta=tta)
     _emit(res, as_json, "segment")
 
 

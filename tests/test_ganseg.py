@@ -681,6 +681,53 @@ def test_refine_grabcut_in_segment_and_eval(capsys, run, synth_dir, tmp_path):
     assert rc == 2 and one_error_line(err) and "--refine" in err
 
 
+def test_tta_flip_averages_the_photo_and_its_mirror(capsys, run, synth_dir, tmp_path):
+    images = sorted((synth_dir / "images").rglob("*.png"))
+    m = api.load(str(run / "last.pt"))
+    x = torch.stack([torch.from_numpy(np.asarray(Image.open(i).convert("RGB"), dtype=np.float32)).permute(2, 0, 1)
+                     for i in images]) / 127.5 - 1
+    with torch.no_grad():
+        probs = m.backend.segment_parts(m.nets, x).float()
+        mirror = m.backend.segment_parts(m.nets, x.flip(-1)).float().flip(-1)
+        fg, pr = api._masks(m, x, "flip")
+        assert torch.allclose(pr, (probs + mirror) / 2, atol=1e-6)
+        assert torch.allclose(fg, 1 - (probs[:, -1:] + mirror[:, -1:]) / 2, atol=1e-6)
+        plain, _ = api._masks(m, x)
+    assert (plain - fg).abs().max() > 1e-3  # the tiny model is not mirror-symmetric: the mean differs
+    gt = np.stack([np.asarray(Image.open(synth_dir / "segmentations" / i.relative_to(synth_dir / "images")))
+                   > 127 for i in images])
+    res = run_json(capsys, "eval", "--metric", "iou", "--ckpt", run / "last.pt", "--data", synth_dir,
+                   "--tta", "flip", "--quiet")
+    assert res["metrics"]["iou"] == pytest.approx(seg_metrics((fg[:, 0] > 0.5).numpy(), gt)["iou"], abs=1e-6)
+    out = tmp_path / "t"
+    run_json(capsys, "segment", "--ckpt", run / "last.pt", "--data", synth_dir, "--out", out, "--tta", "flip",
+             "--quiet")
+    pred = np.stack([np.asarray(Image.open(out / i.relative_to(synth_dir / "images"))) > 127 for i in images])
+    assert (pred == (fg[:, 0] > 0.5).numpy()).mean() > 0.99
+    rc, _, err = run_cli(capsys, "segment", "--ckpt", run / "last.pt", "--data", synth_dir, "--out", out,
+                         "--tta", "rot90")
+    assert rc == 2 and one_error_line(err) and "--tta" in err
+
+
+def test_self_tta_teacher_averages_the_photo_and_its_mirror():
+    x = _batch(4)["image"]
+
+    class Lopsided(torch.nn.Module):  # says "object" on the left half of whatever it is shown
+        def forward(self, img):
+            n, _, h, w = img.shape
+            left = (torch.arange(w) < w // 2).float().expand(n, 1, h, w)
+            return torch.cat([4 * left - 2, torch.zeros_like(left)], 1)
+
+    b = _backend("model.n_parts=1", "model.seg_start=1", "model.self_start=1", "model.self_refine=none",
+                 "model.self_conf=0.6")
+    lab, w = b.pseudo_labels(Lopsided(), x)
+    assert torch.all(lab[..., :16] == 0) and torch.all(lab[..., 16:] == 1) and torch.all(w == 1)
+    bt = _backend("model.n_parts=1", "model.seg_start=1", "model.self_start=1", "model.self_refine=none",
+                  "model.self_conf=0.6", "model.self_tta=true")
+    lab, w = bt.pseudo_labels(Lopsided(), x)
+    assert torch.all(w == 0)  # the photo and its mirror disagree everywhere: p = 0.5, below self_conf
+
+
 def test_resume_across_seg_start_is_bit_identical(synth_dir, tmp_path):
     from test_resume import tensors_differ
 

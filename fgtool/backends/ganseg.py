@@ -153,6 +153,9 @@ class GANSegConfig:
     # segmenter can drift to "all object" or "no object" on a kind of background, and GrabCut,
     # with no sure background or no sure foreground to learn from, cannot pull it back)
     self_guard: float = 0.0
+    # ours, off: the teacher's map is the mean of its maps of the photo and of its mirror image
+    # (as `--tta flip` at inference): steadier labels, and no left-right bias to feed on itself
+    self_tta: bool = False
     lr_s: float = 3e-4
     seg_betas: tuple[float, float] = (0.9, 0.999)
     w_ce: float = 0.5
@@ -546,6 +549,8 @@ class GANSeg(Backend):
         c = self.cfg
         with torch.no_grad(), eval_mode(S):
             prob = S(real).float().softmax(1)
+            if c.self_tta:
+                prob = (prob + S(real.flip(-1)).float().softmax(1).flip(-1)) / 2
         conf, lab = prob.max(1)
         if c.self_refine == "none":
             return lab, (conf >= c.self_conf).float()
