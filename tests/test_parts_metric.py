@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from conftest import TINY
 
 from fgtool import api
 from fgtool.data.synth import PARENT_NAMES, SynthConfig, config_from_meta, render_one, scene, synth_arrays
 from fgtool.errors import FgtoolError
 from fgtool.metrics.mix import synth_meta
-from fgtool.metrics.parts import consistency, image_indices, mass_centres, to_canonical, view_to_pixels
+from fgtool.metrics.parts import (
+    band_parts,
+    consistency,
+    image_indices,
+    mass_centres,
+    part_consistency,
+    to_canonical,
+    view_to_pixels,
+)
 
 N, S = 96, 32
 
@@ -97,6 +106,18 @@ def test_absent_parts_are_left_out_and_counted(arrays):
     assert all(row["spread"][1] is None for row in res["parts_per_family"].values())
 
 
+def test_band_parts_cut_the_foreground_into_equal_rows_top_to_bottom():
+    fg = np.zeros((2, 8, 8), bool)
+    fg[0, 2:6, 1:7] = True  # 4 rows of 6 pixels
+    fg[1, 0:8, 3:5] = True  # 8 rows of 2
+    b = band_parts(fg, 2)
+    assert b.shape == (2, 2, 8, 8) and np.array_equal(b.sum(1) > 0, fg) and b.sum(1).max() == 1
+    assert np.array_equal(np.nonzero(b[0, 0].any(1))[0], [2, 3])
+    assert np.array_equal(np.nonzero(b[0, 1].any(1))[0], [4, 5])
+    assert b[1, 0].sum() == b[1, 1].sum() == 8 and b[1, 0, :4].sum() == 8
+    assert band_parts(np.zeros((1, 4, 4), bool), 3).sum() == 0  # no foreground: empty bands
+
+
 def test_mass_centres_and_view_mapping():
     p = np.zeros((1, 2, 4, 4))
     p[0, 0, 0, 0] = 1.0  # top-left pixel: its centre is at -0.75, -0.75
@@ -133,6 +154,20 @@ def test_eval_parts_end_to_end(gs_run, synth_dir, tmp_path):
     assert set(res["parts_per_family"]) == {PARENT_NAMES[0], PARENT_NAMES[1]}
     for row in res["parts_per_family"].values():
         assert row["n"] == 24 and len(row["present"]) == 2
+    assert np.isfinite(res["parts_band_spread"]) and res["parts_band_separation"] > 0
+    # a model whose parts are its foreground's horizontal bands scores the band reference exactly
+    m = api.load(str(gs_run / "last.pt"))
+    own = m.backend.segment_parts
+
+    def as_bands(nets, x):
+        p = own(nets, x).float()
+        bands = torch.from_numpy(band_parts((p[:, -1] < 0.5).numpy(), 2)).float()
+        return torch.cat([bands, p[:, -1:]], 1)
+
+    m.backend.segment_parts = as_bands
+    ref = part_consistency(m, synth_dir)
+    assert ref["parts_spread"] == pytest.approx(ref["parts_band_spread"], abs=1e-9)
+    assert ref["parts_separation"] == pytest.approx(ref["parts_band_separation"], abs=1e-9)
     # not a synthetic set: a one-line error
     plain = tmp_path / "plain" / "a"
     plain.mkdir(parents=True)

@@ -21,6 +21,10 @@ point drawn at random inside the object):
 - ``parts_fg_spread``: the same scatter for the centre of the whole predicted foreground,
   the reference a K = 1 model is measured by.
 - ``parts_gt_spread``: the scatter of the true mask's centre (rasterisation only: ~0).
+- ``parts_band_spread`` and ``parts_band_separation`` (K >= 2): the same two numbers for a
+  reference part model, the predicted foreground cut into K horizontal bands of equal area,
+  top to bottom. Bands follow the picture's rows, not the object, so they are consistent
+  only as far as the objects stand upright; parts that are bands score about the same.
 """
 
 from __future__ import annotations
@@ -81,6 +85,16 @@ def mass_centres(prob: np.ndarray, min_mass: float = 0.002) -> np.ndarray:
     c = np.stack([cx, cy], -1)
     c[mass / (h * w) < min_mass] = np.nan
     return c
+
+
+def band_parts(fg: np.ndarray, k: int) -> np.ndarray:
+    """[N, H, W] boolean foreground -> [N, K, H, W] 0/1 maps: the foreground cut into ``k``
+    horizontal bands of (about) equal area, band 0 at the top."""
+    n, h, w = fg.shape
+    rows = fg.sum(2).astype(np.float64)  # [N, H]
+    share = np.cumsum(rows, 1) / np.maximum(rows.sum(1, keepdims=True), 1)  # foreground above and on a row
+    band = np.clip(np.ceil(share * k), 1, k).astype(np.int64) - 1  # [N, H]
+    return np.stack([fg & (band == j)[:, :, None] for j in range(k)], 1).astype(np.float64)
 
 
 def consistency(canon: np.ndarray, fg: np.ndarray, gt: np.ndarray, families: np.ndarray,
@@ -150,7 +164,7 @@ def part_consistency(m, data: str | Path, split: str | None = None, max_images: 
         raise FgtoolError(f"{data} has no segmentations/ to measure the objects by")
     idx = image_indices(data, [r.path for r in imageset.records])
     k = m.backend.n_parts()
-    canon, fg_c, gt_c, fam = [], [], [], []
+    canon, fg_c, gt_c, fam, band_c = [], [], [], [], []
     r2: dict[int, list[float]] = {}
     done = 0
     for b in _batches(ds, 64, workers):
@@ -159,6 +173,7 @@ def part_consistency(m, data: str | Path, split: str | None = None, max_images: 
         cen = mass_centres(probs[:, :k], min_mass)
         cen_fg = mass_centres(1.0 - probs[:, k:], min_mass)[:, 0]
         cen_gt = mass_centres(gt, 0.0)[:, 0]
+        cen_band = mass_centres(band_parts(probs[:, k] < 0.5, k), min_mass) if k >= 2 else None
         h, w = gt.shape[-2:]
         for i in range(probs.shape[0]):
             rec = imageset.records[done + i]
@@ -167,6 +182,8 @@ def part_consistency(m, data: str | Path, split: str | None = None, max_images: 
             canon.append(to_canonical(view_to_pixels(cen[i], region), A, t))
             fg_c.append(to_canonical(view_to_pixels(cen_fg[i], region), A, t))
             gt_c.append(to_canonical(view_to_pixels(cen_gt[i], region), A, t))
+            if cen_band is not None:
+                band_c.append(to_canonical(view_to_pixels(cen_band[i], region), A, t))
             fam.append(parent)
             # the object's own pixels in the canonical frame: its radius of gyration
             ys, xs = np.nonzero(gt[i, 0])
@@ -179,7 +196,10 @@ def part_consistency(m, data: str | Path, split: str | None = None, max_images: 
             progress("parts", done, len(ds))
     fam_a = np.array(fam)
     radius = {f: float(np.sqrt(np.mean(r2[f]))) if f in r2 else float("nan") for f in set(fam)}
-    out = consistency(np.stack(canon), np.stack(fg_c), np.stack(gt_c), fam_a, radius,
-                      names=list(PARENT_NAMES[:len(meta["parents"])]))
+    names = list(PARENT_NAMES[:len(meta["parents"])])
+    out = consistency(np.stack(canon), np.stack(fg_c), np.stack(gt_c), fam_a, radius, names=names)
+    if band_c:  # the reference: the same foreground cut into K horizontal bands
+        ref = consistency(np.stack(band_c), np.stack(fg_c), np.stack(gt_c), fam_a, radius, names=names)
+        out["parts_band_spread"], out["parts_band_separation"] = ref["parts_spread"], ref["parts_separation"]
     out["parts_n"] = done
     return out
