@@ -629,7 +629,7 @@ REFINE = ("none", "grabcut")
 TTA = ("none", "flip")
 
 
-def _check_refine(refine: str, tta: str = "none") -> None:
+def _check_mask_options(refine: str, tta: str = "none") -> None:
     if refine not in REFINE:
         raise FgtoolError(f"--refine must be one of {', '.join(REFINE)}, got {refine!r}")
     if tta not in TTA:
@@ -639,18 +639,16 @@ def _check_refine(refine: str, tta: str = "none") -> None:
 def _masks(m: "Loaded", x: torch.Tensor, tta: str = "none"):
     """(fg [N,1,H,W], part probabilities [N,K+1,H,W] or None) of the images ``x``.
     ``tta="flip"``: the mean of the maps of ``x`` and of its mirror image, mirrored back."""
-    def run(v):
-        if hasattr(m.backend, "segment_parts"):
-            probs = m.backend.segment_parts(m.nets, v).float()
-            return 1.0 - probs[:, -1:], probs
-        return m.backend.segment(m.nets, v).float(), None
+    from .nn.refine import flip_average
 
-    fg, probs = run(x)
-    if tta == "flip":
-        fg2, probs2 = run(x.flip(-1))
-        fg = (fg + fg2.flip(-1)) / 2
-        probs = (probs + probs2.flip(-1)) / 2 if probs is not None else None
-    return fg, probs
+    parts = hasattr(m.backend, "segment_parts")
+    seg = m.backend.segment_parts if parts else m.backend.segment
+
+    def fn(v):
+        return seg(m.nets, v).float()
+
+    maps = flip_average(fn, x) if tta == "flip" else fn(x)
+    return (1.0 - maps[:, -1:], maps) if parts else (maps, None)
 
 
 def _refined(x: torch.Tensor, fg: torch.Tensor, probs: torch.Tensor | None, refine: str):
@@ -671,7 +669,7 @@ def _refined(x: torch.Tensor, fg: torch.Tensor, probs: torch.Tensor | None, refi
 def _seg_eval(ckpt_path, data, split, max_images, workers, refine: str = "none", tta: str = "none") -> dict:
     from .metrics.segmentation import seg_metrics
 
-    _check_refine(refine, tta)
+    _check_mask_options(refine, tta)
     m = load(ckpt_path)
     _require_segmenter(m)
     imageset, ds = _eval_set(m, data, split, max_images, with_masks=True)
@@ -842,7 +840,7 @@ def segment(ckpt_path: str, data: str, out: str, parts: bool = False, points: bo
         to_pil,
     )
 
-    _check_refine(refine, tta)
+    _check_mask_options(refine, tta)
     m = load(ckpt_path)
     _require_segmenter(m)
     name = m.cfg.model

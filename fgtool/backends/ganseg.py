@@ -546,16 +546,18 @@ class GANSeg(Backend):
         and a weight map [N, H, W] (0 = ignored), from S in eval mode on the clean photos.
         With self_guard, ``fg_range`` (the smallest and largest foreground share of the
         step's generated masks) bounds the foreground share a kept label may have."""
+        from ..nn.refine import flip_average, grabcut_refine
+
         c = self.cfg
+
+        def teacher(x):
+            return S(x).float().softmax(1)
+
         with torch.no_grad(), eval_mode(S):
-            prob = S(real).float().softmax(1)
-            if c.self_tta:
-                prob = (prob + S(real.flip(-1)).float().softmax(1).flip(-1)) / 2
+            prob = flip_average(teacher, real) if c.self_tta else teacher(real)
         conf, lab = prob.max(1)
         if c.self_refine == "none":
             return lab, (conf >= c.self_conf).float()
-        from ..nn.refine import grabcut_refine
-
         band = c.self_band if c.self_band >= 0 else max(1, self.size // 16)
         fg = grabcut_refine(real, 1.0 - prob[:, self.k], band=band, iters=c.self_iters)
         part = prob[:, :self.k].argmax(1)

@@ -1,8 +1,10 @@
-"""Mask refinement by image colour: OpenCV's GrabCut started from a soft foreground map.
+"""Mask refinement: mirror averaging of a segmenter's maps, and OpenCV's GrabCut started from
+a soft foreground map.
 
 Used by GANSeg's self-training stage to sharpen the segmenter's own predictions on real
-photos before it learns from them: a blob that spills over the background is pulled back
-to the colour edge of the object. Runs on the CPU (numpy), a batch at a time.
+photos before it learns from them (a blob that spills over the background is pulled back
+to the colour edge of the object), and by ``fgtool segment`` / ``eval`` (``--tta``,
+``--refine``). GrabCut runs on the CPU (numpy), a batch at a time.
 """
 
 from __future__ import annotations
@@ -10,6 +12,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor
+
+
+def flip_average(fn, x: Tensor) -> Tensor:
+    """The mean of ``fn``'s maps [N, C, H, W] of the images ``x`` and of their mirror images,
+    mirrored back: one call of ``fn`` on both (``fn`` must treat images independently, e.g. a
+    network in eval mode)."""
+    a, b = fn(torch.cat([x, x.flip(-1)])).chunk(2)
+    return (a + b.flip(-1)) / 2
 
 
 def _erode(m: np.ndarray, r: int) -> np.ndarray:
