@@ -866,7 +866,7 @@ def test_self_guard_drops_labels_outside_the_generated_masks_range():
 
 
 def test_seg_camo_paints_part_of_the_object_in_its_background_colour():
-    from fgtool.backends.ganseg import _camouflage
+    from fgtool.nn.selftrain import camouflage as _camouflage
 
     n, s = 64, 16
     mask = torch.zeros(n, 1, s, s)
@@ -888,7 +888,7 @@ def test_seg_camo_paints_part_of_the_object_in_its_background_colour():
 
 
 def test_seg_camo_shift_paints_a_colour_near_but_not_at_the_background_mean():
-    from fgtool.backends.ganseg import _camouflage
+    from fgtool.nn.selftrain import camouflage as _camouflage
 
     n, s, shift = 64, 16, 0.4
     mask = torch.zeros(n, 1, s, s)

@@ -517,3 +517,171 @@ def test_cluster_with_the_encoders(capsys, run, synth_dir):
     ev = run_json(capsys, "eval", "--metric", "nmi", "--ckpt", run / "last.pt", "--data", synth_dir,
                   "--features", "parent", "--label", "parent", "--k", "2")
     assert ev["k"] == 2 and ev["features"] == "parent"
+
+
+# ----------------------------------------------------------------------------- distilled segmenter
+
+
+def _seg_backend(*sets) -> OneGAN:
+    return _backend("model.seg_start=2", "model.seg_width=4", "model.self_jitter=0", *sets)
+
+
+def test_segmenter_stage_phases_and_nets():
+    b = _seg_backend("model.self_start=3")
+    ph = {p.name: p for p in b.phases()}
+    # the GAN stops where the segmenter starts; only S moves from then on
+    assert ph["G"].active(1) and not ph["G"].active(2) and not ph["D"].active(2) and not ph["D_rr"].active(5)
+    assert ph["S"].trains == ("S",) and ph["S"].active(2) and not ph["S"].active(1) and ph["S"].active(10 ** 6)
+    nets = b.build()
+    assert "S" in nets and not bool(nets["S"].trained)
+    assert "S" not in _backend().build()
+    assert "S" in OneGAN.inference_nets
+
+
+@pytest.mark.parametrize("sets,match", [
+    (("model.seg_start=5", "model.self_start=3"), "self_start"),
+    (("model.self_start=3",), "self_start"),
+    (("model.seg_start=-2",), "seg_start"),
+    (("model.seg_start=2", "model.self_fg_range=0.5,0.2"), "self_fg_range"),
+    (("model.seg_start=2", "model.self_refine=crf"), "self_refine"),
+    (("model.seg_start=2", "model.self_guard=-1"), "self_guard"),
+])
+def test_bad_segmenter_config_is_a_user_error(sets, match):
+    with pytest.raises(FgtoolError, match=match):
+        _backend(*sets)
+
+
+def test_segmenter_learns_onegans_masks_then_its_own():
+    """Before self_start the labels are OneGAN's maps of the photos (here a stand-in: the left
+    half is object), after it S's own; segment() switches to S once S has trained."""
+    b = _seg_backend("model.self_start=3", "model.self_refine=none", "model.self_conf=0.5")
+    nets = _eval_nets(b)
+    x = _images(4)
+    with torch.no_grad():
+        before = b.segment(nets, x)
+    assert torch.equal(before, b.reconstruct(nets, x)["mask"].float().clamp(0, 1))  # untrained S is not used
+    left = torch.zeros(4, 1, S, S)
+    left[..., : S // 2] = 1.0
+    b._own_probs = lambda nets_, v: torch.cat([left, 1 - left], 1)[: v.shape[0]]
+    out = b.loss("S", nets, {"image": x}, step=2)
+    assert out["s_own"] == 0 and out["s_self_fg"].item() == pytest.approx(0.5) and out["s_self_used"] == 1
+    assert bool(nets["S"].trained) and b.has_segmenter(nets)
+    # from self_start the teacher is S in eval mode (its argmax; conf 0.5 keeps every pixel)
+    nets["S"].eval()
+    with torch.no_grad():
+        own = (nets["S"](x).argmax(1) == 0).float().mean().item()
+        seg = b.segment(nets, x)
+    out = b.loss("S", nets, {"image": x}, step=3)
+    assert out["s_own"] == 1 and out["s_self_fg"].item() == pytest.approx(own)
+    assert torch.allclose(seg, nets["S"](x).softmax(1)[:, :1], atol=1e-6)
+    assert not torch.equal(seg, before)
+
+
+def test_segmenter_guard_applies_to_its_own_labels_only():
+    """OneGAN's rough masks are there for GrabCut to rewrite: the guard never drops them; S's
+    own labels outside model.self_fg_range are dropped."""
+    # a guard this loose keeps any GrabCut change: the foreground range alone decides
+    b = _seg_backend("model.self_start=3", "model.self_guard=100", "model.self_fg_range=0.9,1.0")
+    nets = _eval_nets(b)
+    blob = torch.zeros(4, 1, S, S)
+    blob[..., 8:24, 8:24] = 1.0
+    x = torch.where(blob > 0, torch.tensor([0.8, -0.6, -0.6]).view(1, 3, 1, 1),
+                    torch.tensor([-0.6, -0.4, 0.7]).view(1, 3, 1, 1))  # a red square on blue: GrabCut keeps it
+    two = torch.cat([blob, 1 - blob], 1)
+    b._own_probs = lambda nets_, v: two[: v.shape[0]]
+
+    class Blob(torch.nn.Module):  # S drawing the same blob
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+            self.register_buffer("trained", torch.ones((), dtype=torch.bool))
+
+        def forward(self, v):
+            return (two[: v.shape[0]] * 20 - 10) + self.w
+
+    assert b.loss("S", nets, {"image": x}, step=2)["s_self_used"] == 1  # 25% object: outside the range, kept
+    nets["S"] = Blob()
+    assert b.loss("S", nets, {"image": x}, step=3)["s_self_used"] == 0  # S's own: dropped
+    b.cfg.self_fg_range = (0.2, 0.3)
+    assert b.loss("S", nets, {"image": x}, step=3)["s_self_used"] == 1
+
+
+def test_segmenter_stage_trains_resumes_and_segments(capsys, synth_dir, tmp_path):
+    """A run through the GAN and into the segmenter stage: a resumed run matches an uninterrupted
+    one bit for bit across seg_start and self_start; the checkpoint's S segments photos
+    (`segment`, `eval`), while object removal keeps the reconstruction path."""
+    from test_resume import tensors_differ
+
+    sets = ["model.seg_start=3", "model.self_start=4", "model.seg_width=4", "model.self_tta=true",
+            "model.self_guard=0.3", "train.steps=5", "train.log_every=1", "train.ckpt_every=1",
+            "train.sample_every=100"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    _train(full, synth_dir, *sets)
+    _train(part, synth_dir, *[s if s != "train.steps=5" else "train.steps=3" for s in sets])
+    _train(part, synth_dir, "train.steps=5", resume=True)
+    a, b = ckpt.load(full / "last.pt"), ckpt.load(part / "last.pt")
+    for key in ("nets", "ema", "optim", "rng"):
+        assert not tensors_differ(a[key], b[key], key), key
+    rows = [json.loads(r) for r in (full / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("s_own") for r in rows if r["step"] >= 4] == [0.0, 1.0]
+    assert "G/loss" in rows[2] and "G/loss" not in rows[3] and "S/loss" in rows[3]
+    g3 = ckpt.load(full / "step_0000003.pt")["nets"]
+    assert all(torch.equal(v, a["nets"]["G"][k]) for k, v in g3["G"].items())  # the GAN stopped
+    m = api.load(full / "last.pt", device="cpu")
+    assert set(m.nets) == {"G", "E", "S"} and m.backend.has_segmenter(m.nets)
+    _, ds = api._eval_set(m, str(synth_dir), with_masks=True)
+    x = torch.stack([ds[i]["image"] for i in range(6)])
+    with torch.no_grad():
+        assert torch.allclose(m.backend.segment(m.nets, x), m.nets["S"](x).softmax(1)[:, :1])
+        assert torch.equal(m.backend.remove_object(m.nets, x),
+                           m.backend.reconstruct(m.nets, x)["background"].float().clamp(-1, 1))
+    ev = run_json(capsys, "eval", "--metric", "iou", "--ckpt", full / "last.pt", "--data", synth_dir)
+    assert ev["metrics"]["n"] == 48
+    assert (full / "segmenter.png").exists()
+
+
+def test_paste_pairs_cut_kept_objects_onto_crops():
+    from fgtool.nn.selftrain import paste_pairs
+
+    real = torch.stack([torch.full((3, S, S), v) for v in (0.5, -0.5, 0.2)])
+    lab = torch.ones(3, S, S, dtype=torch.long)  # 1 = background
+    lab[:, 4:12, 6:20] = 0
+    weight = torch.zeros(3, S, S)
+    weight[0] = 1.0  # only the first photo's label is kept
+    crops = torch.stack([torch.full((3, S, S), -0.9), torch.full((3, S, S), 0.9)])
+    ok = torch.tensor([True, False])  # only the first crop exists
+    img, l2, w2 = paste_pairs(real, lab, weight, crops, ok, share=2.0, k=1)
+    assert img.shape == (6, 3, S, S) and torch.equal(l2, lab[[0] * 6]) and torch.equal(w2, weight[[0] * 6])
+    obj = (lab[0] == 0)
+    assert torch.all(img[:, :, obj] == 0.5) and torch.all(img[:, :, ~obj] == -0.9)
+    # camouflaged: part of each object takes the crop's colour, the rest and the labels stay
+    img, l3, _ = paste_pairs(real, lab, weight, crops, ok, share=2.0, k=1, camo=1.0, camo_shift=0.0)
+    inside = img[:, 0][:, obj]
+    near = (inside + 0.9).abs() < 1e-5  # the crop's mean colour
+    assert torch.equal(l3, l2) and torch.all(near | (inside == 0.5))
+    painted = near.float().mean(1)
+    assert torch.all(painted > 0.2) and torch.all(painted < 0.8) and torch.all(img[:, :, ~obj] == -0.9)
+    assert paste_pairs(real, lab, torch.zeros_like(weight), crops, ok, 1.0, 1) is None  # nothing kept
+    assert paste_pairs(real, lab, weight, crops, torch.tensor([False, False]), 1.0, 1) is None  # no crop
+    assert paste_pairs(real, lab, weight, crops, ok, 0.0, 1) is None
+
+
+def test_segmenter_pastes_from_self_start_and_crops_can_skip_the_background_d():
+    from test_contract import _batch
+
+    b = _seg_backend("model.self_start=3", "model.self_refine=none", "model.self_conf=0.5", "model.seg_paste=0.5")
+    nets = _eval_nets(b)
+    batch = _batch(S, 4)
+    batch["bg_crop"], batch["bg_crop_ok"] = torch.zeros(4, 3, S, S), torch.ones(4)
+    assert b.loss("S", nets, batch, step=2)["s_pasted"] == 0  # OneGAN's own labels are not pasted
+    assert b.loss("S", nets, batch, step=3)["s_pasted"] == 2
+    # the background D reads the crops only with d_bg_crops (the paper's set)
+    plain = {k: v for k, v in batch.items() if not k.startswith("bg_crop")}
+    for flag, same in (("true", False), ("false", True)):
+        bd = _backend(f"model.d_bg_crops={flag}")
+        n = _eval_nets(bd)
+        fake = torch.zeros(4, 3, S, S)
+        with torch.no_grad():
+            a = bd._loss_d(n["Dbg"], n["Dc"], batch, fake, fake, 10, "")["loss"]
+            p = bd._loss_d(n["Dbg"], n["Dc"], plain, fake, fake, 10, "")["loss"]
+        assert torch.equal(a, p) == same, flag

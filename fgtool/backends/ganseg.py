@@ -50,6 +50,16 @@ from ..nn.blocks import (
     mlp,
 )
 from ..nn.compose import RelativeFourier, crop_margin, gaussian_heatmaps, pixel_grid, upsample_crop
+from ..nn.selftrain import (
+    SelfTrainConfig,
+    camouflage,
+    check_self_train,
+    jitter_all,
+    pseudo_labels,
+    self_training_loss,
+    soft_dice_loss,
+    teacher_probs,
+)
 from ..registry import register
 from .base import Backend, Grid, Phase, as_rgb
 
@@ -57,7 +67,7 @@ SEG_ARCHS = ("small", *TorchvisionSegmenter.ARCHS)
 
 
 @dataclass
-class GANSegConfig:
+class GANSegConfig(SelfTrainConfig):
     n_parts: int = 8  # K (10 for Taichi in the paper)
     n_per: int = 4  # points per part
     z_dim: int = 256  # each of the three noises (points, part appearance, background appearance)
@@ -101,7 +111,6 @@ class GANSegConfig:
     pen_every: int = 2  # the penalties join the G loss every pen_every-th step
     seg_start: int = 30000  # step where the GAN stops and the segmenter starts; 0 = no segmenter stage
     seg_arch: str = "deeplabv3_resnet50"  # or deeplabv3_mobilenet_v3_large, or small (SmallSegmenter)
-    seg_width: int = 32  # width of the small segmenter
     seg_batch: int = 0  # generated pairs per segmenter step; 0 = train.batch_size
     # ours, 0 = off: this share of the segmenter's pairs put the generated foreground (its
     # rendered layer, cut out by its mask) on a real background, the box-outside crops of
@@ -132,34 +141,14 @@ class GANSegConfig:
     # from the batch's real photos against its own predictions on them: the teacher is S in
     # eval mode on the clean photo, its map refined by self_refine; the student sees the
     # photo colour-jittered (self_jitter) and flipped. The generated pairs keep their loss.
+    # The other self_* keys, seg_width, lr_s, seg_betas, w_ce and w_dice:
+    # fgtool.nn.selftrain.SelfTrainConfig
     self_start: int = 0
     w_self: float = 1.0
-    # "grabcut": the teacher's foreground (> 0.5) refined by GrabCut in a band of self_band
-    # pixels either side of its edge (fgtool.nn.refine); "none": the teacher's argmax where
-    # its probability is at least self_conf, other pixels ignored
-    self_refine: str = "grabcut"
-    self_conf: float = 0.9
-    self_band: int = -1  # -1: size // 16 (2 px at 32 px)
-    self_iters: int = 5  # GrabCut rounds
-    self_jitter: float = 0.3  # brightness, contrast and saturation range; hue a quarter of it
     # the teacher: 0 = S itself (live); 1 = a copy of S taken at self_start and then frozen;
     # between = an EMA of S with this decay, from that copy. A fixed or slow teacher cannot
     # chase its own mistakes, so pseudo-labels that shrink a mask do not feed on themselves
     self_ema: float = 0.0
-    # ours, 0 = off: a photo's pseudo-label is dropped when GrabCut changed its foreground area by
-    # more than this share of the teacher's own (> 0.5) area (a refinement that rewrites a mask
-    # rather than its edge), when the teacher found less than 1% foreground, or when the label's
-    # foreground share is outside the range of the same step's generated masks (a self-trained
-    # segmenter can drift to "all object" or "no object" on a kind of background, and GrabCut,
-    # with no sure background or no sure foreground to learn from, cannot pull it back)
-    self_guard: float = 0.0
-    # ours, off: the teacher's map is the mean of its maps of the photo and of its mirror image
-    # (as `--tta flip` at inference): steadier labels, and no left-right bias to feed on itself
-    self_tta: bool = False
-    lr_s: float = 3e-4
-    seg_betas: tuple[float, float] = (0.9, 0.999)
-    w_ce: float = 0.5
-    w_dice: float = 0.5
 
 
 # ----------------------------------------------------------------------------- networks
@@ -309,19 +298,6 @@ class GANSegDiscriminator(nn.Module):
         return self.net(x).flatten(1)
 
 
-def soft_dice_loss(logits: Tensor, target: Tensor, eps: float = 1.0, weight: Tensor | None = None) -> Tensor:
-    """1 - mean over classes of the soft Dice between softmax(logits) and one-hot(target),
-    pooled over the batch and the pixels; pixels of weight 0 ([N, H, W]) are left out."""
-    p = logits.float().softmax(1)
-    onehot = F.one_hot(target, p.shape[1]).permute(0, 3, 1, 2).to(p)
-    if weight is not None:
-        w = weight.to(p)[:, None]
-        p, onehot = p * w, onehot * w
-    inter = (p * onehot).sum((0, 2, 3))
-    denom = p.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
-    return 1.0 - ((2 * inter + eps) / (denom + eps)).mean()
-
-
 def r1_penalty(D: nn.Module, real: Tensor) -> Tensor:
     """E ||grad_x D(x)||^2 on real images, forward and double backward in fp32 (also
     inside a bf16/fp16 autocast region)."""
@@ -364,17 +340,13 @@ class GANSeg(Backend):
         if c.self_start and (c.seg_start <= 0 or c.self_start < c.seg_start):
             raise FgtoolError(f"model.self_start ({c.self_start}) needs a segmenter stage that starts no later: "
                               f"model.seg_start is {c.seg_start}")
-        if c.self_refine not in ("grabcut", "none"):
-            raise FgtoolError(f"model.self_refine must be 'grabcut' or 'none', got {c.self_refine!r}")
-        if min(c.seg_jitter, c.seg_hue, c.self_jitter) < 0 or c.seg_hue > 0.5 or not 0.5 <= c.self_conf <= 1.0:
-            raise FgtoolError("model.seg_jitter and model.self_jitter must be >= 0, model.seg_hue in [0, 0.5] "
-                              "and model.self_conf in [0.5, 1]")
+        check_self_train(c)
+        if min(c.seg_jitter, c.seg_hue) < 0 or c.seg_hue > 0.5:
+            raise FgtoolError("model.seg_jitter must be >= 0 and model.seg_hue in [0, 0.5]")
         if not 0.0 <= c.seg_camo <= 1.0:
             raise FgtoolError(f"model.seg_camo is a share in [0, 1], got {c.seg_camo}")
         if c.seg_camo_shift < 0:
             raise FgtoolError(f"model.seg_camo_shift is a colour distance >= 0, got {c.seg_camo_shift}")
-        if c.self_guard < 0:
-            raise FgtoolError(f"model.self_guard is a share >= 0 (0 = off), got {c.self_guard}")
         if not 0.0 <= c.self_ema <= 1.0:
             raise FgtoolError(f"model.self_ema is a decay in [0, 1] (0 = S itself, 1 = frozen), got {c.self_ema}")
         if c.point_div <= 0 or c.object_div < 0:
@@ -507,16 +479,16 @@ class GANSeg(Backend):
             if real_bg:
                 bg = torch.cat([torch.where(pick, crops[:m], bg[:m]), bg[m:]])
             if jitter:
-                fore, bg = _jitter(fore, c.seg_jitter, c.seg_hue), _jitter(bg, c.seg_jitter, c.seg_hue)
+                fore, bg = jitter_all(fore, c.seg_jitter, c.seg_hue), jitter_all(bg, c.seg_jitter, c.seg_hue)
             if c.seg_camo > 0:
-                fore = _camouflage(fore, bg, fg, torch.rand(n, device=dev) < c.seg_camo, c.seg_camo_shift)
+                fore = camouflage(fore, bg, fg, torch.rand(n, device=dev) < c.seg_camo, c.seg_camo_shift)
             image = (fg * fore + (1 - fg) * bg).to(image.dtype)
         else:
             if real_bg:
                 pasted = fg[:m] * fore[:m] + (1 - fg[:m]) * crops[:m]
                 image = torch.cat([torch.where(pick, pasted.to(image.dtype), image[:m]), image[m:]])
             if jitter:
-                image = _jitter(image, c.seg_jitter, c.seg_hue)
+                image = jitter_all(image, c.seg_jitter, c.seg_hue)
         logits = nets["S"](image).float()
         ce = F.cross_entropy(logits, target)
         dice = soft_dice_loss(logits, target)
@@ -546,45 +518,14 @@ class GANSeg(Backend):
         and a weight map [N, H, W] (0 = ignored), from S in eval mode on the clean photos.
         With self_guard, ``fg_range`` (the smallest and largest foreground share of the
         step's generated masks) bounds the foreground share a kept label may have."""
-        from ..nn.refine import flip_average, grabcut_refine
-
-        c = self.cfg
-
-        def teacher(x):
-            return S(x).float().softmax(1)
-
-        with torch.no_grad(), eval_mode(S):
-            prob = flip_average(teacher, real) if c.self_tta else teacher(real)
-        conf, lab = prob.max(1)
-        if c.self_refine == "none":
-            return lab, (conf >= c.self_conf).float()
-        band = c.self_band if c.self_band >= 0 else max(1, self.size // 16)
-        fg = grabcut_refine(real, 1.0 - prob[:, self.k], band=band, iters=c.self_iters)
-        part = prob[:, :self.k].argmax(1)
-        weight = torch.ones_like(conf)
-        if c.self_guard > 0:
-            raw = (lab != self.k).flatten(1).float().mean(1)
-            new = fg.flatten(1).float().mean(1)
-            keep = (raw >= 0.01) & ((new - raw).abs() <= c.self_guard * raw)
-            if fg_range is not None:  # an all-object or no-object label feeds on itself
-                lo, hi = (torch.as_tensor(v, device=new.device) for v in fg_range)
-                keep = keep & (new >= lo) & (new <= hi)
-            weight = weight * keep[:, None, None].to(weight)
-        return torch.where(fg, part, torch.full_like(part, self.k)), weight
+        with eval_mode(S):
+            prob = teacher_probs(lambda x: S(x).float().softmax(1), real, self.cfg.self_tta)
+        return pseudo_labels(self.cfg, prob, real, fg_range)
 
     def _self_training(self, S: nn.Module, real: Tensor, teacher: nn.Module | None = None,
                        fg_range: tuple[Tensor | float, Tensor | float] | None = None) -> dict[str, Tensor]:
-        c = self.cfg
         lab, weight = self.pseudo_labels(S if teacher is None else teacher, real, fg_range)
-        x = _jitter(real, c.self_jitter, c.self_jitter / 4) if c.self_jitter > 0 else real
-        flip = torch.rand(x.shape[0], device=x.device) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        lab = torch.where(flip[:, None, None], lab.flip(-1), lab)
-        weight = torch.where(flip[:, None, None], weight.flip(-1), weight)
-        logits = S(x).float()
-        ce = (F.cross_entropy(logits, lab, reduction="none") * weight).sum() / weight.sum().clamp_min(1.0)
-        loss = c.w_ce * ce + c.w_dice * soft_dice_loss(logits, lab, weight=weight)
-        return {"s_self": loss, "s_self_fg": (lab != self.k).float().mean(), "s_self_used": weight.mean()}
+        return self_training_loss(self.cfg, S, real, lab, weight)
 
     # ---------------------------------------------------------------- segmentation
     def segment_parts(self, nets, images: Tensor) -> Tensor:
@@ -660,35 +601,6 @@ class GANSeg(Backend):
         g["vary_points"] = Grid(self.generate(nets, rep)["image"], ncol, [f"row{i}" for i in range(rows)],
                                 [f"points{j}" for j in range(ncol)])
         return g
-
-
-def _jitter(x: Tensor, strength: float, hue: float) -> Tensor:
-    """Colour jitter of every image: brightness, contrast and saturation by up to
-    ``strength``, hue by up to ``hue`` turns; no grayscale."""
-    from ..nn.augment import color_jitter
-
-    return color_jitter(x, p=1.0, brightness=strength, contrast=strength, saturation=strength,
-                        hue=hue, p_gray=0.0)
-
-
-def _camouflage(fore: Tensor, back: Tensor, mask: Tensor, pick: Tensor, shift: float = 0.0) -> Tensor:
-    """``fore`` [N, 3, H, W] with, for the picked images, the pixels beyond a random line through
-    the centre of ``mask`` [N, 1, H, W] set to the mean colour of ``back`` outside the mask,
-    moved by a random offset of length U[shift / 2, shift] in a random RGB direction."""
-    n, _, h, w = fore.shape
-    ys = torch.arange(h, device=fore.device, dtype=fore.dtype).view(1, 1, h, 1)
-    xs = torch.arange(w, device=fore.device, dtype=fore.dtype).view(1, 1, 1, w)
-    mass = mask.sum((2, 3), keepdim=True).clamp_min(1e-6)
-    cy, cx = (mask * ys).sum((2, 3), keepdim=True) / mass, (mask * xs).sum((2, 3), keepdim=True) / mass
-    a = torch.rand(n, 1, 1, 1, device=fore.device) * 2 * math.pi
-    far = ((xs - cx) * a.cos() + (ys - cy) * a.sin()) > 0
-    out_w = 1 - mask
-    mean = (out_w * back).sum((2, 3), keepdim=True) / out_w.sum((2, 3), keepdim=True).clamp_min(1e-6)
-    if shift > 0:
-        kw = {"device": fore.device, "dtype": fore.dtype}
-        d = F.normalize(torch.randn(n, 3, 1, 1, **kw), dim=1) * shift * (0.5 + 0.5 * torch.rand(n, 1, 1, 1, **kw))
-        mean = (mean + d).clamp(-1, 1)
-    return torch.where(far & pick.view(n, 1, 1, 1), mean.expand_as(fore), fore)
 
 
 def _palette(k: int) -> list[tuple[int, int, int]]:

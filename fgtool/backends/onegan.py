@@ -39,12 +39,15 @@ The paper's supplementary (not available) defines L_Rv and L_RM; ours:
 
 Segmentation: the mask of the reconstruction path of a real image (posterior means, the
 mixup weights fixed at ``infer_beta``); object removal: that path's background image.
+Ours, optional (``seg_start``): a small segmenter S distilled from those masks of the real
+photos (GrabCut-refined), then self-trained on its own (fgtool.nn.selftrain); once trained,
+it is what ``segment`` uses.
 Clustering: the penultimate features of the shape and style encoders.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -56,8 +59,10 @@ from ..nn.blocks import (
     InfoDiscriminator,
     LNResBlock,
     PatchDiscriminator,
+    SmallSegmenter,
     code_block,
     conv3x3,
+    eval_mode,
     init_weights,
     ln_down_block,
     ln_same_block,
@@ -66,6 +71,14 @@ from ..nn.blocks import (
 )
 from ..nn.compose import child_parent_codes, composite, full_code, mixup, one_hot, sample_beta
 from ..nn.losses import background_real_terms, bce, binary_entropy
+from ..nn.selftrain import (
+    SelfTrainConfig,
+    check_self_train,
+    paste_pairs,
+    pseudo_labels,
+    self_training_loss,
+    teacher_probs,
+)
 from ..registry import register
 from .base import Backend, Grid, Phase, as_rgb
 
@@ -73,7 +86,7 @@ PATHS = ("rf", "rr")  # reconstruction of fakes, of reals
 
 
 @dataclass
-class OneGANConfig:
+class OneGANConfig(SelfTrainConfig):
     n_child: int = 200  # Nc (CUB 200, Dogs 120, Cars 196)
     n_parent: int = 20  # Np (CUB 20, Dogs 12, Cars 14); n_child must be a multiple of it
     z_dim: int = 100
@@ -112,6 +125,30 @@ class OneGANConfig:
     bg_patch_thresh: float = 1.0  # as FineGAN: share of a patch's field outside the box to count as background
     bg_warmup: int = 0  # steps over which real background patches fade from all to box-outside ones
     bg_real_floor: float = 0.0
+    # ours, 0 = off: a distilled segmenter. From this step the GAN stops (its phases end) and a
+    # small segmenter S (fgtool.nn.blocks.SmallSegmenter, seg_width) learns from the batch's real
+    # photos: first against OneGAN's own masks of them (the reconstruction path, refined by
+    # self_refine), then from self_start against its own (self-training). Once S has trained,
+    # `segment` and `eval --metric iou` use it; object removal still uses the reconstruction path.
+    # The self_* keys, seg_width, lr_s, seg_betas, w_ce, w_dice: fgtool.nn.selftrain.SelfTrainConfig
+    seg_start: int = 0
+    self_start: int = 0  # 0 = never: S learns OneGAN's masks to the end
+    # the foreground share a pseudo-label of S's own may have (with self_guard > 0): outside it,
+    # the label is dropped (an all-object or no-object label feeds on itself)
+    self_fg_range: tuple[float, float] = (0.02, 0.8)
+    # ours, 0 = off: from self_start, this share of a batch more pairs: objects of the batch's photos
+    # whose labels the guard kept, cut out by those labels and put on other photos' box-outside
+    # crops (data.bg_crops; fgtool.nn.selftrain.paste_pairs)
+    seg_paste: float = 0.0
+    # ours, 0 = off: this share of the pasted objects has its far side of a random line through
+    # its centre painted in its new background's mean colour, moved by U[shift / 2, shift]
+    # (fgtool.nn.selftrain.camouflage, as GANSeg's seg_camo): objects half the colour of
+    # their surroundings (a two-tone star on grass) are then seen whole
+    seg_camo: float = 0.0
+    seg_camo_shift: float = 0.6
+    # whether the background D also takes data.bg_crops as real background (the paper's set); false:
+    # the crops serve seg_paste only, and the GAN trains exactly as without them
+    d_bg_crops: bool = True
 
 
 # ----------------------------------------------------------------------------- generators
@@ -318,7 +355,7 @@ class OneGAN(Backend):
     name = "onegan"
     Config = OneGANConfig
     ema = ("G", "E")  # segmentation runs the encoders with the generators: average both
-    inference_nets = ("G", "E")
+    inference_nets = ("G", "E", "S")
 
     def __init__(self, cfg: OneGANConfig, size: int):
         super().__init__(cfg, size)
@@ -338,6 +375,18 @@ class OneGAN(Backend):
                 raise FgtoolError(f"model.{name} must be a range inside [0, 1], got ({lo}, {hi})")
         if not all(0.0 <= b <= 1.0 for b in cfg.infer_beta):
             raise FgtoolError(f"model.infer_beta values must be in [0, 1], got {cfg.infer_beta}")
+        check_self_train(cfg)
+        if cfg.seg_start < 0 or (cfg.self_start and (cfg.seg_start <= 0 or cfg.self_start < cfg.seg_start)):
+            raise FgtoolError(f"model.seg_start ({cfg.seg_start}) must be >= 0 (0 = no segmenter) and "
+                              f"model.self_start ({cfg.self_start}) 0 or no earlier than it")
+        lo, hi = cfg.self_fg_range
+        if cfg.seg_paste < 0:
+            raise FgtoolError(f"model.seg_paste is a share of the batch >= 0, got {cfg.seg_paste}")
+        if not 0.0 <= cfg.seg_camo <= 1.0 or cfg.seg_camo_shift < 0:
+            raise FgtoolError(f"model.seg_camo is a share in [0, 1] and model.seg_camo_shift >= 0, "
+                              f"got {cfg.seg_camo} and {cfg.seg_camo_shift}")
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise FgtoolError(f"model.self_fg_range must be a range inside [0, 1], got ({lo}, {hi})")
         self.ratio = cfg.n_child // cfg.n_parent
 
     # ---------------------------------------------------------------- schedule, nets and phases
@@ -374,6 +423,10 @@ class OneGAN(Backend):
                 # set once the clone has been initialised from the generation-path D; saved
                 # with the weights, so a resumed run knows whether the copy happened
                 m.register_buffer("cloned", torch.zeros((), dtype=torch.bool))
+        if c.seg_start > 0:
+            nets["S"] = SmallSegmenter(2, c.seg_width)  # channel 0 object, 1 background
+            # set by its first training step; saved, so a checkpoint says whether S can segment
+            nets["S"].register_buffer("trained", torch.zeros((), dtype=torch.bool))
         return nets
 
     def clones(self) -> list[tuple[str, str]]:
@@ -396,13 +449,16 @@ class OneGAN(Backend):
             # the trainer's Adam step is a no-op that keeps state for that one tensor only.
             ph.append(Phase("clone", tuple(k for k, _ in self.clones()), start=sch["rf"], stop=sch["rf"] + 1,
                             lr=c.lr_d, **kw))
+        stop = c.seg_start  # 0: the GAN never stops
         # G first: its outputs are cached (detached) for the discriminator phases
-        ph += [Phase("G", ("G", "E", "Dc.info"), lr=c.lr_g, **kw),
-               Phase("D", ("Dbg", "Dc.trunk", "Dc.adv"), lr=c.lr_d, **kw)]
+        ph += [Phase("G", ("G", "E", "Dc.info"), lr=c.lr_g, stop=stop, **kw),
+               Phase("D", ("Dbg", "Dc.trunk", "Dc.adv"), lr=c.lr_d, stop=stop, **kw)]
         for p in PATHS:
             if p in sch:
                 ph.append(Phase(f"D_{p}", (f"Dbg_{p}", f"Dc_{p}.trunk", f"Dc_{p}.adv"), start=sch[p],
-                                lr=c.lr_d, **kw))
+                                lr=c.lr_d, stop=stop, **kw))
+        if c.seg_start > 0:
+            ph.append(Phase("S", ("S",), lr=c.lr_s, betas=tuple(c.seg_betas), start=c.seg_start))
         return ph
 
     # ---------------------------------------------------------------- codes
@@ -497,6 +553,8 @@ class OneGAN(Backend):
             return self._loss_clone(nets)
         if phase == "G":
             return self._loss_g(nets, batch, step)
+        if phase == "S":
+            return self._loss_s(nets, batch, step)
         if phase == "D":
             out, _ = self._gen(nets, batch, grad=False)
             return self._loss_d(nets["Dbg"], nets["Dc"], batch, out["background"], out["image"], step, "")
@@ -514,6 +572,38 @@ class OneGAN(Backend):
         # zero times one entry of each clone: a graph for backward, zero gradients, no update
         loss = 0.0 * torch.stack(anchor).float().sum()
         return {"loss": loss, "cloned": torch.tensor(float(len(anchor)))}
+
+    def _own_probs(self, nets, x: Tensor) -> Tensor:
+        """OneGAN's own map [N, 2, H, W] (object, background) of photos: the reconstruction mask."""
+        m = self.reconstruct(nets, x)["mask"].float().clamp(0, 1)
+        return torch.cat([m, 1.0 - m], 1)
+
+    def _loss_s(self, nets, batch, step: int) -> dict[str, Tensor]:
+        """The distilled segmenter: pseudo-labels of the real photos from OneGAN (before
+        self_start) or from S itself (after), then CE + Dice on a jittered, flipped view."""
+        c, S, real = self.cfg, nets["S"], batch["image"]
+        if not getattr(S, "_trained", False):  # the flag is read once per process (a host sync)
+            S.trained.fill_(True)
+            S._trained = True
+        own = c.self_start > 0 and step >= c.self_start
+        if own:
+            with eval_mode(S):
+                prob = teacher_probs(lambda x: S(x).float().softmax(1), real, c.self_tta)
+        else:
+            with eval_mode(nets["G"]), eval_mode(nets["E"]):
+                prob = teacher_probs(lambda x: self._own_probs(nets, x), real, c.self_tta)
+        # the guard judges S's own labels; OneGAN's rough masks are what GrabCut is there to rewrite
+        guard = c if own else replace(c, self_guard=0.0)
+        lab, weight = pseudo_labels(guard, prob, real, c.self_fg_range)
+        pasted = None
+        if own and c.seg_paste > 0 and "bg_crop" in batch:
+            pasted = paste_pairs(real, lab, weight, batch["bg_crop"], batch["bg_crop_ok"] > 0.5, c.seg_paste, 1,
+                                 camo=c.seg_camo, camo_shift=c.seg_camo_shift)
+        if pasted is not None:
+            real, lab, weight = (torch.cat([a, b]) for a, b in zip((real, lab, weight), pasted))
+        out = self_training_loss(c, S, real, lab, weight)
+        n_paste = 0.0 if pasted is None else float(pasted[0].shape[0])
+        return {"loss": out["s_self"], **out, "s_own": torch.tensor(float(own)), "s_pasted": torch.tensor(n_paste)}
 
     def _gen(self, nets, batch, grad: bool) -> tuple[dict, dict]:
         return self.fake_batch(nets, batch, grad, render=self._generate_all, key="gen")
@@ -603,6 +693,8 @@ class OneGAN(Backend):
         """Eq. 10 for one path: 10 (real/fake background) + background/object + real/fake image.
         Real backgrounds are the patches of the full view outside the (real or pseudo) box."""
         c = self.cfg
+        if not c.d_bg_crops:  # the crops are the segmenter's (seg_paste), not the background D's
+            batch = {k: v for k, v in batch.items() if k not in ("bg_crop", "bg_crop_ok")}
         bg_real, bg_aux, _ = background_real_terms(Dbg, batch, step, c.bg_patch_thresh, c.bg_warmup,
                                                    c.bg_real_floor)
         bg_fake = bce(Dbg(fake_bg.detach())[0], 0.0)
@@ -628,8 +720,16 @@ class OneGAN(Backend):
                 "child": F.normalize(E.style.features(images).float(), dim=1)}
 
     def segment(self, nets, images: Tensor) -> Tensor:
-        """Foreground probability [N, 1, H, W] in [0, 1]: the reconstruction path's mask."""
+        """Foreground probability [N, 1, H, W] in [0, 1]: the distilled segmenter's once it has
+        trained (model.seg_start), else the reconstruction path's mask."""
+        if self.has_segmenter(nets):
+            return nets["S"](images).float().softmax(1)[:, :1]
         return self.reconstruct(nets, images)["mask"].float().clamp(0, 1)
+
+    @staticmethod
+    def has_segmenter(nets) -> bool:
+        S = nets.get("S")
+        return S is not None and bool(S.trained)
 
     def remove_object(self, nets, images: Tensor) -> Tensor:
         """The background generator's output for each image [N, 3, H, W] in [-1, 1]."""
@@ -652,6 +752,10 @@ class OneGAN(Backend):
         cols = ["background", "mask", "foreground", "image"]
         layers = torch.stack([as_rgb(out[k][:n].float()) for k in cols], 1).flatten(0, 1)
         g["layers"] = Grid(layers, len(cols), [f"c={int(v)}" for v in codes["c"][:n]], cols)
+        if self.has_segmenter(nets):  # the distilled segmenter on generated images, beside G's masks
+            seg = self.segment(nets, out["image"][:8])
+            g["segmenter"] = Grid(torch.cat([out["image"][:8], as_rgb(out["mask"][:8].float()), as_rgb(seg)]), 8,
+                                  ["image", "G mask", "S mask"])
         if which == "train":
             return g
         rows, ncol = min(c.n_parent, 6), min(self.ratio, 8)
