@@ -491,7 +491,7 @@ def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | 
              baseline: str | None = None, k: int | None = None, features_: str = "all", label: str = "class",
              split: str | None = None, max_images: int = 0, n_fake: int = 1000, inception: str | None = None,
              seed: int = 0, workers: int = 2, progress: Progress = None, refine: str = "none",
-             tta: str = "none") -> dict:
+             tta: str = "none", fill: str = "gan") -> dict:
     from .metrics.clustering import cluster_metrics, pixel_kmeans_floor
 
     names = [x.strip().lower() for x in metrics.split(",") if x.strip()]
@@ -560,8 +560,9 @@ def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | 
             raise FgtoolError("removal needs --ckpt of a model that can remove objects")
         from .metrics.removal import removal_error
 
+        _check_fill(fill)
         result["metrics"].update(removal_error(load(ckpt_path), data, split=split, max_images=max_images,
-                                               workers=workers))
+                                               workers=workers, fill=fill))
     if "parts" in names:
         if not ckpt_path:
             raise FgtoolError("parts needs --ckpt of a model with a part segmenter")
@@ -634,6 +635,14 @@ def _check_mask_options(refine: str, tta: str = "none") -> None:
         raise FgtoolError(f"--refine must be one of {', '.join(REFINE)}, got {refine!r}")
     if tta not in TTA:
         raise FgtoolError(f"--tta must be one of {', '.join(TTA)}, got {tta!r}")
+
+
+FILL = ("gan", "inpaint")
+
+
+def _check_fill(fill: str) -> None:
+    if fill not in FILL:
+        raise FgtoolError(f"--fill must be one of {', '.join(FILL)}, got {fill!r}")
 
 
 def _masks(m: "Loaded", x: torch.Tensor, tta: str = "none"):
@@ -819,14 +828,17 @@ def _part_palette(k: int) -> list[int]:
 
 def segment(ckpt_path: str, data: str, out: str, parts: bool = False, points: bool = False,
             batch_size: int = 32, split: str | None = None, max_images: int = 0, workers: int = 2,
-            progress: Progress = None, remove_object: bool = False, refine: str = "none", tta: str = "none") -> dict:
+            progress: Progress = None, remove_object: bool = False, refine: str = "none", tta: str = "none",
+            fill: str = "gan") -> dict:
     """Foreground masks of real photos, one PNG per image (0/255, the photo's own size,
     same relative name) under ``out``, an ``overlay.png`` contact sheet and ``index.json``.
     ``parts``: also part-index PNGs under ``out/parts/`` (palette: 0 background, j + 1 part
     j) and ``parts_overlay.png``. ``points``: part centres (centres of mass of the part
     maps) drawn on the sheets and written to ``points.json`` in the photo's pixels.
     ``refine="grabcut"``: each mask's edge redrawn by the photo's colours (:func:`_refined`).
-    ``tta="flip"``: the maps are the mean over the photo and its mirror image (:func:`_masks`)."""
+    ``tta="flip"``: the maps are the mean over the photo and its mirror image (:func:`_masks`).
+    ``remove_object``: also NAME_bg.png, the photo with its object removed (``fill``: "gan", the
+    model's background generator, or "inpaint", the photo filled in inside its mask)."""
     from PIL import Image
 
     from .io.images import (
@@ -841,6 +853,7 @@ def segment(ckpt_path: str, data: str, out: str, parts: bool = False, points: bo
     )
 
     _check_mask_options(refine, tta)
+    _check_fill(fill)
     m = load(ckpt_path)
     _require_segmenter(m)
     name = m.cfg.model
@@ -865,7 +878,7 @@ def segment(ckpt_path: str, data: str, out: str, parts: bool = False, points: bo
         for batch in _batches(ds, batch_size, workers):
             x = batch["image"].to(m.device)
             fg, probs = _refined(x, *_masks(m, x, tta), refine)
-            bgs = m.backend.remove_object(m.nets, x).float().cpu() if remove_object else None
+            bgs = m.backend.remove_object(m.nets, x, fill=fill).float().cpu() if remove_object else None
             cen = m.backend.part_centres(probs) if points else None
             xs, fg, probs = x.float().cpu(), fg.cpu(), probs.cpu() if probs is not None else None
             for i in range(x.shape[0]):

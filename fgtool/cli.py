@@ -43,6 +43,9 @@ SKIP_BAD_OPT = typer.Option(False, "--skip-bad",
 REFINE_OPT = typer.Option("none", "--refine",
                           help="Masks (segment, iou/dice): 'grabcut' redraws each mask's edge by the photo's "
                                "colours; 'none' keeps the model's mask.")
+FILL_OPT = typer.Option("gan", "--fill",
+                        help="Object removal (segment --remove-object, eval removal): 'gan' the model's background "
+                             "generator; 'inpaint' fills the photo in inside its mask (OpenCV, Navier-Stokes).")
 TTA_OPT = typer.Option("none", "--tta",
                        help="Masks (segment, iou/dice): 'flip' averages the maps of each photo and of its "
                             "mirror image (two passes); 'none' is one pass.")
@@ -212,6 +215,7 @@ def eval_(
     seed: int = typer.Option(0, "--seed"),
     refine: str = REFINE_OPT,
     tta: str = TTA_OPT,
+    fill: str = FILL_OPT,
     quiet: bool = typer.Option(False, "--quiet", "-q"),
     skip_bad: bool = SKIP_BAD_OPT,
     as_json: bool = JSON_OPT,
@@ -224,7 +228,7 @@ def eval_(
     with _Bars(quiet) as bars, skip_bad_images(skip_bad):
         res = api.evaluate(metric, data, ckpt_path=ckpt, pred=pred, baseline=baseline, k=k, features_=features,
                            label=label, split=split, max_images=max_images, n_fake=n_fake, inception=inception,
-                           seed=seed, progress=bars, refine=refine, tta=tta)
+                           seed=seed, progress=bars, refine=refine, tta=tta, fill=fill)
     _emit(res, as_json, "eval")
 
 
@@ -301,12 +305,13 @@ def segment(
                                                       "j+1 part j) and parts_overlay.png."),
     points: bool = typer.Option(False, "--points", help="Draw part centres on the sheets; write points.json."),
     remove_object: bool = typer.Option(False, "--remove-object", help="Also NAME_bg.png per image: the object "
-                                                                      "removed (OneGAN's background generator)."),
+                                                                      "removed (OneGAN; see --fill)."),
     batch_size: int = typer.Option(32, "--batch-size"),
     split: Optional[str] = typer.Option(None, "--split", help="train or test (split.csv / train_test_split.txt)."),
     max_images: int = typer.Option(0, "--max-images"),
     refine: str = REFINE_OPT,
     tta: str = TTA_OPT,
+    fill: str = FILL_OPT,
     quiet: bool = typer.Option(False, "--quiet", "-q"),
     skip_bad: bool = SKIP_BAD_OPT,
     as_json: bool = JSON_OPT,
@@ -318,7 +323,7 @@ def segment(
     with _Bars(quiet) as bars, skip_bad_images(skip_bad):
         res = api.segment(ckpt, data, out, parts=parts, points=points, batch_size=batch_size, split=split,
                           max_images=max_images, progress=bars, remove_object=remove_object, refine=refine,
-                          tta=tta)
+                          tta=tta, fill=fill)
     _emit(res, as_json, "segment")
 
 

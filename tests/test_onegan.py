@@ -440,7 +440,7 @@ def test_removal_metric_scores_an_oracle_and_the_model(capsys, run, synth_dir, t
     truth = torch.stack([ds_bg[i]["image"] for i in range(len(ds_bg))])
     seen = {"i": 0}
 
-    def oracle(nets, images):  # the true backgrounds, batch by batch
+    def oracle(nets, images, fill="gan"):  # the true backgrounds, batch by batch
         i = seen["i"]
         seen["i"] += images.shape[0]
         return truth[i:i + images.shape[0]]
@@ -685,3 +685,38 @@ def test_segmenter_pastes_from_self_start_and_crops_can_skip_the_background_d():
             a = bd._loss_d(n["Dbg"], n["Dc"], batch, fake, fake, 10, "")["loss"]
             p = bd._loss_d(n["Dbg"], n["Dc"], plain, fake, fake, 10, "")["loss"]
         assert torch.equal(a, p) == same, flag
+
+
+def test_inpaint_fills_a_mask_from_its_surroundings():
+    from fgtool.nn.refine import inpaint
+
+    x = torch.tensor([-0.2, 0.4, 0.6]).view(1, 3, 1, 1).repeat(2, 1, S, S)
+    obj = torch.zeros(2, S, S, dtype=torch.bool)
+    obj[:, 10:20, 12:22] = True
+    x[:, :, obj[0]] = torch.tensor([0.9, -0.9, -0.5]).view(3, 1)  # a red square
+    y = inpaint(x, obj, grow=1)
+    assert y.shape == x.shape
+    assert torch.allclose(y[:, :, ~obj[0]], x[:, :, ~obj[0]], atol=1 / 127)  # the rest untouched
+    assert torch.allclose(y[:, :, obj[0]], x[:, :, :1, :1].expand(2, 3, 1, 1).reshape(2, 3, 1), atol=2 / 127)
+    assert torch.allclose(inpaint(x, torch.zeros_like(obj)), x, atol=1 / 127)  # nothing to fill
+
+
+def test_remove_object_fill_options(capsys, run, synth_dir, tmp_path):
+    from fgtool.nn.refine import inpaint
+
+    m = api.load(run / "last.pt", device="cpu")
+    _, ds = api._eval_set(m, str(synth_dir))
+    x = torch.stack([ds[i]["image"] for i in range(4)])
+    with torch.no_grad():
+        filled = m.backend.remove_object(m.nets, x, fill="inpaint")
+        want = inpaint(x, m.backend.segment(m.nets, x)[:, 0] > 0.5, grow=1)
+    assert torch.equal(filled, want)
+    res = run_json(capsys, "eval", "--metric", "removal", "--ckpt", run / "last.pt", "--data", synth_dir,
+                   "--fill", "inpaint")["metrics"]
+    gan = run_json(capsys, "eval", "--metric", "removal", "--ckpt", run / "last.pt", "--data", synth_dir)["metrics"]
+    assert res["removal_l1"] != gan["removal_l1"] and res["mean_fill_l1"] == pytest.approx(gan["mean_fill_l1"])
+    from fgtool.cli import main
+
+    assert main(["eval", "--metric", "removal", "--ckpt", str(run / "last.pt"), "--data", str(synth_dir),
+                 "--fill", "blur"]) == 2
+    assert "--fill" in capsys.readouterr().err

@@ -731,8 +731,18 @@ class OneGAN(Backend):
         S = nets.get("S")
         return S is not None and bool(S.trained)
 
-    def remove_object(self, nets, images: Tensor) -> Tensor:
-        """The background generator's output for each image [N, 3, H, W] in [-1, 1]."""
+    def remove_object(self, nets, images: Tensor, fill: str = "gan") -> Tensor:
+        """Each photo with its object removed [N, 3, H, W] in [-1, 1]. ``fill="gan"``: the
+        background generator's output (the paper); ``"inpaint"``: the photo with the pixels of
+        its mask (:meth:`segment` > 0.5, grown by 1 px per 32) filled in from around them
+        (fgtool.nn.refine.inpaint)."""
+        if fill == "inpaint":
+            from ..nn.refine import inpaint
+
+            mask = self.segment(nets, images)[:, 0] > 0.5
+            return inpaint(images, mask, grow=max(1, self.size // 32))
+        if fill != "gan":
+            raise FgtoolError(f"--fill must be one of gan, inpaint, got {fill!r}")
         return self.reconstruct(nets, images)["background"].float().clamp(-1, 1)
 
     def translate(self, nets, images: Tensor, child: Tensor | int) -> Tensor:

@@ -71,10 +71,11 @@ def clean_backgrounds(data: str | Path, out: str | Path) -> Path:
 
 @torch.no_grad()
 def removal_error(m, data: str | Path, bg_root: str | Path | None = None, split: str | None = None,
-                  max_images: int = 0, workers: int = 0) -> dict:
+                  max_images: int = 0, workers: int = 0, fill: str = "gan") -> dict:
     """Object-removal error of a loaded model ``m`` on a synthetic set (see the module doc).
 
-    ``bg_root``: a folder from :func:`clean_backgrounds` (rendered into a temp folder if None)."""
+    ``bg_root``: a folder from :func:`clean_backgrounds` (rendered into a temp folder if None);
+    ``fill``: passed to ``remove_object`` (OneGAN: "gan" or "inpaint")."""
     from ..api import _batches, _eval_set
 
     if not hasattr(m.backend, "remove_object"):
@@ -95,7 +96,7 @@ def removal_error(m, data: str | Path, bg_root: str | Path | None = None, split:
         for b, bb in zip(_batches(ds, 64, workers), _batches(ds_bg, 64, workers)):
             x, true = b["image"].to(m.device), bb["image"].float()
             inside = (b["mask"] > 0.5).float()  # [N,1,H,W]
-            pred = m.backend.remove_object(m.nets, x).float().cpu()
+            pred = m.backend.remove_object(m.nets, x, fill=fill).float().cpu()
             x = x.float().cpu()
             outside = 1.0 - inside
             # the fill: mean colour of the visible background of each view

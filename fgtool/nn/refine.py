@@ -1,5 +1,5 @@
 """Mask refinement: mirror averaging of a segmenter's maps, and OpenCV's GrabCut started from
-a soft foreground map.
+a soft foreground map; and object removal by inpainting inside a mask.
 
 Used by GANSeg's self-training stage to sharpen the segmenter's own predictions on real
 photos before it learns from them (a blob that spills over the background is pulled back
@@ -67,3 +67,22 @@ def grabcut_refine(images: Tensor, fg_prob: Tensor, band: int = 2, iters: int = 
             continue
         out[i] = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
     return torch.from_numpy(out).to(fg_prob.device)
+
+
+def inpaint(images: Tensor, mask: Tensor, grow: int = 1, radius: int = 3) -> Tensor:
+    """``images`` [N, 3, H, W] in [-1, 1] with the pixels of ``mask`` [N, H, W] (bool), grown by
+    ``grow`` pixels (a mask edge sits on the object's antialiased rim), filled in from their
+    surroundings by OpenCV's Navier-Stokes inpainting (``radius`` px neighbourhood)."""
+    import cv2
+
+    cv2.setNumThreads(0)
+    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    x = x.permute(0, 2, 3, 1).cpu().numpy()
+    m = mask.detach().cpu().numpy().astype(np.uint8)
+    out = np.empty_like(x)
+    k = np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)
+    for i in range(len(x)):
+        mi = cv2.dilate(m[i], k) if grow > 0 else m[i]
+        out[i] = cv2.inpaint(np.ascontiguousarray(x[i]), mi, radius, cv2.INPAINT_NS) if mi.any() else x[i]
+    y = torch.from_numpy(out).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    return y.to(images.device)
