@@ -100,9 +100,9 @@ def removal_error(m, data: str | Path, bg_root: str | Path | None = None, split:
             x = x.float().cpu()
             outside = 1.0 - inside
             # the fill: mean colour of the visible background of each view
-            fill = (x * outside).sum((2, 3), keepdim=True) / outside.sum((2, 3), keepdim=True).clamp(min=1)
+            flat = (x * outside).sum((2, 3), keepdim=True) / outside.sum((2, 3), keepdim=True).clamp(min=1)
             err_m += float(((pred - true).abs() * inside).sum() / 2 / 3)  # [-1,1] -> [0,1] units, per channel
-            err_f += float(((fill - true).abs() * inside).sum() / 2 / 3)
+            err_f += float(((flat - true).abs() * inside).sum() / 2 / 3)
             err_out += float(((pred - true).abs() * outside).sum() / 2 / 3)
             n_in += float(inside.sum())
             n_out += float(outside.sum())
