@@ -720,3 +720,30 @@ def test_remove_object_fill_options(capsys, run, synth_dir, tmp_path):
     assert main(["eval", "--metric", "removal", "--ckpt", str(run / "last.pt"), "--data", str(synth_dir),
                  "--fill", "blur"]) == 2
     assert "--fill" in capsys.readouterr().err
+
+
+def test_distilled_segmenter_learns_non_trivial_masks():
+    """A few dozen S steps on photos whose teacher masks are blobs: S's masks of those photos
+    are neither all object nor all background, and overlap the blobs."""
+    b = _seg_backend("model.self_start=0", "model.seg_width=8", "model.self_refine=none", "model.self_conf=0.5")
+    torch.manual_seed(0)
+    nets = b.build()
+    blob = torch.zeros(8, 1, S, S)
+    for i in range(8):
+        blob[i, :, 4 + i: 16 + i, 6 + i: 20 + i] = 1.0
+    x = torch.where(blob > 0, torch.tensor([0.8, -0.6, -0.6]).view(1, 3, 1, 1),
+                    torch.tensor([-0.6, -0.4, 0.7]).view(1, 3, 1, 1)) + 0.05 * torch.randn(8, 3, S, S)
+    b._own_probs = lambda nets_, v: torch.cat([blob, 1 - blob], 1)
+    opt = torch.optim.Adam(nets["S"].parameters(), 3e-3)
+    for _ in range(40):
+        opt.zero_grad()
+        b.loss("S", nets, {"image": x}, step=2)["loss"].backward()
+        opt.step()
+    nets["S"].eval()
+    with torch.no_grad():
+        m = b.segment(nets, x)[:, 0] > 0.5
+    share = m.flatten(1).float().mean(1)
+    assert torch.all(share > 0.05) and torch.all(share < 0.6), share
+    t = blob[:, 0] > 0.5
+    iou = (m & t).flatten(1).sum(1) / (m | t).flatten(1).sum(1)
+    assert iou.min() > 0.6, iou
