@@ -56,9 +56,9 @@ from ..nn.selftrain import (
     check_self_train,
     jitter_all,
     pseudo_labels,
+    segmenter_probs,
     self_training_loss,
     soft_dice_loss,
-    teacher_probs,
 )
 from ..registry import register
 from .base import Backend, Grid, Phase, as_rgb
@@ -518,9 +518,7 @@ class GANSeg(Backend):
         and a weight map [N, H, W] (0 = ignored), from S in eval mode on the clean photos.
         With self_guard, ``fg_range`` (the smallest and largest foreground share of the
         step's generated masks) bounds the foreground share a kept label may have."""
-        with eval_mode(S):
-            prob = teacher_probs(lambda x: S(x).float().softmax(1), real, self.cfg.self_tta)
-        return pseudo_labels(self.cfg, prob, real, fg_range)
+        return pseudo_labels(self.cfg, segmenter_probs(S, real, self.cfg.self_tta), real, fg_range)
 
     def _self_training(self, S: nn.Module, real: Tensor, teacher: nn.Module | None = None,
                        fg_range: tuple[Tensor | float, Tensor | float] | None = None) -> dict[str, Tensor]:

@@ -47,7 +47,7 @@ Clustering: the penultimate features of the shape and style encoders.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +76,7 @@ from ..nn.selftrain import (
     check_self_train,
     paste_pairs,
     pseudo_labels,
+    segmenter_probs,
     self_training_loss,
     teacher_probs,
 )
@@ -587,14 +588,12 @@ class OneGAN(Backend):
             S._trained = True
         own = c.self_start > 0 and step >= c.self_start
         if own:
-            with eval_mode(S):
-                prob = teacher_probs(lambda x: S(x).float().softmax(1), real, c.self_tta)
+            prob = segmenter_probs(S, real, c.self_tta)
         else:
             with eval_mode(nets["G"]), eval_mode(nets["E"]):
                 prob = teacher_probs(lambda x: self._own_probs(nets, x), real, c.self_tta)
         # the guard judges S's own labels; OneGAN's rough masks are what GrabCut is there to rewrite
-        guard = c if own else replace(c, self_guard=0.0)
-        lab, weight = pseudo_labels(guard, prob, real, c.self_fg_range)
+        lab, weight = pseudo_labels(c, prob, real, c.self_fg_range, guard=None if own else 0.0)
         pasted = None
         if own and c.seg_paste > 0 and "bg_crop" in batch:
             pasted = paste_pairs(real, lab, weight, batch["bg_crop"], batch["bg_crop_ok"] > 0.5, c.seg_paste, 1,

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ..errors import FgtoolError
 from .augment import color_jitter
+from .blocks import eval_mode
 from .refine import flip_average, grabcut_refine
 
 
@@ -110,11 +111,21 @@ def teacher_probs(fn, real: Tensor, tta: bool) -> Tensor:
         return (flip_average(fn, real) if tta else fn(real)).float()
 
 
+def segmenter_probs(S: nn.Module, real: Tensor, tta: bool) -> Tensor:
+    """A segmenter's softmax maps [N, K+1, H, W] of the photos, in eval mode, without
+    gradients, mirror-averaged when ``tta``: the teacher when S teaches itself."""
+    with eval_mode(S):
+        return teacher_probs(lambda x: S(x).float().softmax(1), real, tta)
+
+
 def pseudo_labels(c: SelfTrainConfig, prob: Tensor, real: Tensor,
-                  fg_range: tuple[Tensor | float, Tensor | float] | None = None) -> tuple[Tensor, Tensor]:
+                  fg_range: tuple[Tensor | float, Tensor | float] | None = None,
+                  guard: float | None = None) -> tuple[Tensor, Tensor]:
     """Labels [N, H, W] in 0..K (K = background, the last channel of ``prob`` [N, K+1, H, W])
     and a weight map [N, H, W] (0 = ignored) for the photos ``real`` [N, 3, H, W].
-    With ``c.self_guard``, ``fg_range`` bounds the foreground share a kept label may have."""
+    With a guard (``guard``, default ``c.self_guard``), ``fg_range`` bounds the foreground
+    share a kept label may have."""
+    guard = c.self_guard if guard is None else guard
     k = prob.shape[1] - 1
     conf, lab = prob.max(1)
     if c.self_refine == "none":
@@ -123,10 +134,10 @@ def pseudo_labels(c: SelfTrainConfig, prob: Tensor, real: Tensor,
     fg = grabcut_refine(real, 1.0 - prob[:, k], band=band, iters=c.self_iters).to(prob.device)
     part = prob[:, :k].argmax(1)
     weight = torch.ones_like(conf)
-    if c.self_guard > 0:
+    if guard > 0:
         raw = (lab != k).flatten(1).float().mean(1)
         new = fg.flatten(1).float().mean(1)
-        keep = (raw >= 0.01) & ((new - raw).abs() <= c.self_guard * raw)
+        keep = (raw >= 0.01) & ((new - raw).abs() <= guard * raw)
         if fg_range is not None:  # an all-object or no-object label feeds on itself
             lo, hi = (torch.as_tensor(v, device=new.device) for v in fg_range)
             keep = keep & (new >= lo) & (new <= hi)
