@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from conftest import TINY
 
 from fgtool import api
 from fgtool.backends.finegan import FineGAN, bce
+from fgtool.errors import FgtoolError
 from fgtool.nn.blocks import PatchDiscriminator
 
 
@@ -165,3 +167,70 @@ def test_tie_b_false_draws_the_training_background_on_its_own():
     assert torch.equal(tied["b"], tied["c"])
     # an explicit argument still wins over the config
     assert torch.equal(*(lambda d: (d["b"], d["c"]))(_backend("model.tie_b=false").sample_codes(50, g, tie_b=True)))
+
+
+def test_child_fills_parent_makes_the_outline_ps_and_the_look_cs():
+    b = _backend("model.child_fills_parent=true")
+    torch.manual_seed(0)
+    nets = b.build()
+    codes = b.sample_codes(4, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        out = b.generate(nets, codes)
+        other = b.generate(nets, {**codes, "c": (codes["c"] + 1) % 6})  # same p, z, b; another child
+    assert torch.equal(out["child_mask"], out["parent_mask"])
+    assert torch.equal(other["parent_mask"], out["parent_mask"])  # the outline does not move with c
+    m = out["parent_mask"]
+    # inside the silhouette the picture is the child layer, outside it the background
+    assert torch.allclose(out["image"], m * out["child_fg"] + (1 - m) * out["background"], atol=1e-6)
+    assert (other["image"] - out["image"]).abs().max() > 1e-3
+
+
+def test_info_p_on_the_silhouette_ignores_the_parent_colours():
+    b = _backend("model.info_p_input=mask")
+    torch.manual_seed(0)
+    nets = b.build()
+    nets["Dp"].eval()
+    codes = b.sample_codes(4, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        out = b.generate(nets, codes)
+        recolour = {**out, "parent_fg": -out["parent_fg"]}
+        assert b.info_terms(nets, out, codes)[0] == b.info_terms(nets, recolour, codes)[0]
+        paper = _backend()
+        assert paper.info_terms(nets, out, codes)[0] != paper.info_terms(nets, recolour, codes)[0]
+        reshaped = {**out, "parent_mask": out["parent_mask"].flip(3)}
+        assert b.info_terms(nets, out, codes)[0] != b.info_terms(nets, reshaped, codes)[0]
+
+
+def test_bg_z_false_gives_one_background_per_b():
+    codes = _backend().sample_codes(3, torch.Generator().manual_seed(6))
+    moved = {**codes, "z": torch.randn(3, codes["z"].shape[1])}
+    for bg_z in (True, False):
+        b = _backend(f"model.bg_z={str(bg_z).lower()}")
+        torch.manual_seed(0)
+        nets = b.build()
+        nets["G"].eval()
+        with torch.no_grad():
+            same = torch.equal(b.generate(nets, codes)["background"], b.generate(nets, moved)["background"])
+        assert same == (not bg_z)
+
+
+def test_no_background_d_when_its_weights_are_zero():
+    b = _backend("model.w_bg_adv=0", "model.w_bg_aux=0")
+    torch.manual_seed(0)
+    nets = b.build()
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    batch = {"image": x, "cache": {}, "box": torch.tensor([[4.0, 4.0, 28.0, 28.0]] * 4)}
+    lg = b.loss("G", nets, batch, 0)
+    lg["loss"].backward()
+    ld = b.loss("D", nets, batch, 0)
+    ld["loss"].backward()
+    assert all(p.grad is None for p in nets["Dbg"].parameters())
+    assert lg["g_bg_adv"] == 0 and ld["d_bg_real"] == 0 and ld["d_bg_fake"] == 0
+    assert ld["d_child_real"] > 0 and ld["d_child_fake"] > 0
+    # the background stage still learns, through the image D
+    assert nets["G"].bg_backbone.fc[0].weight.grad.abs().sum() > 0
+
+
+def test_bad_info_p_input_is_a_user_error():
+    with pytest.raises(FgtoolError, match="info_p_input"):
+        _backend("model.info_p_input=colour")

@@ -59,6 +59,15 @@ class FineGANConfig:
     # the child mask times the parent mask (ours): the child stage then paints texture inside
     # the parent's silhouette and cannot redraw the shape, so the silhouette is p's alone
     child_in_parent: bool = False
+    # the child mask *is* the parent mask (ours): the child stage paints the whole silhouette,
+    # so the object's look is c's alone and its outline p's alone (implies child_in_parent)
+    child_fills_parent: bool = False
+    # what info_p reads: "masked" = parent mask * parent image (the paper); "mask" = the
+    # silhouette alone, so p must be told by the outline, not by a colour (ours)
+    info_p_input: str = "masked"
+    # the background stage reads z as well as b (the paper); false: b alone, so a background
+    # cannot know the pose and cannot paint the object where it will stand (ours)
+    bg_z: bool = True
     # b = c in the training batch (the paper: ducks on water); false draws b on its own, so a
     # background cannot know which object will stand on it
     tie_b: bool = True
@@ -98,6 +107,8 @@ class GeneratorFG(nn.Module):
         self.c_mask = nn.Sequential(conv3x3(ngf // 2, 1), nn.Sigmoid())
         self.nc, self.np = nc, npar
         self.child_in_parent = cfg.child_in_parent
+        self.child_fills_parent = cfg.child_fills_parent
+        self.bg_z = cfg.bg_z
 
     def forward(self, z: Tensor, b: Tensor, p: Tensor, c: Tensor, perturb: tuple | None = None) -> dict[str, Tensor]:
         b1, p1, c1 = one_hot(b, self.nc).to(z), one_hot(p, self.np).to(z), one_hot(c, self.nc).to(z)
@@ -106,6 +117,8 @@ class GeneratorFG(nn.Module):
     # The stages, callable one by one (MixNMatch: a separate z for the background, soft
     # codes, and an image feature map in place of phi(p, z)). Codes here are [N, K] vectors.
     def background(self, z: Tensor, b1: Tensor) -> Tensor:
+        if not self.bg_z:
+            z = torch.zeros_like(z)
         return self.bg_head(self.bg_backbone(torch.cat([z, b1], 1)))
 
     def parent_features(self, z: Tensor, p1: Tensor) -> Tensor:
@@ -120,13 +133,17 @@ class GeneratorFG(nn.Module):
         Pf, Pm = self.p_img(hp2), self.p_mask(hp2)
         hc = self.c_half(self.c_res(code_block(self.c_joint, hp, c1)))
         Cf, Cm = self.c_img(hc), self.c_mask(hc)
-        if self.child_in_parent:
+        if self.child_fills_parent:
+            Cm = Pm
+        elif self.child_in_parent:
             Cm = Cm * Pm
         if perturb is not None:
             Pm, grid = random_affine(Pm, *perturb)
             Pf, Cf, Cm = (random_affine(t, *perturb, grids=grid)[0] for t in (Pf, Cf, Cm))
         P = composite(Pf, Pm, B)
-        C = composite(Cf, Cm, P)
+        # one layer over the background when the child fills the parent (soft masks would
+        # otherwise let the parent's colours through at the edges)
+        C = composite(Cf, Cm, B if self.child_fills_parent else P)
         return {"image": C, "background": B, "parent": P, "parent_fg": Pf, "parent_mask": Pm,
                 "child_fg": Cf, "child_mask": Cm}
 
@@ -142,7 +159,10 @@ class FineGAN(Backend):
         super().__init__(cfg, size)
         if cfg.n_child % cfg.n_parent:
             raise FgtoolError(f"model.n_child ({cfg.n_child}) must be a multiple of model.n_parent ({cfg.n_parent})")
+        if cfg.info_p_input not in ("masked", "mask"):
+            raise FgtoolError(f"model.info_p_input must be masked or mask, got {cfg.info_p_input!r}")
         self.ratio = cfg.n_child // cfg.n_parent
+        self.bg_d = cfg.w_bg_adv > 0 or cfg.w_bg_aux > 0  # the background D is used at all
         self.perturb = (None if cfg.perturb == "none" else
                         perturb_ranges(cfg.perturb, cfg.perturb_scale, cfg.perturb_rot, cfg.perturb_shift))
 
@@ -213,12 +233,13 @@ class FineGAN(Backend):
     def _loss_g(self, nets, batch) -> dict[str, Tensor]:
         c = self.cfg
         out, codes = self._fake(nets, batch, grad=True)
-        f_adv, f_aux = nets["Dbg"](out["background"])
-        bg_adv, bg_aux = bce(f_adv, 1.0), bce(f_aux, 1.0)  # aux: 1 = background
-        Dc = nets["Dc"]
-        child_adv = bce(Dc.forward_adv(out["image"]), 1.0)
-        info_p = F.cross_entropy(nets["Dp"].forward_info(out["parent_mask"] * out["parent_fg"]).float(), codes["p"])
-        info_c = F.cross_entropy(Dc.forward_info(out["child_mask"] * out["child_fg"]).float(), codes["c"])
+        if self.bg_d:
+            f_adv, f_aux = nets["Dbg"](out["background"])
+            bg_adv, bg_aux = bce(f_adv, 1.0), bce(f_aux, 1.0)  # aux: 1 = background
+        else:  # no background D (both its weights 0): the background learns from the image D alone
+            bg_adv = bg_aux = out["image"].new_zeros((), dtype=torch.float32)
+        child_adv = bce(nets["Dc"].forward_adv(out["image"]), 1.0)
+        info_p, info_c = self.info_terms(nets, out, codes)
         loss = (c.w_bg_adv * bg_adv + c.w_bg_aux * bg_aux + c.w_child_adv * child_adv
                 + c.w_info_p * info_p + c.w_info_c * info_c)
         parts = {"g_bg_adv": bg_adv, "g_bg_aux": bg_aux, "g_child_adv": child_adv, "info_p": info_p,
@@ -239,15 +260,28 @@ class FineGAN(Backend):
         parts["mask_area"] = area.detach()
         return {"loss": loss, **parts}
 
+    def info_terms(self, nets, out: dict, codes: dict) -> tuple[Tensor, Tensor]:
+        """FineGAN's information losses: p from the parent layer (or its silhouette, with
+        ``model.info_p_input = "mask"``), c from the child layer."""
+        if self.cfg.info_p_input == "mask":
+            xp = (out["parent_mask"] * 2 - 1).expand(-1, 3, -1, -1)
+        else:
+            xp = out["parent_mask"] * out["parent_fg"]
+        info_p = F.cross_entropy(nets["Dp"].forward_info(xp).float(), codes["p"])
+        info_c = F.cross_entropy(nets["Dc"].forward_info(out["child_mask"] * out["child_fg"]).float(), codes["c"])
+        return info_p, info_c
+
     def _loss_d(self, nets, batch, step: int = 0) -> dict[str, Tensor]:
         c = self.cfg
         out, _ = self._fake(nets, batch, grad=False)
         fake_bg, fake_img = out["background"].detach(), out["image"].detach()
-        Dbg = nets["Dbg"]
-        bg_real, bg_aux, w = background_real_terms(Dbg, batch, step, c.bg_patch_thresh, c.bg_warmup,
-                                                   c.bg_real_floor)
-        f_adv, _ = Dbg(fake_bg)
-        bg_fake = bce(f_adv, 0.0)
+        if self.bg_d:
+            Dbg = nets["Dbg"]
+            bg_real, bg_aux, w = background_real_terms(Dbg, batch, step, c.bg_patch_thresh, c.bg_warmup,
+                                                       c.bg_real_floor)
+            bg_fake = bce(Dbg(fake_bg)[0], 0.0)
+        else:
+            bg_real = bg_aux = bg_fake = w = fake_img.new_zeros((), dtype=torch.float32)
         Dc = nets["Dc"]
         child_real = bce(Dc.forward_adv(batch["image"]), 1.0)
         child_fake = bce(Dc.forward_adv(fake_img), 0.0)

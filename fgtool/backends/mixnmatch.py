@@ -58,6 +58,13 @@ class MixNMatchConfig(FineGANConfig):
     w_rec_b: float = 5.0  # ... and cross-entropies on b, p, c
     w_rec_p: float = 10.0
     w_rec_c: float = 10.0
+    # FineGAN's info losses once more on the untied-code images, with gradient to G (ours):
+    # the generator learns to draw any texture c on any shape p, which a mix asks of it
+    w_info_free: float = 0.0
+    # L1 reconstruction of the real photos through the encoders and the generator, G(E(x)),
+    # with straight-through one-hot b, p, c (ours): trains both, so the generator learns
+    # to draw the set's real silhouettes and the discrete codes must carry shape and texture
+    w_recon: float = 0.0
     stage2_start: int = 0  # step where stage 1 stops and stage 2 (feature extractor) starts; 0 = no stage 2
     s_width: int = 0  # extractor S base width; 0 = ngf
     lr_s: float = 2e-4
@@ -304,15 +311,31 @@ class MixNMatch(FineGAN):
         # code re-prediction on images from untied codes: no gradient reaches G
         n, dev = x.shape[0], x.device
         free = self.free_codes(n, device=dev)
-        with torch.no_grad():
-            img = self.generate(nets, free)["image"]
-        pred = nets["E"](img)
+        extra = {}
+        with torch.set_grad_enabled(c.w_info_free > 0):
+            fo = self.generate(nets, free)
+        if c.w_info_free > 0:  # these images do train G, through the info heads only
+            fp, fc = self.info_terms(nets, fo, free)
+            extra = {"info_free_p": fp, "info_free_c": fc}
+        pred = nets["E"](fo["image"].detach())
         rec = {"rec_z": F.l1_loss(pred["z"], free["z"].float()),
                **{f"rec_{k}": F.cross_entropy(pred[k], free[k]) for k in ("b", "p", "c")}}
+        if c.w_recon > 0:
+            extra["recon"] = self.reconstruction(nets, x, raw)
         loss = (parts.pop("loss") + c.w_pair * pair + c.w_rec_z * rec["rec_z"] + c.w_rec_b * rec["rec_b"]
-                + c.w_rec_p * rec["rec_p"] + c.w_rec_c * rec["rec_c"])
+                + c.w_rec_p * rec["rec_p"] + c.w_rec_c * rec["rec_c"]
+                + c.w_info_free * sum(v for k, v in extra.items() if k.startswith("info_free"))
+                + c.w_recon * extra.get("recon", 0.0))
         acc_c = (pred["c"].argmax(1) == free["c"]).float().mean()
-        return {"loss": loss, **parts, "g_pair": pair, **rec, "rec_acc_c": acc_c}
+        return {"loss": loss, **parts, "g_pair": pair, **rec, **extra, "rec_acc_c": acc_c}
+
+    def reconstruction(self, nets, x: Tensor, raw: dict) -> Tensor:
+        """L1(G(E(x)), x) with hard codes whose gradient is the softmax's (straight-through)."""
+        codes = {"z": raw["z"]}
+        for k in ("b", "p", "c"):
+            soft = torch.softmax(raw[k], 1)
+            codes[k] = one_hot(soft.argmax(1), self.dims[k]).to(soft) + soft - soft.detach()
+        return F.l1_loss(self.generate(nets, codes)["image"].float(), x.float())
 
     def _loss_pair(self, nets, batch) -> dict[str, Tensor]:
         c = self.cfg
