@@ -127,6 +127,47 @@ def test_generator_is_finegans_and_takes_soft_codes_and_a_background_z():
         assert torch.equal(other[k], ref[k]), k
 
 
+def _g_loss(b: MixNMatch, seed: int = 0) -> tuple[dict, dict]:
+    torch.manual_seed(seed)
+    nets = b.build()
+    x = torch.rand(6, 3, 32, 32) * 2 - 1
+    batch = {"image": x, "cache": {}, "box": torch.tensor([[4.0, 4.0, 28.0, 28.0]] * 6)}
+    return nets, b.loss("G", nets, batch, 0) | {"x": x}
+
+
+def _grads(loss, params) -> list:
+    return [g for g in torch.autograd.grad(loss, list(params), retain_graph=True, allow_unused=True)
+            if g is not None and g.abs().sum() > 0]
+
+
+def test_untied_images_train_the_generator_only_with_w_info_free():
+    nets, paper = _g_loss(_backend())
+    assert "info_free_c" not in paper
+    # the paper: the untied-code images carry no gradient, re-prediction moves the encoders only
+    assert _grads(paper["rec_c"], nets["G"].parameters()) == []
+    assert _grads(paper["rec_c"], nets["E"].c.parameters())
+    nets, ours = _g_loss(_backend("model.w_info_free=1"))
+    assert _grads(ours["info_free_c"], nets["G"].c_img.parameters())  # c must show on any shape p
+    assert _grads(ours["info_free_p"], nets["G"].p_mask.parameters())
+    assert _grads(ours["rec_c"], nets["G"].parameters()) == []  # re-prediction still moves E only
+
+
+def test_reconstruction_goes_through_hard_codes_and_trains_both():
+    b = _backend("model.w_recon=5")
+    nets, parts = _g_loss(b)
+    x = parts["x"]
+    with torch.no_grad():
+        raw = nets["E"](x)
+        hard = {"z": raw["z"], **{k: raw[k].argmax(1) for k in ("b", "p", "c")}}
+        ref = torch.nn.functional.l1_loss(b.generate(nets, hard)["image"].float(), x)
+    assert torch.allclose(parts["recon"].detach(), ref, atol=1e-5)
+    # straight-through: the discrete codes' encoders get a gradient, and so does G
+    for k in ("p", "c", "z"):
+        assert _grads(parts["recon"], getattr(nets["E"], k).parameters()), k
+    assert _grads(parts["recon"], nets["G"].p_mask.parameters())
+    assert "recon" not in _g_loss(_backend())[1]
+
+
 def test_phases_split_at_stage2_start():
     b = _backend("model.stage2_start=7")
     ph = {p.name: p for p in b.phases()}
