@@ -234,3 +234,32 @@ def test_no_background_d_when_its_weights_are_zero():
 def test_bad_info_p_input_is_a_user_error():
     with pytest.raises(FgtoolError, match="info_p_input"):
         _backend("model.info_p_input=colour")
+
+
+def test_bg_shift_shows_a_random_window_in_training_and_the_centre_otherwise():
+    b = _backend("model.bg_shift=true")
+    torch.manual_seed(0)
+    nets = b.build()
+    G = nets["G"]
+    codes = b.sample_codes(4, torch.Generator().manual_seed(7))
+    z, b1 = codes["z"], torch.nn.functional.one_hot(codes["b"], 6).float()
+    G.eval()
+    with torch.no_grad():
+        canvas = G.bg_head(G.bg_backbone(torch.cat([z, b1], 1)))
+        assert canvas.shape[-1] == 64
+        centre = G.background(z, b1)
+        assert torch.equal(centre, canvas[..., 16:48, 16:48])
+        assert b.generate(nets, codes)["background"].shape[-1] == 32
+    G.train()
+    G.bg_backbone.eval()  # fixed BN statistics, so only the window moves
+    G.bg_head.eval()
+    with torch.no_grad():
+        torch.manual_seed(1)
+        wins = G.background(z, b1)
+    found = []
+    for i in range(4):  # each training window is some 32 x 32 window of its canvas
+        hits = [(y, x) for y in range(33) for x in range(33)
+                if torch.equal(wins[i], canvas[i, :, y:y + 32, x:x + 32])]
+        assert hits, i
+        found.append(hits[0])
+    assert len(set(found)) > 1  # not one offset for all

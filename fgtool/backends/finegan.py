@@ -68,6 +68,11 @@ class FineGANConfig:
     # the background stage reads z as well as b (the paper); false: b alone, so a background
     # cannot know the pose and cannot paint the object where it will stand (ours)
     bg_z: bool = True
+    # the background stage paints a canvas twice the image's side; training shows a random
+    # window of it, everything else the centre (ours, after GANSeg's randomly shifted
+    # background): a blob painted into the background lands anywhere but under the object,
+    # so the background cannot stand in for the object layer
+    bg_shift: bool = False
     # b = c in the training batch (the paper: ducks on water); false draws b on its own, so a
     # background cannot know which object will stand on it
     tie_b: bool = True
@@ -84,12 +89,24 @@ class FineGANConfig:
     phi_width: int = 0  # phi base width; 0 = ndf
 
 
+def shift_window(canvas: Tensor, size: int, random: bool) -> Tensor:
+    """A ``size`` x ``size`` window of each canvas: at a random offset per sample
+    (``random``, the global RNG) or the centre."""
+    room = canvas.shape[-1] - size
+    if not random:
+        o = room // 2
+        return canvas[..., o:o + size, o:o + size]
+    off = torch.randint(0, room + 1, (canvas.shape[0], 2), device=canvas.device).tolist()
+    return torch.stack([c[:, y:y + size, x:x + size] for c, (y, x) in zip(canvas, off)])
+
+
 class GeneratorFG(nn.Module):
     def __init__(self, cfg: FineGANConfig, size: int):
         super().__init__()
         ngf, nc, npar = cfg.ngf, cfg.n_child, cfg.n_parent
         # background stage: its own backbone on z + b (b has n_child values: b = c in training)
-        self.bg_backbone = CodeToImageBackbone(cfg.z_dim + nc, ngf, size)
+        self.size, self.bg_shift = size, cfg.bg_shift
+        self.bg_backbone = CodeToImageBackbone(cfg.z_dim + nc, ngf, size * 2 if cfg.bg_shift else size)
         self.bg_head = nn.Sequential(conv3x3(self.bg_backbone.out_ch, 3), nn.Tanh())
         # parent stage: backbone on z + p, joint conv with tiled p, 2 ResBlocks, halving, heads
         self.p_backbone = CodeToImageBackbone(cfg.z_dim + npar, ngf, size)
@@ -119,7 +136,8 @@ class GeneratorFG(nn.Module):
     def background(self, z: Tensor, b1: Tensor) -> Tensor:
         if not self.bg_z:
             z = torch.zeros_like(z)
-        return self.bg_head(self.bg_backbone(torch.cat([z, b1], 1)))
+        B = self.bg_head(self.bg_backbone(torch.cat([z, b1], 1)))
+        return shift_window(B, self.size, self.training) if self.bg_shift else B
 
     def parent_features(self, z: Tensor, p1: Tensor) -> Tensor:
         """phi(p, z): the parent stage's feature map, which the parent heads and the child stage read."""
