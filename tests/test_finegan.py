@@ -263,3 +263,28 @@ def test_bg_shift_shows_a_random_window_in_training_and_the_centre_otherwise():
         assert hits, i
         found.append(hits[0])
     assert len(set(found)) > 1  # not one offset for all
+
+
+def test_pose_warp_keeps_the_silhouette_ps_and_lets_z_only_move_it():
+    b = _backend("model.pose_warp=true", "model.child_fills_parent=true")
+    torch.manual_seed(0)
+    nets = b.build()
+    G = nets["G"].eval()
+    g = torch.Generator().manual_seed(8)
+    codes = b.sample_codes(2, g)
+    codes["p"] = torch.tensor([0, 1])
+    codes["c"] = codes["p"] * 3
+    with torch.no_grad():
+        G.pose.weight.zero_()
+        G.pose.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 0.0, 5.0]))  # identity pose (no mirror)
+        a = b.generate(nets, codes)
+        moved = b.generate(nets, {**codes, "z": torch.randn(2, codes["z"].shape[1], generator=g)})
+        # with an identity pose head the object no longer depends on z at all
+        assert torch.allclose(a["parent_mask"], moved["parent_mask"], atol=1e-5)
+        G.pose.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 0.0, -5.0]))  # mirror on x
+        p1 = torch.nn.functional.one_hot(codes["p"], 2).float()
+        mirrored = G.parent_features(codes["z"], p1)  # the pose moves phi(p), the heads then draw
+        G.pose.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 0.0, 5.0]))
+        assert torch.allclose(mirrored, G.parent_features(codes["z"], p1).flip(3), atol=1e-4)
+        other_p = b.generate(nets, {**codes, "p": codes["p"].flip(0)})
+        assert (other_p["parent_mask"] - a["parent_mask"]).abs().max() > 1e-3

@@ -12,6 +12,7 @@ pooled features of real images, concatenated, go to k-means.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -73,6 +74,10 @@ class FineGANConfig:
     # background): a blob painted into the background lands anywhere but under the object,
     # so the background cannot stand in for the object layer
     bg_shift: bool = False
+    # z poses a canonical object (ours): the parent stage draws phi(p) from p alone and a
+    # linear head turns z into a similarity warp (scale, rotation, shift, mirror) of that
+    # feature map, so the silhouette is p's and z only moves, turns, scales and mirrors it
+    pose_warp: bool = False
     # b = c in the training batch (the paper: ducks on water); false draws b on its own, so a
     # background cannot know which object will stand on it
     tie_b: bool = True
@@ -126,6 +131,7 @@ class GeneratorFG(nn.Module):
         self.child_in_parent = cfg.child_in_parent
         self.child_fills_parent = cfg.child_fills_parent
         self.bg_z = cfg.bg_z
+        self.pose = nn.Linear(cfg.z_dim, 5) if cfg.pose_warp else None
 
     def forward(self, z: Tensor, b: Tensor, p: Tensor, c: Tensor, perturb: tuple | None = None) -> dict[str, Tensor]:
         b1, p1, c1 = one_hot(b, self.nc).to(z), one_hot(p, self.np).to(z), one_hot(c, self.nc).to(z)
@@ -141,8 +147,24 @@ class GeneratorFG(nn.Module):
 
     def parent_features(self, z: Tensor, p1: Tensor) -> Tensor:
         """phi(p, z): the parent stage's feature map, which the parent heads and the child stage read."""
-        h = self.p_backbone(torch.cat([z, p1], 1))
-        return self.p_res(code_block(self.p_joint, h, p1))
+        if self.pose is None:
+            h = self.p_backbone(torch.cat([z, p1], 1))
+            return self.p_res(code_block(self.p_joint, h, p1))
+        h = self.p_backbone(torch.cat([torch.zeros_like(z), p1], 1))
+        hp = self.p_res(code_block(self.p_joint, h, p1))
+        return random_affine(hp, (1.0, 1.0), 0.0, 0.0, grids=self.pose_grid(z, hp))[0]
+
+    def pose_grid(self, z: Tensor, like: Tensor) -> Tensor:
+        """The sampling grid of z's pose: grid scale exp(0.3 tanh), rotation 30 deg tanh,
+        shift 0.3 tanh (half-widths), mirror tanh(2a) on x."""
+        a = self.pose(z.float()).float()
+        s = torch.exp(0.3 * torch.tanh(a[:, 0]))
+        r = torch.tanh(a[:, 1]) * (math.pi / 6)
+        tx, ty = 0.3 * torch.tanh(a[:, 2]), 0.3 * torch.tanh(a[:, 3])
+        fx = torch.tanh(2 * a[:, 4])
+        theta = torch.stack([torch.stack([s * fx * r.cos(), -s * r.sin(), tx], 1),
+                             torch.stack([s * fx * r.sin(), s * r.cos(), ty], 1)], 1)
+        return F.affine_grid(theta, [like.shape[0], 1, like.shape[2], like.shape[3]], align_corners=True)
 
     def compose(self, hp: Tensor, B: Tensor, c1: Tensor, perturb: tuple | None = None) -> dict[str, Tensor]:
         """``perturb``: (scale, rot_deg, shift) ranges of one random warp per sample, shared

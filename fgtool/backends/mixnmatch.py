@@ -22,6 +22,12 @@ stop there, so the generator and encoders are frozen):
          generated images plus a patch-level adversarial loss on real photos
   Dfeat: the patch critic on feature maps (phi real, S(photo) fake), Adam 2e-5
 Clustering: L2-normalised penultimate features of the p and c encoders, then k-means.
+
+Options of ours (off by default; the synthetic recipe turns them on): FineGAN's
+``bg_shift`` (the background is a random window of a larger canvas, so it cannot paint
+the object), ``child_fills_parent``, ``info_p_input = "mask"`` and ``bg_z``;
+``w_info_free`` (the info losses on the untied-code images, with gradient to G) and
+``w_recon`` (L1 reconstruction of real photos through E and G with straight-through codes).
 """
 
 from __future__ import annotations
