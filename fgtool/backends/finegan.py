@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import FgtoolError
-from ..nn.augment import perturb_ranges, random_affine
+from ..nn.augment import perturb_ranges, random_affine, shift_window, similarity_grid, warp
 from ..nn.blocks import (
     Classifier,
     CodeToImageBackbone,
@@ -94,17 +94,6 @@ class FineGANConfig:
     phi_width: int = 0  # phi base width; 0 = ndf
 
 
-def shift_window(canvas: Tensor, size: int, random: bool) -> Tensor:
-    """A ``size`` x ``size`` window of each canvas: at a random offset per sample
-    (``random``, the global RNG) or the centre."""
-    room = canvas.shape[-1] - size
-    if not random:
-        o = room // 2
-        return canvas[..., o:o + size, o:o + size]
-    off = torch.randint(0, room + 1, (canvas.shape[0], 2), device=canvas.device).tolist()
-    return torch.stack([c[:, y:y + size, x:x + size] for c, (y, x) in zip(canvas, off)])
-
-
 class GeneratorFG(nn.Module):
     def __init__(self, cfg: FineGANConfig, size: int):
         super().__init__()
@@ -152,19 +141,15 @@ class GeneratorFG(nn.Module):
             return self.p_res(code_block(self.p_joint, h, p1))
         h = self.p_backbone(torch.cat([torch.zeros_like(z), p1], 1))
         hp = self.p_res(code_block(self.p_joint, h, p1))
-        return random_affine(hp, (1.0, 1.0), 0.0, 0.0, grids=self.pose_grid(z, hp))[0]
+        return warp(hp, self.pose_grid(z, hp))
 
     def pose_grid(self, z: Tensor, like: Tensor) -> Tensor:
         """The sampling grid of z's pose: grid scale exp(0.3 tanh), rotation 30 deg tanh,
         shift 0.3 tanh (half-widths), mirror tanh(2a) on x."""
         a = self.pose(z.float()).float()
-        s = torch.exp(0.3 * torch.tanh(a[:, 0]))
-        r = torch.tanh(a[:, 1]) * (math.pi / 6)
-        tx, ty = 0.3 * torch.tanh(a[:, 2]), 0.3 * torch.tanh(a[:, 3])
-        fx = torch.tanh(2 * a[:, 4])
-        theta = torch.stack([torch.stack([s * fx * r.cos(), -s * r.sin(), tx], 1),
-                             torch.stack([s * fx * r.sin(), s * r.cos(), ty], 1)], 1)
-        return F.affine_grid(theta, [like.shape[0], 1, like.shape[2], like.shape[3]], align_corners=True)
+        return similarity_grid(torch.exp(0.3 * torch.tanh(a[:, 0])), torch.tanh(a[:, 1]) * (math.pi / 6),
+                               0.3 * torch.tanh(a[:, 2]), 0.3 * torch.tanh(a[:, 3]), like,
+                               mirror=torch.tanh(2 * a[:, 4]))
 
     def compose(self, hp: Tensor, B: Tensor, c1: Tensor, perturb: tuple | None = None) -> dict[str, Tensor]:
         """``perturb``: (scale, rot_deg, shift) ranges of one random warp per sample, shared

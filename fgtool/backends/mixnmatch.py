@@ -25,7 +25,7 @@ Clustering: L2-normalised penultimate features of the p and c encoders, then k-m
 
 Options of ours (off by default; the synthetic recipe turns them on): FineGAN's
 ``bg_shift`` (the background is a random window of a larger canvas, so it cannot paint
-the object), ``child_fills_parent``, ``info_p_input = "mask"`` and ``bg_z``;
+the object), ``child_fills_parent``, ``info_p_input = "mask"``, ``pose_warp`` and ``bg_z``;
 ``w_info_free`` (the info losses on the untied-code images, with gradient to G) and
 ``w_recon`` (L1 reconstruction of real photos through E and G with straight-through codes).
 """
@@ -317,21 +317,21 @@ class MixNMatch(FineGAN):
         # code re-prediction on images from untied codes: no gradient reaches G
         n, dev = x.shape[0], x.device
         free = self.free_codes(n, device=dev)
-        extra = {}
         with torch.set_grad_enabled(c.w_info_free > 0):
             fo = self.generate(nets, free)
-        if c.w_info_free > 0:  # these images do train G, through the info heads only
-            fp, fc = self.info_terms(nets, fo, free)
-            extra = {"info_free_p": fp, "info_free_c": fc}
         pred = nets["E"](fo["image"].detach())
         rec = {"rec_z": F.l1_loss(pred["z"], free["z"].float()),
                **{f"rec_{k}": F.cross_entropy(pred[k], free[k]) for k in ("b", "p", "c")}}
+        loss = (parts.pop("loss") + c.w_pair * pair + c.w_rec_z * rec["rec_z"] + c.w_rec_b * rec["rec_b"]
+                + c.w_rec_p * rec["rec_p"] + c.w_rec_c * rec["rec_c"])
+        extra = {}
+        if c.w_info_free > 0:  # these images do train G, through the info heads only
+            fp, fc = self.info_terms(nets, fo, free)
+            extra = {"info_free_p": fp, "info_free_c": fc}
+            loss = loss + c.w_info_free * (fp + fc)
         if c.w_recon > 0:
             extra["recon"] = self.reconstruction(nets, x, raw)
-        loss = (parts.pop("loss") + c.w_pair * pair + c.w_rec_z * rec["rec_z"] + c.w_rec_b * rec["rec_b"]
-                + c.w_rec_p * rec["rec_p"] + c.w_rec_c * rec["rec_c"]
-                + c.w_info_free * sum(v for k, v in extra.items() if k.startswith("info_free"))
-                + c.w_recon * extra.get("recon", 0.0))
+            loss = loss + c.w_recon * extra["recon"]
         acc_c = (pred["c"].argmax(1) == free["c"]).float().mean()
         return {"loss": loss, **parts, "g_pair": pair, **rec, **extra, "rec_acc_c": acc_c}
 

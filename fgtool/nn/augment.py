@@ -48,11 +48,35 @@ def random_affine(x: Tensor, scale: tuple[float, float], rot_deg: float, shift: 
         s = _u(n, *scale, x)
         r = _u(n, -rot_deg, rot_deg, x) * (math.pi / 180.0)
         tx, ty = _u(n, -shift, shift, x), _u(n, -shift, shift, x)
-        theta = torch.stack([torch.stack([s * r.cos(), -s * r.sin(), tx], 1),
-                             torch.stack([s * r.sin(), s * r.cos(), ty], 1)], 1)
-        grids = F.affine_grid(theta, [n, 1, x.shape[2], x.shape[3]], align_corners=True)
+        grids = similarity_grid(s, r, tx, ty, x)
+    return warp(x, grids), grids
+
+
+def similarity_grid(s: Tensor, r: Tensor, tx: Tensor, ty: Tensor, like: Tensor,
+                    mirror: Tensor | None = None) -> Tensor:
+    """Sampling grids (align_corners) of per-sample similarity transforms: grid scale ``s``,
+    rotation ``r`` (radians), shift ``tx, ty`` (half-widths); ``mirror`` scales x (-1 flips)."""
+    sx = s if mirror is None else s * mirror
+    theta = torch.stack([torch.stack([sx * r.cos(), -s * r.sin(), tx], 1),
+                         torch.stack([sx * r.sin(), s * r.cos(), ty], 1)], 1)
+    return F.affine_grid(theta, [like.shape[0], 1, like.shape[2], like.shape[3]], align_corners=True)
+
+
+def warp(x: Tensor, grids: Tensor) -> Tensor:
+    """Bilinear resampling of ``x`` on ``grids`` (fp32 inside); outside: zeros."""
     out = F.grid_sample(x.float(), grids, mode="bilinear", padding_mode="zeros", align_corners=True)
-    return out.to(x.dtype), grids
+    return out.to(x.dtype)
+
+
+def shift_window(canvas: Tensor, size: int, random: bool) -> Tensor:
+    """A ``size`` x ``size`` window of each canvas: at a random offset per sample
+    (``random``, the global RNG) or the centre."""
+    room = canvas.shape[-1] - size
+    if not random:
+        o = room // 2
+        return canvas[..., o:o + size, o:o + size]
+    off = torch.randint(0, room + 1, (canvas.shape[0], 2), device=canvas.device).tolist()
+    return torch.stack([c[:, y:y + size, x:x + size] for c, (y, x) in zip(canvas, off)])
 
 
 def random_resized_crop(x: Tensor, scale: tuple[float, float] = (0.2, 1.0), ratio=(3 / 4, 4 / 3),
