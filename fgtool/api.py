@@ -82,7 +82,10 @@ def train(model: str | None = None, data: str | None = None, recipe: str | None 
         return make_loader(ds, t.batch_size, seed=t.seed, start_step=start_step, workers=d.workers,
                            rank=rank, world_size=world)
 
-    summary = trainer.fit(loader_fn)
+    try:
+        summary = trainer.fit(loader_fn)
+    finally:
+        trainer.close()
     summary["images"] = len(imageset.records)
     summary["layout"] = imageset.layout
     return summary

@@ -75,3 +75,22 @@ def test_accelerate_cpu_launch_is_recognised():
     assert req({"MASTER_ADDR": "127.0.0.1"}, cmd) == 0  # not Accelerate's CPU launcher
     assert req({"ACCELERATE_USE_CPU": "True"}, cmd) == 0  # no MASTER_ADDR: Accelerate asked for one process
     assert req({**acc, "ACCELERATE_USE_CPU": "False"}, cmd) == 0
+
+
+def test_train_tears_down_its_process_group(synth_dir, tmp_path):
+    """A finished run destroys the gloo group it trained in: one left for interpreter exit can
+    abort the worker with SIGABRT after the run has saved."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+    code = ("import sys, torch.distributed as dist; from fgtool import api; "
+            "r = api.train('finegan', sys.argv[1], sys.argv[2], None, sys.argv[3], progress=False); "
+            "print(r['processes'], r['step'], dist.is_initialized())")
+    p = subprocess.run([sys.executable, "-c", code, str(synth_dir), str(TINY), str(tmp_path / "run")],
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.split()[-3:] == ["1", "4", "False"]

@@ -349,6 +349,12 @@ class Trainer:
         self._check_in_sync()
         return self._summary((time.time() - t0) / max(1, self.step - start_step))
 
+    def close(self) -> None:
+        """Tear down the process group (several processes). A gloo group left for interpreter exit
+        can abort the worker (SIGABRT, "terminate called without an active exception") after the
+        run has finished and saved."""
+        self.acc.end_training()
+
     def _check_in_sync(self) -> None:
         """Multi-process: every rank must hold the same weights (gradients are averaged)."""
         if self.world == 1:
