@@ -168,6 +168,34 @@ def test_reconstruction_goes_through_hard_codes_and_trains_both():
     assert "recon" not in _g_loss(_backend())[1]
 
 
+def test_extractor_mask_term_compares_the_silhouettes_drawn_from_s_and_phi():
+    b = _backend("model.w_feat_mask=10", "model.pose_warp=true")
+    torch.manual_seed(0)
+    nets = b.build()
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    batch = {"image": x, "cache": {}}
+    parts = b.loss("S", nets, batch, 0)
+    phi, img, mask = batch["cache"]["s2"]
+    G = nets["G"]
+    G.eval()
+    with torch.no_grad():
+        ref = torch.nn.functional.l1_loss(G.p_mask(G.p_half(nets["S"](img))), mask)
+        assert torch.allclose(mask, b.generate(nets, {"feature": phi, "z": torch.zeros(4, b.cfg.z_dim),
+                                                      "b": torch.zeros(4, dtype=torch.long),
+                                                      "c": torch.zeros(4, dtype=torch.long)})["parent_mask"])
+    assert torch.allclose(parts["s_mask"].detach(), ref, atol=1e-5) and ref > 0
+    assert torch.allclose(parts["loss"].detach(), (parts["s_adv"] + parts["s_l1"] + 10 * parts["s_mask"]).detach())
+    assert _grads(parts["s_mask"], nets["S"].parameters())
+    # an extractor that returns phi itself leaves nothing to learn from the mask term
+    b2 = _backend("model.w_feat_mask=10")
+    nets2 = b2.build()
+    batch2 = {"image": x, "cache": {}}
+    phi2 = b2._stage2_fake(nets2, batch2)[0]
+    nets2["S"] = lambda im: phi2 if im is not x else torch.zeros_like(phi2)
+    assert b2.loss("S", nets2, batch2, 0)["s_mask"].item() == pytest.approx(0.0, abs=1e-6)
+    assert "s_mask" not in _backend().loss("S", nets, {"image": x, "cache": {}}, 0)
+
+
 def test_phases_split_at_stage2_start():
     b = _backend("model.stage2_start=7")
     ph = {p.name: p for p in b.phases()}

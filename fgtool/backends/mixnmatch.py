@@ -77,6 +77,10 @@ class MixNMatchConfig(FineGANConfig):
     lr_dfeat: float = 2e-5
     w_feat_adv: float = 1.0
     w_feat_l1: float = 1.0
+    # L1 between the parent masks the frozen generator draws from S(G(y)) and from phi(p, z)
+    # (ours): the silhouette, which is what feature mode keeps of the pose reference,
+    # weighs more than the rest of the map
+    w_feat_mask: float = 0.0
 
 
 # ----------------------------------------------------------------------------- networks
@@ -360,8 +364,9 @@ class MixNMatch(FineGAN):
             gp = gp + gradient_penalty(critic, (x, enc[k]), (fake_img, fake[k]))
         return {"loss": -wdist + c.w_gp * gp, "pair_wdist": wdist, "pair_gp": gp}
 
-    def _stage2_fake(self, nets, batch) -> tuple[Tensor, Tensor]:
-        """phi(p, z) and G(z, b, p, c) for untied codes, from the frozen generator (eval mode)."""
+    def _stage2_fake(self, nets, batch) -> tuple[Tensor, Tensor, Tensor]:
+        """phi(p, z), G(z, b, p, c) and its parent mask for untied codes, from the frozen
+        generator (eval mode)."""
         cache = batch.setdefault("cache", {})
         if "s2" not in cache:
             n, dev = batch["image"].shape[0], batch["image"].device
@@ -370,22 +375,29 @@ class MixNMatch(FineGAN):
             with torch.no_grad(), eval_mode(G):
                 z = codes["z"]
                 phi = G.parent_features(z, self.code_vector("p", codes["p"], z))
-                img = self.generate(nets, {**codes, "feature": phi})["image"]
-            cache["s2"] = (phi, img)
+                out = self.generate(nets, {**codes, "feature": phi})
+            cache["s2"] = (phi, out["image"], out["parent_mask"])
         return cache["s2"]
 
     def _loss_s(self, nets, batch) -> dict[str, Tensor]:
         c = self.cfg
-        phi, img = self._stage2_fake(nets, batch)
-        S = nets["S"]
+        phi, img, mask = self._stage2_fake(nets, batch)
+        S, G = nets["S"], nets["G"]
         sx = S(batch["image"])
         batch["cache"]["sx"] = sx.detach()
         adv = bce(nets["Dfeat"](sx), 1.0)
-        l1 = F.l1_loss(S(img).float(), phi.float())
-        return {"loss": c.w_feat_adv * adv + c.w_feat_l1 * l1, "s_adv": adv, "s_l1": l1}
+        s_img = S(img)
+        l1 = F.l1_loss(s_img.float(), phi.float())
+        parts = {"s_adv": adv, "s_l1": l1}
+        loss = c.w_feat_adv * adv + c.w_feat_l1 * l1
+        if c.w_feat_mask > 0:  # through the frozen mask head (G is not in this phase)
+            with eval_mode(G):
+                parts["s_mask"] = F.l1_loss(G.p_mask(G.p_half(s_img)).float(), mask.float())
+            loss = loss + c.w_feat_mask * parts["s_mask"]
+        return {"loss": loss, **parts}
 
     def _loss_dfeat(self, nets, batch) -> dict[str, Tensor]:
-        phi, _ = self._stage2_fake(nets, batch)
+        phi = self._stage2_fake(nets, batch)[0]
         sx = batch["cache"].get("sx")
         if sx is None:
             with torch.no_grad():
