@@ -168,6 +168,48 @@ def test_reconstruction_goes_through_hard_codes_and_trains_both():
     assert "recon" not in _g_loss(_backend())[1]
 
 
+def test_paired_mutual_information():
+    from fgtool.nn.losses import paired_mutual_information as mi
+
+    agree = torch.eye(4).repeat(6, 1)  # confident, balanced, both views agree: log K
+    assert mi(agree, agree).item() == pytest.approx(np.log(4), abs=1e-5)
+    # every cluster of one view meets every cluster of the other equally often: nothing shared
+    assert mi(torch.eye(4).repeat_interleave(4, 0), torch.eye(4).repeat(4, 1)).item() == pytest.approx(0, abs=1e-5)
+    one = torch.zeros(24, 4)
+    one[:, 0] = 1  # one cluster for all: no information
+    assert mi(one, one).item() == pytest.approx(0.0, abs=1e-5)
+    a, b = torch.softmax(torch.randn(24, 4), 1), torch.softmax(torch.randn(24, 4), 1)
+    assert mi(a, b).item() == pytest.approx(mi(b, a).item(), abs=1e-6)
+
+
+def test_shape_view_keeps_the_silhouette_and_changes_the_colours():
+    from fgtool.backends.mixnmatch import shape_view
+
+    torch.manual_seed(0)
+    x = torch.full((16, 3, 8, 8), -0.6)
+    x[:, 0, 2:6, 1:4] = 0.8  # a red block left of centre on a grey ground
+    v = shape_view(x)
+    block = (v - v[:, :, :1, :1]).abs().sum(1) > 1e-3  # pixels unlike the ground
+    left, right = torch.zeros(8, 8, dtype=torch.bool), torch.zeros(8, 8, dtype=torch.bool)
+    left[2:6, 1:4], right[2:6, 4:7] = True, True
+    kept = [bool((b == left).all()) for b in block]
+    mirrored = [bool((b == right).all()) for b in block]
+    assert all(k or m for k, m in zip(kept, mirrored)) and any(kept) and any(mirrored)
+    colours = v[:, :, 3, 2] * torch.tensor(kept).view(-1, 1) + v[:, :, 3, 5] * torch.tensor(mirrored).view(-1, 1)
+    assert colours.std(0).max() > 0.1  # the block's colour is not kept
+
+
+def test_iic_term_trains_the_p_encoder_only():
+    b = _backend("model.w_iic_p=5")
+    nets, parts = _g_loss(b)
+    assert 0 <= parts["iic_p"].item() <= np.log(b.cfg.n_parent) + 1e-5
+    assert _grads(parts["iic_p"], nets["E"].p.parameters())
+    for k in ("z", "b", "c"):
+        assert _grads(parts["iic_p"], getattr(nets["E"], k).parameters()) == []
+    assert _grads(parts["iic_p"], nets["G"].parameters()) == []
+    assert "iic_p" not in _g_loss(_backend())[1]
+
+
 def test_extractor_mask_term_compares_the_silhouettes_drawn_from_s_and_phi():
     b = _backend("model.w_feat_mask=10", "model.pose_warp=true")
     torch.manual_seed(0)

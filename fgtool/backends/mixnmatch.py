@@ -39,9 +39,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import FgtoolError
+from ..nn.augment import color_jitter
 from ..nn.blocks import ImageEncoder, InfoDiscriminator, down_block, eval_mode, init_weights, n_up, up_block
 from ..nn.compose import one_hot
-from ..nn.losses import bce
+from ..nn.losses import bce, paired_mutual_information
 from ..registry import register
 from .base import Phase
 from .finegan import FineGAN, FineGANConfig
@@ -71,6 +72,10 @@ class MixNMatchConfig(FineGANConfig):
     # with straight-through one-hot b, p, c (ours): trains both, so the generator learns
     # to draw the set's real silhouettes and the discrete codes must carry shape and texture
     w_recon: float = 0.0
+    # the p encoder keeps its answer when the colours of a photo change (ours): mutual
+    # information between E_p of a photo and of a recoloured, mirrored copy (IIC), so p
+    # clusters the photos by silhouette rather than by colour
+    w_iic_p: float = 0.0
     stage2_start: int = 0  # step where stage 1 stops and stage 2 (feature extractor) starts; 0 = no stage 2
     s_width: int = 0  # extractor S base width; 0 = ngf
     lr_s: float = 2e-4
@@ -176,6 +181,14 @@ def feature_critic(in_ch: int, width: int) -> nn.Sequential:
     """Patch-level critic on feature maps (stage 2): two strided convs and a 3x3 logit map."""
     return nn.Sequential(down_block(in_ch, width, bn=False), down_block(width, width * 2),
                          nn.Conv2d(width * 2, 1, 3, 1, 1))
+
+
+def shape_view(x: Tensor) -> Tensor:
+    """The same silhouettes in other colours: strong colour jitter (any hue, grey 30%) and a
+    horizontal flip of half the batch."""
+    v = color_jitter(x, p=1.0, hue=0.5, p_gray=0.3)
+    flip = torch.rand(x.shape[0], device=x.device) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1), v.flip(3), v)
 
 
 def gradient_penalty(critic: nn.Module, real: tuple[Tensor, ...], fake: tuple[Tensor, ...]) -> Tensor:
@@ -336,6 +349,10 @@ class MixNMatch(FineGAN):
         if c.w_recon > 0:
             extra["recon"] = self.reconstruction(nets, x, raw)
             loss = loss + c.w_recon * extra["recon"]
+        if c.w_iic_p > 0:
+            view = nets["E"].p.forward_info(shape_view(x)).float()
+            extra["iic_p"] = paired_mutual_information(torch.softmax(raw["p"], 1), torch.softmax(view, 1))
+            loss = loss - c.w_iic_p * extra["iic_p"]
         acc_c = (pred["c"].argmax(1) == free["c"]).float().mean()
         return {"loss": loss, **parts, "g_pair": pair, **rec, **extra, "rec_acc_c": acc_c}
 

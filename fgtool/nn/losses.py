@@ -23,6 +23,16 @@ def nt_xent(a: Tensor, b: Tensor, tau: float) -> Tensor:
     return F.cross_entropy(sim, target)
 
 
+def paired_mutual_information(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
+    """I(y; y') of two soft cluster assignments [N, K] of paired views (IIC, Ji et al. 2019),
+    from their symmetrised joint over the batch. At most log K, reached by confident,
+    balanced assignments on which both views agree; maximise it."""
+    joint = (a.float().unsqueeze(2) * b.float().unsqueeze(1)).mean(0)
+    joint = ((joint + joint.t()) / 2).clamp_min(eps)
+    pi, pj = joint.sum(1, keepdim=True), joint.sum(0, keepdim=True)
+    return (joint * (joint.log() - pi.log() - pj.log())).sum()
+
+
 def binary_entropy(m: Tensor, eps: float = 1e-6) -> Tensor:
     """Elementwise -m log m - (1 - m) log(1 - m): pushes soft masks towards 0 or 1."""
     m = m.float().clamp(eps, 1 - eps)
