@@ -2,11 +2,13 @@
 
     .venv/bin/python assets/make_assets.py            # synthetic examples (seconds)
     .venv/bin/python assets/make_assets.py RUN_FOLDER # plus a run's figures, named <model>_<grid>.png
+    .venv/bin/python assets/make_assets.py RUN_FOLDER data/synth64  # MixNMatch: plus its mix sheets
 
 Nothing here is downloaded or copied from elsewhere.
 """
 
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -38,7 +40,44 @@ def run_figures(run: Path) -> None:
             shutil.copy(src, HERE / f"{model}_{name}")
 
 
+# references of the MixNMatch sheets (fgtool data synth, seed 0): one per shape along the top,
+# four other classes down the side
+MIX_TOP = ["001.bird_red_solid/00009.png", "005.star_blue_spots/00005.png",
+           "008.heart_yellow_twotone/00006.png", "012.crescent_blue_stripes/00003.png"]
+MIX_BASE = ["002.bird_teal_stripes/00010.png", "006.star_green_twotone/00020.png",
+            "010.crescent_pink_twotone/00008.png", "009.heart_teal_solid/00001.png"]
+
+
+def mix_sheets(run: Path, data: Path) -> None:
+    """mixnmatch_vary.png: vary texture, vary shape (code mode) and vary shape (feature mode)
+    side by side, from ``fgtool mix --grid``."""
+    from PIL import Image
+
+    fgtool = str(Path(sys.executable).with_name("fgtool"))
+    img = data / "images"
+    sheets = []
+    for grid, mode in (("texture", "code"), ("shape", "code"), ("shape", "feature")):
+        out = run / f"vary_{grid}_{mode}.png"
+        cmd = [fgtool, "mix", "--ckpt", str(run / "last.pt"), "--grid", grid, "--mode", mode, "--out", str(out)]
+        for ref in MIX_TOP:
+            cmd += [f"--{grid}", str(img / ref)]
+        for ref in MIX_BASE:
+            cmd += ["--base", str(img / ref)]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        sheets.append(Image.open(out).convert("RGB"))
+    gap = 12
+    sheet = Image.new("RGB", (sum(s.width for s in sheets) + gap * (len(sheets) - 1),
+                              max(s.height for s in sheets)), "white")
+    x = 0
+    for s in sheets:
+        sheet.paste(s, (x, 0))
+        x += s.width + gap
+    sheet.save(HERE / "mixnmatch_vary.png")
+
+
 if __name__ == "__main__":
     synth_examples()
     if len(sys.argv) > 1:
         run_figures(Path(sys.argv[1]))
+    if len(sys.argv) > 2:
+        mix_sheets(Path(sys.argv[1]), Path(sys.argv[2]))

@@ -277,7 +277,8 @@ def _run_grid(m, vary: str, opts: dict, bases: list[str], out, mode: str, seed: 
     sheet = save_grid(torch.stack(cells), None, nrow=C + 1)
     cell = grid_cell(S)
     draw = ImageDraw.Draw(sheet)
-    draw.text((6, 6), f"vary:\n{vary}", fill=(0, 0, 0))  # the corner cell; rows: --base
+    label = f"vary:\n{vary}" + ("\n(feature)" if mode == "feature" else "")
+    draw.text((6, 6), label, fill=(0, 0, 0))  # the corner cell; rows: --base
     save_image(sheet, out_p)
     return {"out": str(out_p), "vary": vary, "rows": R, "cols": C, "cell_px": cell,
             "width": sheet.width, "height": sheet.height, "row_refs": bases, "col_refs": cols,
