@@ -8,7 +8,6 @@ Nothing here is downloaded or copied from elsewhere.
 """
 
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -53,17 +52,16 @@ def mix_sheets(run: Path, data: Path) -> None:
     side by side, from ``fgtool mix --grid``."""
     from PIL import Image
 
-    fgtool = str(Path(sys.executable).with_name("fgtool"))
+    from fgtool import api
+    from fgtool.mixing import run_mix
+
+    m = api.load(str(run / "last.pt"))  # once for the three sheets
     img = data / "images"
     sheets = []
     for grid, mode in (("texture", "code"), ("shape", "code"), ("shape", "feature")):
         out = run / f"vary_{grid}_{mode}.png"
-        cmd = [fgtool, "mix", "--ckpt", str(run / "last.pt"), "--grid", grid, "--mode", mode, "--out", str(out)]
-        for ref in MIX_TOP:
-            cmd += [f"--{grid}", str(img / ref)]
-        for ref in MIX_BASE:
-            cmd += ["--base", str(img / ref)]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        refs = {grid: [str(img / r) for r in MIX_TOP]}
+        run_mix(m, str(out), grid=grid, mode=mode, base=[str(img / r) for r in MIX_BASE], **refs)
         sheets.append(Image.open(out).convert("RGB"))
     gap = 12
     sheet = Image.new("RGB", (sum(s.width for s in sheets) + gap * (len(sheets) - 1),
