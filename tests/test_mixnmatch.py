@@ -168,6 +168,58 @@ def test_reconstruction_goes_through_hard_codes_and_trains_both():
     assert "recon" not in _g_loss(_backend())[1]
 
 
+def test_balanced_assignment_spreads_items_that_argmin_would_pile_up():
+    from fgtool.nn.losses import balanced_assignment
+
+    target = torch.arange(4).repeat_interleave(3)  # 12 items, 3 belong to each of 4 clusters
+    cost = 0.1 * (torch.arange(4).view(1, 4) - target.view(12, 1)).abs().float() + 0.05
+    cost[:, 0] = 0.0  # cluster 0 is the cheapest for every item
+    assert (cost.argmin(1) == 0).all()
+    assert torch.equal(balanced_assignment(cost), target)
+    clear = torch.rand(12, 4) + 5 * torch.nn.functional.one_hot(target, 4)  # balanced already
+    assert torch.equal(balanced_assignment(-clear), target)
+
+
+def test_search_finds_the_codes_that_drew_the_image_and_leaves_batchnorm_alone():
+    b = _backend()
+    nets = _eval_nets(b)
+    g = torch.Generator().manual_seed(3)
+    n = 2 * b.dims["c"]
+    codes = b.free_codes(n, generator=g)
+    codes["p"] = torch.arange(b.dims["p"]).repeat(n // b.dims["p"])
+    codes["c"] = torch.randperm(b.dims["c"], generator=g).repeat(2)
+    with torch.no_grad():
+        x = b.generate(nets, codes)["image"].float()
+    vec = {k: v if k == "z" else torch.nn.functional.one_hot(v, b.dims[k]).float() for k, v in codes.items()}
+    wrong = {**vec, "p": vec["p"].roll(1, 0), "c": vec["c"].roll(1, 0)}
+    found = b.search_codes(nets, x, wrong, ("p", "c"))
+    assert torch.equal(found["p"], codes["p"]) and torch.equal(found["c"], codes["c"])
+    assert list(b.search_codes(nets, x, wrong)) == ["p"]
+    nets["G"].train()
+    before = {k: v.clone() for k, v in nets["G"].state_dict().items() if "running" in k}
+    b.search_codes(nets, x, wrong, ("p", "c"))
+    after = nets["G"].state_dict()
+    assert before and all(torch.equal(v, after[k]) for k, v in before.items())
+
+
+def test_searched_reconstruction_trains_g_and_teaches_e_p_the_choice():
+    b = _backend("model.w_recon=5", "model.recon_p=search")
+    nets, parts = _g_loss(b)
+    assert parts["assign_p"].item() > 0
+    assert _grads(parts["assign_p"], nets["E"].p.parameters())
+    assert _grads(parts["assign_p"], nets["G"].parameters()) == []
+    assert _grads(parts["recon"], nets["G"].p_mask.parameters())
+    assert _grads(parts["recon"], nets["E"].p.parameters()) == []  # p is the search's, not E_p's
+    assert _grads(parts["recon"], nets["E"].c.parameters())
+    assert "assign_p" not in _g_loss(_backend("model.w_recon=5"))[1]
+    nets, both = _g_loss(_backend("model.w_recon=5", "model.recon_p=search", "model.recon_c=search"))
+    assert _grads(both["assign_c"], nets["E"].c.parameters())
+    assert _grads(both["recon"], nets["E"].c.parameters()) == []
+    assert _grads(both["recon"], nets["E"].z.parameters())
+    with pytest.raises(Exception, match="recon_p"):
+        _backend("model.recon_p=nearest")
+
+
 def test_paired_mutual_information():
     from fgtool.nn.losses import paired_mutual_information as mi
 
