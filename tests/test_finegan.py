@@ -201,6 +201,32 @@ def test_info_p_on_the_silhouette_ignores_the_parent_colours():
         assert b.info_terms(nets, out, codes)[0] != b.info_terms(nets, reshaped, codes)[0]
 
 
+def test_blurred_info_p_cannot_read_a_one_pixel_detail_of_the_silhouette():
+    from fgtool.nn.augment import blur
+
+    b = _backend("model.info_p_input=mask", "model.info_p_blur=1.5")
+    torch.manual_seed(0)
+    nets = b.build()
+    nets["Dp"].eval()
+    codes = b.sample_codes(4, torch.Generator().manual_seed(5))
+    seen = []
+    forward = nets["Dp"].forward_info
+    nets["Dp"].forward_info = lambda x: seen.append(x) or forward(x)
+    with torch.no_grad():
+        out = b.generate(nets, codes)
+        b.info_terms(nets, out, codes)
+        assert torch.allclose(seen[0], blur((out["parent_mask"] * 2 - 1).expand(-1, 3, -1, -1), 1.5))
+        checker = (torch.arange(32).view(1, 32) + torch.arange(32).view(32, 1)) % 2  # a 1 px pattern
+        dotted = {**out, "parent_mask": out["parent_mask"] + 0.1 * (2 * checker - 1)}  # zero-mean
+        sharp = _backend("model.info_p_input=mask")
+        gap = [(x(dotted) - x(out)).abs().max().item() for x in (
+            lambda o: blur((o["parent_mask"] * 2 - 1), 1.5), lambda o: o["parent_mask"] * 2 - 1)]
+        assert gap[0] < 0.2 * gap[1]  # the blur all but removes the pattern
+        assert sharp.info_terms(nets, dotted, codes)[0] != sharp.info_terms(nets, out, codes)[0]
+    with pytest.raises(FgtoolError, match="info_p_blur"):
+        _backend("model.info_p_blur=-1")
+
+
 def test_bg_z_false_gives_one_background_per_b():
     codes = _backend().sample_codes(3, torch.Generator().manual_seed(6))
     moved = {**codes, "z": torch.randn(3, codes["z"].shape[1])}

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import FgtoolError
-from ..nn.augment import perturb_ranges, random_affine, shift_window, similarity_grid, warp
+from ..nn.augment import blur, perturb_ranges, random_affine, shift_window, similarity_grid, warp
 from ..nn.blocks import (
     Classifier,
     CodeToImageBackbone,
@@ -66,6 +66,9 @@ class FineGANConfig:
     # what info_p reads: "masked" = parent mask * parent image (the paper); "mask" = the
     # silhouette alone, so p must be told by the outline, not by a colour (ours)
     info_p_input: str = "masked"
+    # Gaussian blur (std in pixels) of what info_p reads (ours): p cannot be told by a detail
+    # finer than that, so the p codes must draw silhouettes that differ at a coarse scale
+    info_p_blur: float = 0.0
     # the background stage reads z as well as b (the paper); false: b alone, so a background
     # cannot know the pose and cannot paint the object where it will stand (ours)
     bg_z: bool = True
@@ -186,6 +189,8 @@ class FineGAN(Backend):
             raise FgtoolError(f"model.n_child ({cfg.n_child}) must be a multiple of model.n_parent ({cfg.n_parent})")
         if cfg.info_p_input not in ("masked", "mask"):
             raise FgtoolError(f"model.info_p_input must be masked or mask, got {cfg.info_p_input!r}")
+        if cfg.info_p_blur < 0:
+            raise FgtoolError(f"model.info_p_blur must be >= 0, got {cfg.info_p_blur}")
         self.ratio = cfg.n_child // cfg.n_parent
         self.bg_d = cfg.w_bg_adv > 0 or cfg.w_bg_aux > 0  # the background D is used at all
         self.perturb = (None if cfg.perturb == "none" else
@@ -292,6 +297,8 @@ class FineGAN(Backend):
             xp = (out["parent_mask"] * 2 - 1).expand(-1, 3, -1, -1)
         else:
             xp = out["parent_mask"] * out["parent_fg"]
+        if self.cfg.info_p_blur > 0:
+            xp = blur(xp, self.cfg.info_p_blur)
         info_p = F.cross_entropy(nets["Dp"].forward_info(xp).float(), codes["p"])
         info_c = F.cross_entropy(nets["Dc"].forward_info(out["child_mask"] * out["child_fg"]).float(), codes["c"])
         return info_p, info_c
