@@ -69,11 +69,12 @@ def test_background_warmup_fades_from_all_patches_to_box_labels():
     torch.manual_seed(0)
     nets = b.build()
     s = b.size
-    fg = torch.zeros(4, 1, s, s)
-    fg[..., 4:28, 4:28] = 1
-    batch = {"image": torch.rand(4, 3, s, s) * 2 - 1, "fg": fg}
-    r_adv, _ = nets["Dbg"](batch["image"])
-    w = nets["Dbg"].patch_weights(fg, tuple(r_adv.shape[-2:]), 1.0)
+    box = torch.tensor([[12.0, 12.0, 20.0, 20.0]]).repeat(4, 1)
+    batch = {"image": torch.rand(4, 3, s, s) * 2 - 1, "box": box}
+    D = nets["Dbg"]
+    r_adv, _ = D(b.bg_view(nets, batch["image"]))
+    w = D.box_labels(box * D.side / s, r_adv.shape[-1], 1.0)
+    assert 0 < w.mean() < 1
     per_patch = bce(r_adv, 1.0, "none")
     all_patches = per_patch.mean()
     boxed = (per_patch * w).sum() / w.sum().clamp(min=1)

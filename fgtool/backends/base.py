@@ -22,6 +22,10 @@ class Phase:
 
     name: str
     trains: tuple[str, ...]  # keys of the nets dict; "Dc.info" names a sub-module
+    # nets whose forward in this phase keeps its graph for a later phase of the same
+    # iteration, without being stepped here (FineGAN: the D phase renders the fake that the
+    # G phase then backpropagates through, as the authors' loop does)
+    graph: tuple[str, ...] = ()
     every: int = 1  # lazy regularisation: run on steps where step % every == 0
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)

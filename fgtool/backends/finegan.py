@@ -6,8 +6,17 @@ Codes:   z ~ N(0, I); c uniform over n_child; p = c // (n_child / n_parent); b =
          training (ducks on water), free at sample time.
 Losses:  G:  10*bg_adv + bg_aux + child_adv + info_p + info_c
          D:  10*(bg_real + bg_fake) + bg_aux + child_real + child_fake
+One iteration, as the authors' loop: G renders one batch; the discriminators step on it
+(detached), then G steps through the updated discriminators on the same batch.
 Clustering (paper 3.2): phi_p / phi_c re-predict p and c from generated images; their
 pooled features of real images, concatenated, go to k-means.
+
+The networks equal the authors' at every size (tests/test_reference.py checks them against
+tensors recorded from their code): the child stage reads the parent's halved features at
+half the parent's width; the parent and child Ds end in a 2x-wide down-block and a 3x3
+conv back; the background D has neither BatchNorm nor conv bias, and reads images resized
+(bilinear, corners aligned) to the side its patches tile exactly (126 at 128 px), with
+patch labels computed from the box coordinates.
 """
 
 from __future__ import annotations
@@ -94,6 +103,9 @@ class FineGANConfig:
     perturb_rot: float = -1.0
     perturb_shift: float = -1.0
     phi_every: int = 2  # cluster heads step every N iterations (0 = never)
+    # first step of the cluster heads (the authors' loop has none; the paper trains them
+    # after the GAN): later starts keep them out of most of the run's steps
+    phi_start: int = 0
     phi_width: int = 0  # phi base width; 0 = ndf
 
 
@@ -113,12 +125,14 @@ class GeneratorFG(nn.Module):
         self.p_half = same_block(ngf, ngf // 2)
         self.p_img = nn.Sequential(conv3x3(ngf // 2, 3), nn.Tanh())
         self.p_mask = nn.Sequential(conv3x3(ngf // 2, 1), nn.Sigmoid())
-        # child stage: parent features + tiled c; no new z
-        self.c_joint = same_block(ngf + nc, ngf)
-        self.c_res = nn.Sequential(ResBlock(ngf), ResBlock(ngf))
-        self.c_half = same_block(ngf, ngf // 2)
-        self.c_img = nn.Sequential(conv3x3(ngf // 2, 3), nn.Tanh())
-        self.c_mask = nn.Sequential(conv3x3(ngf // 2, 1), nn.Sigmoid())
+        # child stage: the parent's halved features + tiled c, at half the parent's width;
+        # no new z
+        ch = ngf // 2
+        self.c_joint = same_block(ch + nc, ch)
+        self.c_res = nn.Sequential(ResBlock(ch), ResBlock(ch))
+        self.c_half = same_block(ch, ch // 2)
+        self.c_img = nn.Sequential(conv3x3(ch // 2, 3), nn.Tanh())
+        self.c_mask = nn.Sequential(conv3x3(ch // 2, 1), nn.Sigmoid())
         self.nc, self.np = nc, npar
         self.child_in_parent = cfg.child_in_parent
         self.child_fills_parent = cfg.child_fills_parent
@@ -159,7 +173,7 @@ class GeneratorFG(nn.Module):
         by the parent and child masks and foregrounds (training only)."""
         hp2 = self.p_half(hp)
         Pf, Pm = self.p_img(hp2), self.p_mask(hp2)
-        hc = self.c_half(self.c_res(code_block(self.c_joint, hp, c1)))
+        hc = self.c_half(self.c_res(code_block(self.c_joint, hp2, c1)))
         Cf, Cm = self.c_img(hc), self.c_mask(hc)
         if self.child_fills_parent:
             Cm = Pm
@@ -191,6 +205,9 @@ class FineGAN(Backend):
             raise FgtoolError(f"model.info_p_input must be masked or mask, got {cfg.info_p_input!r}")
         if cfg.info_p_blur < 0:
             raise FgtoolError(f"model.info_p_blur must be >= 0, got {cfg.info_p_blur}")
+        if cfg.ngf < 4 or cfg.ngf % 4:
+            raise FgtoolError(f"model.ngf must be a positive multiple of 4 (the child stage is ngf/4 wide), "
+                              f"got {cfg.ngf}")
         self.ratio = cfg.n_child // cfg.n_parent
         self.bg_d = cfg.w_bg_adv > 0 or cfg.w_bg_aux > 0  # the background D is used at all
         self.perturb = (None if cfg.perturb == "none" else
@@ -202,9 +219,10 @@ class FineGAN(Backend):
         pw = c.phi_width or c.ndf
         nets = {
             "G": GeneratorFG(c, s),
-            "Dbg": PatchDiscriminator(c.ndf, s),
-            "Dp": InfoDiscriminator(c.ndf, s, c.n_parent, adv=False),
-            "Dc": InfoDiscriminator(c.ndf, s, c.n_child, adv=True),
+            "Dbg": PatchDiscriminator(c.ndf, s, bn=False),
+            # Dp's real/fake head is never read (the authors' parent D has one too, untrained)
+            "Dp": InfoDiscriminator(c.ndf, s, c.n_parent, adv=True, wide_top=True),
+            "Dc": InfoDiscriminator(c.ndf, s, c.n_child, adv=True, wide_top=True),
             "phi_p": Classifier(pw, s, c.n_parent),
             "phi_c": Classifier(pw, s, c.n_child),
         }
@@ -214,12 +232,12 @@ class FineGAN(Backend):
 
     def phases(self) -> list[Phase]:
         c = self.cfg
-        # G first: its forward is cached and re-used (detached) by the D and phi phases,
-        # so each iteration runs the generator once with gradients.
-        ph = [Phase("G", ("G", "Dp", "Dc.info"), lr=c.lr_g),
-              Phase("D", ("Dbg", "Dc.trunk", "Dc.adv"), lr=c.lr_d)]
+        # The authors' order: D steps on the batch G renders (detached), then G steps through
+        # the updated Ds on the same render, so G runs forward once per iteration.
+        ph = [Phase("D", ("Dbg", "Dc.trunk", "Dc.adv"), lr=c.lr_d, graph=("G",)),
+              Phase("G", ("G", "Dp", "Dc.info"), lr=c.lr_g)]
         if c.phi_every > 0:
-            ph.append(Phase("phi", ("phi_p", "phi_c"), every=c.phi_every, lr=c.lr_d))
+            ph.append(Phase("phi", ("phi_p", "phi_c"), every=c.phi_every, lr=c.lr_d, start=c.phi_start))
         return ph
 
     # ---------------------------------------------------------------- codes
@@ -264,7 +282,7 @@ class FineGAN(Backend):
         c = self.cfg
         out, codes = self._fake(nets, batch, grad=True)
         if self.bg_d:
-            f_adv, f_aux = nets["Dbg"](out["background"])
+            f_adv, f_aux = nets["Dbg"](self.bg_view(nets, out["background"]))
             bg_adv, bg_aux = bce(f_adv, 1.0), bce(f_aux, 1.0)  # aux: 1 = background
         else:  # no background D (both its weights 0): the background learns from the image D alone
             bg_adv = bg_aux = out["image"].new_zeros((), dtype=torch.float32)
@@ -303,15 +321,30 @@ class FineGAN(Backend):
         info_c = F.cross_entropy(nets["Dc"].forward_info(out["child_mask"] * out["child_fg"]).float(), codes["c"])
         return info_p, info_c
 
+    @staticmethod
+    def bg_view(nets, x: Tensor) -> Tensor:
+        """What the background D reads: ``x`` resized (bilinear, corners aligned, as the
+        authors' 128 -> 126) to the side its patches tile exactly."""
+        side = nets["Dbg"].side
+        if x.shape[-1] == side:
+            return x
+        return F.interpolate(x, size=(side, side), mode="bilinear", align_corners=True)
+
     def _loss_d(self, nets, batch, step: int = 0) -> dict[str, Tensor]:
         c = self.cfg
-        out, _ = self._fake(nets, batch, grad=False)
+        out, _ = self._fake(nets, batch, grad=True)  # G's graph is kept for the G phase
         fake_bg, fake_img = out["background"].detach(), out["image"].detach()
         if self.bg_d:
             Dbg = nets["Dbg"]
+            full = batch.get("full", batch["image"])
+            labels = None
+            if "box" in batch:  # patch labels from the box, in the D's input pixels
+                box = batch["box"] * (Dbg.side / full.shape[-1])
+                labels = lambda n: Dbg.box_labels(box, n, c.bg_patch_thresh)  # noqa: E731
             bg_real, bg_aux, w = background_real_terms(Dbg, batch, step, c.bg_patch_thresh, c.bg_warmup,
-                                                       c.bg_real_floor)
-            bg_fake = bce(Dbg(fake_bg)[0], 0.0)
+                                                       c.bg_real_floor, full=self.bg_view(nets, full),
+                                                       labels=labels)
+            bg_fake = bce(Dbg(self.bg_view(nets, fake_bg))[0], 0.0)
         else:
             bg_real = bg_aux = bg_fake = w = fake_img.new_zeros((), dtype=torch.float32)
         Dc = nets["Dc"]

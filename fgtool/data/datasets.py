@@ -603,6 +603,9 @@ class ImageDataset(Dataset):
         if self.use_fg:
             fbox = transform_box(geo["box"], geo["full"].region, self.size, flip)
             out["fg"] = box_to_mask(fbox, self.size)
+            # the box itself, (x1, y1, x2, y2) clipped to the full view (FineGAN's patch labels)
+            x, y, bw, bh = fbox
+            out["box"] = torch.tensor([x, y, x + bw, y + bh], dtype=torch.float32).clamp_(0.0, float(self.size))
         if self.use_masks:
             out["mask"] = self._mask(rec.mask_path, geo["obj"], (w, h), flip)
         if self.use_bg_crops:  # drawn last, so runs without bg_crops keep their random stream

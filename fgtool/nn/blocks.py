@@ -137,8 +137,11 @@ def code_block(block: nn.Sequential, x: Tensor, code: Tensor) -> Tensor:
     return block[2:](block[1](code_conv(x, code, conv.weight, conv.bias)))
 
 
-def down_block(cin: int, cout: int, k: int = 4, s: int = 2, p: int = 1, bn: bool = True) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, s, p, bias=not bn)]
+def down_block(cin: int, cout: int, k: int = 4, s: int = 2, p: int = 1, bn: bool = True,
+               bias: bool | None = None) -> nn.Sequential:
+    """Strided conv, BN (optional), LeakyReLU 0.2. The conv has a bias where no BN follows,
+    unless ``bias`` says otherwise (FineGAN's discriminators have none at all)."""
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, s, p, bias=(not bn) if bias is None else bias)]
     if bn:
         layers.append(nn.BatchNorm2d(cout))
     layers.append(nn.LeakyReLU(0.2, inplace=True))
@@ -149,15 +152,23 @@ class ImageEncoder(nn.Module):
     """Strided convs from ``size`` px down to 4x4 with ``ndf*8`` channels.
 
     Trunk of the child/parent discriminators and of the clustering heads.
+
+    ``wide_top`` builds FineGAN's discriminator trunk instead: the last down-block doubles
+    the width (at 128 px: 512 -> 1024, 8 -> 4 px) and a 3x3 conv-BN-LReLU halves it back,
+    and the first conv has no bias (the authors' D has no conv bias before its heads).
     """
 
-    def __init__(self, ndf: int, size: int, in_ch: int = 3, bn: bool = True):
+    def __init__(self, ndf: int, size: int, in_ch: int = 3, bn: bool = True, wide_top: bool = False):
         super().__init__()
-        layers, ch = [down_block(in_ch, ndf, bn=False)], ndf
-        for _ in range(n_up(size) - 1):
-            nxt = min(ch * 2, ndf * 8)
+        layers, ch = [down_block(in_ch, ndf, bn=False, bias=not wide_top)], ndf
+        n = n_up(size) - 1
+        for i in range(n):
+            nxt = ch * 2 if wide_top and i == n - 1 else min(ch * 2, ndf * 8)
             layers.append(down_block(ch, nxt, bn=bn))  # bn=False: WGAN-GP critics (MixNMatch)
             ch = nxt
+        if wide_top:
+            layers.append(nn.Sequential(conv3x3(ch, ch // 2), nn.BatchNorm2d(ch // 2), nn.LeakyReLU(0.2, inplace=True)))
+            ch //= 2
         self.net = nn.Sequential(*layers)
         self.out_ch = ch
 
@@ -188,16 +199,21 @@ def receptive_field(geom: list[tuple[int, int]]) -> tuple[int, int]:
 
 
 class PatchDiscriminator(nn.Module):
-    """Valid-padding conv stack with two patch heads: real/fake and background/foreground."""
+    """Valid-padding conv stack with two patch heads: real/fake and background/foreground.
 
-    def __init__(self, ndf: int, size: int, in_ch: int = 3):
+    ``bn=False`` is FineGAN's background D: no BatchNorm and no conv bias in the trunk.
+    """
+
+    def __init__(self, ndf: int, size: int, in_ch: int = 3, bn: bool = True):
         super().__init__()
         geom = patch_geometry(size)
         self.rf, self.stride = receptive_field(geom)
+        # the largest side <= size whose patches tile it exactly (FineGAN: 126 at 128 px)
+        self.side = size - (size - self.rf) % self.stride
         chans = [in_ch, ndf, ndf * 2, ndf * 4]
         layers = []
         for i, (k, s) in enumerate(geom[:-1]):
-            layers.append(down_block(chans[i], chans[i + 1], k, s, 0, bn=i > 0))
+            layers.append(down_block(chans[i], chans[i + 1], k, s, 0, bn=bn and i > 0, bias=None if bn else False))
         self.trunk = nn.Sequential(*layers)
         k, s = geom[-1]
         self.adv = nn.Conv2d(chans[3], 1, k, s, 0)
@@ -217,6 +233,26 @@ class PatchDiscriminator(nn.Module):
         if inside.shape[-2:] != out_hw:
             inside = F.interpolate(inside, size=out_hw, mode="nearest")
         return (1.0 - inside >= thresh - 1e-6).float()
+
+    def box_labels(self, box: Tensor, n_out: int, thresh: float = 1.0) -> Tensor:
+        """Per-patch background labels [B,1,n,n] from boxes [B,4] = (x1, y1, x2, y2) in the
+        pixels of the D's input. Patch (i, j) reads rows [i*stride, i*stride + rf) and the
+        same columns. ``thresh=1`` is the authors' FineGAN rule: a patch is object when its
+        field reaches the box, ends included (i*stride + rf >= y1 and i*stride <= y2, and
+        the same for x), and a box with no width or height marks nothing. ``thresh < 1``: a
+        patch is background when at least that share of its field lies outside the box."""
+        start = torch.arange(n_out, device=box.device, dtype=torch.float32) * self.stride
+        b = box.float()
+        x1, y1, x2, y2 = (b[:, k, None] for k in range(4))
+        if thresh >= 1.0:
+            ty = (start + self.rf >= y1) & (start <= y2)
+            tx = (start + self.rf >= x1) & (start <= x2)
+            obj = ty[:, :, None] & tx[:, None, :] & ((x1 != x2) & (y1 != y2))[:, :, None]
+            return (~obj).float()[:, None]
+        oy = ((torch.minimum(start + self.rf, y2) - torch.maximum(start, y1)).clamp(min=0)) / self.rf
+        ox = ((torch.minimum(start + self.rf, x2) - torch.maximum(start, x1)).clamp(min=0)) / self.rf
+        inside = oy[:, :, None] * ox[:, None, :]
+        return (1.0 - inside >= thresh - 1e-6).float()[:, None]
 
 
 @contextlib.contextmanager
@@ -284,9 +320,10 @@ class InfoDiscriminator(nn.Module):
     MixNMatch. ``features`` gives the pooled trunk output for clustering.
     """
 
-    def __init__(self, ndf: int, size: int, n_classes: int, adv: bool = True, in_ch: int = 3):
+    def __init__(self, ndf: int, size: int, n_classes: int, adv: bool = True, in_ch: int = 3,
+                 wide_top: bool = False):
         super().__init__()
-        self.trunk = ImageEncoder(ndf, size, in_ch)
+        self.trunk = ImageEncoder(ndf, size, in_ch, wide_top=wide_top)
         ch = self.trunk.out_ch
         self.info = nn.Sequential(nn.Conv2d(ch, ch, 3, 1, 1, bias=False), nn.BatchNorm2d(ch),
                                   nn.LeakyReLU(0.2, inplace=True), nn.Conv2d(ch, n_classes, 4, 1, 0))

@@ -62,7 +62,7 @@ def bce(logits: Tensor, target: float | Tensor, reduction: str = "mean") -> Tens
 
 
 def background_real_terms(Dbg, batch: dict, step: int, thresh: float, warmup: int,
-                          floor: float) -> tuple[Tensor, Tensor, Tensor]:
+                          floor: float, full: Tensor | None = None, labels=None) -> tuple[Tensor, Tensor, Tensor]:
     """The real side of FineGAN's background patch discriminator (also OneGAN's): real
     patches count only where they are background (outside the real or pseudo box), rescaled
     by N / sum(w); the aux head learns background (1) vs object (0) patches.
@@ -72,9 +72,13 @@ def background_real_terms(Dbg, batch: dict, step: int, thresh: float, warmup: in
     from every patch counting as real and fades to the box labels; ``floor`` keeps that share
     of the in-box patches as real for good. With ``data.bg_crops`` the batch also holds a
     box-outside crop per image (``bg_crop``, ``bg_crop_ok``): all its patches count as real
-    background for both heads. Returns (bg_real, bg_aux, w)."""
-    r_adv, r_aux = Dbg(batch.get("full", batch["image"]))
-    if "fg" in batch:
+    background for both heads. ``full`` replaces the batch's full view, and ``labels(n)``, when
+    given, makes the patch labels for an n x n map (FineGAN: from the box coordinates).
+    Returns (bg_real, bg_aux, w)."""
+    r_adv, r_aux = Dbg(batch.get("full", batch["image"]) if full is None else full)
+    if labels is not None:
+        w = labels(r_adv.shape[-1]).to(r_adv.dtype)
+    elif "fg" in batch:
         w = Dbg.patch_weights(batch["fg"], tuple(r_adv.shape[-2:]), thresh)
     else:  # box_mode none: every patch counts as background
         w = torch.ones_like(r_adv)

@@ -203,7 +203,7 @@ class Trainer:
     def _set_trainable(self, phase: Phase) -> None:
         for m in self.nets.values():
             m.requires_grad_(False)
-        for name in phase.trains:
+        for name in phase.trains + phase.graph:
             resolve_module(self.nets, name).requires_grad_(True)
 
     def _sync_grads(self, opt: torch.optim.Optimizer) -> None:

@@ -1,0 +1,416 @@
+"""Record reference tensors from the authors' public FineGAN code, for tests/test_reference.py.
+
+Their code is never part of this repository. Point this script at a local copy of it:
+
+    python tests/reference/make_fixtures.py --finegan /path/to/finegan/code --out tests/fixtures
+
+It loads their ``model.py`` and ``trainer.py`` from that folder with the few edits that
+Python 3 on a CPU needs (tabs expanded as Python 2 read them, no ``.cuda()``, integer
+division where Python 2 divided integers), builds their G and three Ds, and builds ours
+through fgtool. One set of weights (ours, rounded to fp16 so that they store exactly in
+half the bytes) goes into both through the explicit key mapping below. Then their own
+``train_Dnet`` and ``train_Gnet`` run one background-D, one child-D and one G step on fixed
+codes, noise, images and boxes, and everything they compute is recorded:
+
+- every stage's image and mask of G;
+- every discriminator output of both steps (forward hooks on their Ds);
+- every loss term (their loss functions are wrapped to record each call), and the totals;
+- the background D's patch labels from the boxes;
+- every parameter's gradient before each optimiser step (sum, sum of squares and one
+  fixed projection);
+- at the paper setting (Nc 200, Np 20, ngf = ndf = 64, 128 px), every parameter's shape
+  under the mapping, so the test can check our networks have the authors' shapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import types
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+SMALL = dict(n_child=4, n_parent=2, z_dim=8, ngf=4, ndf=4)
+PAPER = dict(n_child=200, n_parent=20, z_dim=100, ngf=64, ndf=64)
+SIZE, BATCH = 128, 2
+
+
+# ----------------------------------------------------------------------------- their code, loaded
+
+
+def _stub_missing() -> None:
+    """Their config imports easydict; their trainer imports six and tensorboardX (logging only)."""
+    try:
+        import easydict  # noqa: F401
+    except ImportError:
+        class EasyDict(dict):
+            def __init__(self, d=None, **kw):
+                super().__init__()
+                for k, v in dict(d or {}, **kw).items():
+                    self[k] = v
+
+            def __setitem__(self, k, v):
+                super().__setitem__(k, EasyDict(v) if isinstance(v, dict) and not isinstance(v, EasyDict) else v)
+
+            __setattr__ = __setitem__
+
+            def __getattr__(self, k):
+                try:
+                    return self[k]
+                except KeyError:
+                    raise AttributeError(k) from None
+
+        sys.modules["easydict"] = types.SimpleNamespace(EasyDict=EasyDict)
+    try:
+        import six  # noqa: F401
+    except ImportError:
+        sys.modules["six"] = types.SimpleNamespace(moves=types.SimpleNamespace(range=range))
+        sys.modules["six.moves"] = sys.modules["six"].moves
+    if "tensorboardX" not in sys.modules:
+        tb = types.ModuleType("tensorboardX")
+        tb.summary = types.SimpleNamespace(scalar=lambda *a, **k: None)
+        tb.FileWriter = lambda *a, **k: types.SimpleNamespace(add_summary=lambda *a, **k: None, flush=lambda: None)
+        sys.modules["tensorboardX"] = tb
+
+
+def _load(path: Path, name: str, edits: list[tuple[str, str]]) -> types.ModuleType:
+    src = path.read_text().expandtabs(8)  # Python 2 read a tab as "to the next multiple of 8"
+    for old, new in edits:
+        src = src.replace(old, new)
+    mod = types.ModuleType(name)
+    mod.__file__ = str(path)
+    sys.modules[name] = mod
+    exec(compile(src, str(path), "exec"), mod.__dict__)
+    return mod
+
+
+def load_finegan(code: Path):
+    _stub_missing()
+    sys.path.insert(0, str(code))
+    from miscc.config import cfg  # their config object
+
+    cpu = [(".cuda()", ""), ("classes_child / classes_parent", "classes_child // classes_parent"),
+           ("/ ratio", "// ratio")]  # Python 2 divided these integers
+    model = _load(code / "model.py", "model", cpu)
+    trainer = _load(code / "trainer.py", "ref_trainer", cpu)
+    return cfg, model, trainer
+
+
+def set_config(cfg, c: dict, batch: int) -> None:
+    cfg.update(SUPER_CATEGORIES=c["n_parent"], FINE_GRAINED_CATEGORIES=c["n_child"], TIED_CODES=True, CUDA=False)
+    cfg.GAN.update(GF_DIM=c["ngf"], DF_DIM=c["ndf"], Z_DIM=c["z_dim"], R_NUM=2)
+    cfg.TRAIN.update(BATCH_SIZE=batch, BG_LOSS_WT=10, GENERATOR_LR=2e-4, DISCRIMINATOR_LR=2e-4)
+
+
+# ----------------------------------------------------------------------------- ours -> theirs
+
+
+class _perm_code_first:
+    """Our joint convs and linears read [features or z, code]; theirs read [code, features or z]."""
+
+    def __init__(self, n_code: int):
+        self.n = n_code
+
+    def __call__(self, w: torch.Tensor) -> torch.Tensor:  # ours -> theirs
+        cin = w.shape[1] - self.n
+        return torch.cat([w.narrow(1, cin, self.n), w.narrow(1, 0, cin)], 1)
+
+    def back(self, w: torch.Tensor) -> torch.Tensor:  # theirs -> ours
+        return torch.cat([w.narrow(1, self.n, w.shape[1] - self.n), w.narrow(1, 0, self.n)], 1)
+
+
+def finegan_mapping(c: dict) -> dict[str, list[tuple[str, str, object]]]:
+    """Per net: (our key prefix, their key prefix, transform of a weight or None)."""
+    nc, npar = c["n_child"], c["n_parent"]
+    g = [("bg_backbone.fc.0.", "h_net1_bg.fc.0.", _perm_code_first(nc)), ("bg_backbone.fc.1.", "h_net1_bg.fc.1.", None),
+         ("p_backbone.fc.0.", "h_net1.fc.0.", _perm_code_first(npar)), ("p_backbone.fc.1.", "h_net1.fc.1.", None)]
+    for k in range(5):
+        for ours, theirs in (("bg_backbone", "h_net1_bg"), ("p_backbone", "h_net1")):
+            g += [(f"{ours}.ups.{k}.1.", f"{theirs}.upsample{k + 1}.1.", None),
+                  (f"{ours}.ups.{k}.2.", f"{theirs}.upsample{k + 1}.2.", None)]
+    g.append(("bg_head.0.", "img_net1_bg.img.0.", None))
+    for ours, theirs, n in (("p", "h_net2", npar), ("c", "h_net3", nc)):
+        g += [(f"{ours}_joint.0.", f"{theirs}.jointConv.0.", _perm_code_first(n)),
+              (f"{ours}_joint.1.", f"{theirs}.jointConv.1.", None),
+              (f"{ours}_half.", f"{theirs}.samesample.", None)]
+        for i in range(2):
+            g.append((f"{ours}_res.{i}.body.", f"{theirs}.residual.{i}.block.", None))
+    g += [("p_img.0.", "img_net2.img.0.", None), ("p_mask.0.", "img_net2_mask.img.0.", None),
+          ("c_img.0.", "img_net3.img.0.", None), ("c_mask.0.", "img_net3_mask.img.0.", None)]
+    dbg = [("trunk.0.0.", "patchgan_img_code_s16.0.", None), ("trunk.1.0.", "patchgan_img_code_s16.2.", None),
+           ("trunk.2.0.", "patchgan_img_code_s16.4.", None),
+           ("adv.", "uncond_logits2.0.", None), ("aux.", "uncond_logits1.0.", None)]
+    dinfo = [("trunk.net.0.0.", "img_code_s16.0.", None)]
+    for i, j in ((1, 2), (2, 5), (3, 8)):
+        dinfo += [(f"trunk.net.{i}.0.", f"img_code_s16.{j}.", None),
+                  (f"trunk.net.{i}.1.", f"img_code_s16.{j + 1}.", None)]
+    dinfo += [("trunk.net.4.", "img_code_s32.", None), ("trunk.net.5.", "img_code_s32_1.", None),
+              ("info.0.", "jointConv.0.", None), ("info.1.", "jointConv.1.", None), ("info.3.", "logits.0.", None),
+              ("adv.", "uncond_logits.0.", None)]
+    return {"G": g, "Dbg": dbg, "Dp": dinfo, "Dc": dinfo}
+
+
+def translate(ours: nn.Module, theirs: nn.Module, rules) -> dict[str, tuple[str, object]]:
+    """our key -> (their key, transform); every key on both sides must be covered once."""
+    keys, out = list(theirs.state_dict()), {}
+    for k in ours.state_dict():
+        hits = [(o, t, f) for o, t, f in rules if k.startswith(o)]
+        if len(hits) != 1:
+            raise SystemExit(f"key {k}: {len(hits)} mapping rules")
+        o, t, f = hits[0]
+        out[k] = (t + k[len(o):], f)
+    missing = set(keys) - {t for t, _ in out.values()}
+    if missing:
+        raise SystemExit(f"their keys not mapped: {sorted(missing)[:8]}")
+    return out
+
+
+def copy_into(ours: nn.Module, theirs: nn.Module, rules) -> None:
+    sd, tm = ours.state_dict(), translate(ours, theirs, rules)
+    new = {}
+    for k, (t, f) in tm.items():
+        v = sd[k]
+        new[t] = f(v) if f is not None and v.dim() > 1 else v
+        if new[t].shape != theirs.state_dict()[t].shape:
+            raise SystemExit(f"{k} -> {t}: shape {tuple(new[t].shape)} vs {tuple(theirs.state_dict()[t].shape)}")
+    theirs.load_state_dict(new, strict=True)
+
+
+def shapes_under_mapping(ours: nn.Module, theirs: nn.Module, rules) -> dict:
+    """Their shape of every tensor, under our key (a permuted layout keeps the shape)."""
+    tm, tsd = translate(ours, theirs, rules), theirs.state_dict()
+    shapes = {k: list(tsd[t].shape) for k, (t, _) in tm.items()}
+    return {"shapes": shapes, "params": sum(p.numel() for p in theirs.parameters())}
+
+
+# ----------------------------------------------------------------------------- recording helpers
+
+
+def projection(t: torch.Tensor) -> torch.Tensor:
+    """A fixed pseudo-random direction of t's size (the test builds the same one)."""
+    n = t.numel()
+    return torch.sin(torch.arange(n, dtype=torch.float64) * 0.7 + 0.3).view_as(t)
+
+
+def summary(t: torch.Tensor) -> torch.Tensor:
+    t = t.detach().double()
+    return torch.stack([t.sum(), (t * t).sum(), (t * projection(t)).sum()])
+
+
+class Recorder(nn.Module):
+    """Wraps a loss module; records (output, target) of every call, in order."""
+
+    def __init__(self, inner: nn.Module, log: list):
+        super().__init__()
+        self.inner, self.log = inner, log
+
+    def forward(self, x, target):
+        out = self.inner(x, target)
+        self.log.append((out.detach().clone(), target.detach().clone()))
+        return out
+
+
+class GradTap:
+    """Wraps an optimiser: records each parameter's gradient summary (in our layout) before
+    it steps. ``names``: id(their parameter) -> (our name, their layout -> ours, or None)."""
+
+    def __init__(self, opt, names: dict, log: dict):
+        self.opt, self.names, self.log = opt, names, log
+
+    def step(self):
+        for group in self.opt.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    name, back = self.names[id(p)]
+                    self.log[name] = summary(back(p.grad) if back is not None else p.grad)
+        self.opt.step()
+
+    def zero_grad(self, *a, **k):
+        self.opt.zero_grad(*a, **k)
+
+
+# ----------------------------------------------------------------------------- FineGAN
+
+
+def build_ours(c: dict):
+    from fgtool.backends.finegan import FineGAN, FineGANConfig
+
+    backend = FineGAN(FineGANConfig(**c), SIZE)
+    torch.manual_seed(0)
+    nets = backend.build()
+    return backend, nets
+
+
+def finegan(code: Path, out: Path) -> None:
+    cfg, model, trainer = load_finegan(code)
+
+    # paper setting: shapes only
+    set_config(cfg, PAPER, 16)
+    _, nets = build_ours(PAPER)
+    theirs = {"G": model.G_NET(), "Dbg": model.D_NET(0), "Dp": model.D_NET(1), "Dc": model.D_NET(2)}
+    rules = finegan_mapping(PAPER)
+    paper = {k: shapes_under_mapping(nets[k], theirs[k], rules[k]) for k in theirs}
+
+    # small setting: one iteration, every tensor
+    set_config(cfg, SMALL, BATCH)
+    backend, nets = build_ours(SMALL)
+    with torch.no_grad():
+        for k in ("G", "Dbg", "Dp", "Dc"):
+            for p in nets[k].parameters():
+                p.copy_(p.half().float())
+    theirs = {"G": model.G_NET(), "Dbg": model.D_NET(0), "Dp": model.D_NET(1), "Dc": model.D_NET(2)}
+    rules = finegan_mapping(SMALL)
+    # the iteration runs in float64 on both sides: at batch 2, BatchNorm turns fp32 rounding
+    # (1e-7) into 1e-4 differences in the child layer and worse in some gradients, which
+    # would hide what the comparison is for, the architecture and the losses
+    for k, m in theirs.items():
+        nets[k].double()
+        copy_into(nets[k], m.double(), rules[k])
+        m.train()
+    torch.set_default_dtype(torch.float64)
+
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(BATCH, SMALL["z_dim"], generator=g, dtype=torch.float32).half().double()
+    c = torch.tensor([1, 2])
+    full_u8 = torch.randint(0, 256, (BATCH, 3, 126, 126), generator=g, dtype=torch.uint8)
+    crop_u8 = torch.randint(0, 256, (BATCH, 3, SIZE, SIZE), generator=g, dtype=torch.uint8)
+    # boxes (x1, y1, x2, y2) in the 126 px full view: one inside, one clipped at an edge
+    box = torch.tensor([[30.5, 20.25, 90.0, 100.75], [0.0, 40.0, 60.0, 126.0]], dtype=torch.float32)
+    real_full, real_crop = full_u8.double() / 127.5 - 1, crop_u8.double() / 127.5 - 1
+
+    t = trainer.FineGAN_trainer.__new__(trainer.FineGAN_trainer)
+    t.netG, t.netsD, t.num_Ds = theirs["G"], [theirs["Dbg"], theirs["Dp"], theirs["Dc"]], 3
+    names = {}
+    for k, m in theirs.items():
+        tm, their_params = translate(nets[k], m, rules[k]), dict(m.named_parameters())
+        for n, p in nets[k].named_parameters():
+            t_key, f = tm[n]
+            names[id(their_params[t_key])] = (f"{k}.{n}", f.back if f is not None and p.dim() > 1 else None)
+    opt_g, opt_d = _their_optimizers(trainer, t)
+    grads_d, grads_g = {}, {}
+    t.optimizersD = [GradTap(o, names, grads_d) for o in opt_d]
+    t.optimizerG = [GradTap(o, names, grads_g) for o in opt_g]
+    losses: list = []
+    t.criterion = Recorder(nn.BCELoss(reduction="none"), losses)
+    t.criterion_one = Recorder(nn.BCELoss(), losses)
+    t.criterion_class = Recorder(nn.CrossEntropyLoss(), losses)
+    t.patch_stride, t.n_out, t.recp_field = float(4), 24, 34
+    t.summary_writer = sys.modules["tensorboardX"].FileWriter()
+    t.real_fimgs, t.real_cimgs = [real_full], [real_crop]
+    # their box list is [y1, x1, y2, x2], each a [B] tensor
+    t.warped_bbox = [box[:, 1], box[:, 0], box[:, 3], box[:, 2]]
+    t.c_code = torch.nn.functional.one_hot(c, SMALL["n_child"]).float()
+
+    d_out: list = []
+    hooks = [m.register_forward_hook(lambda mod, i, o, k=k: d_out.append(
+        (k, [x.detach().clone() for x in o]))) for k, m in theirs.items() if k != "G"]
+
+    bg128 = []
+    hb = t.netG.img_net1_bg.register_forward_hook(lambda mod, i, o: bg128.append(o.detach().clone()))
+    t.fake_imgs, t.fg_imgs, t.mk_imgs, t.fg_mk = t.netG(z, t.c_code)
+    hb.remove()
+    t.p_code = trainer.child_to_parent(t.c_code, SMALL["n_child"], SMALL["n_parent"])
+    # the stages' layers; the composites and the 126 px background are checked through the
+    # discriminator outputs that read them
+    gen = {"background": bg128[0], "parent_fg": t.fg_imgs[0], "child_fg": t.fg_imgs[1],
+           "parent_mask": t.mk_imgs[0], "child_mask": t.mk_imgs[1]}
+    gen = {k: v.detach().clone() for k, v in gen.items()}
+
+    n0 = len(losses)
+    err_bg = t.train_Dnet(0, 1)  # count 1: their step logs nothing on it
+    bg_calls = [o for o, _ in losses[n0:]]
+    w = losses[n0 + 1][1]  # the aux head's target: their patch labels from the boxes
+    n1 = len(losses)
+    err_child = t.train_Dnet(2, 1)
+    child_calls = [o for o, _ in losses[n1:]]
+    d_outputs = list(d_out)
+    d_out.clear()
+    n2 = len(losses)
+    err_g = t.train_Gnet(1)
+    g_calls = [o for o, _ in losses[n2:]]
+    g_outputs = list(d_out)
+    for h in hooks:
+        h.remove()
+
+    # name their loss calls, and check the names add up to their totals
+    rf_real, aux_real, rf_fake = bg_calls
+    n = w.numel()
+    terms_d = {"d_bg_real": (rf_real * w).mean() * (n / w.sum()) if w.sum() > 0 else (rf_real * w).mean(),
+               "d_bg_aux": aux_real.mean(), "d_bg_fake": rf_fake.mean(),
+               "d_child_real": child_calls[0], "d_child_fake": child_calls[1]}
+    _check(10 * (terms_d["d_bg_real"] + terms_d["d_bg_fake"]) + terms_d["d_bg_aux"], err_bg, "bg D total")
+    _check(terms_d["d_child_real"] + terms_d["d_child_fake"], err_child, "child D total")
+    g_bg_adv, g_bg_aux, info_p, g_child_adv, info_c = g_calls
+    terms_g = {"g_bg_adv": g_bg_adv, "g_bg_aux": g_bg_aux, "g_child_adv": g_child_adv, "info_p": info_p,
+               "info_c": info_c}
+    _check(10 * g_bg_adv + g_bg_aux + g_child_adv + info_p + info_c, err_g, "G total")
+
+    weights = {f"{k}.{n}": v.half() for k in ("G", "Dbg", "Dp", "Dc") for n, v in _orig_state(nets[k]).items()
+               if v.is_floating_point()}
+    fixture = {
+        "config": json.dumps({"model": SMALL, "size": SIZE, "batch": BATCH}),
+        "weights": weights,
+        "inputs": {"z": z.float(), "c": c, "full_u8": full_u8, "crop_u8": crop_u8, "box": box},
+        "generator": {k: v.float() for k, v in gen.items()},  # float32 copies of the float64 run
+        "bg_labels": w.float(),
+        "d_outputs_d_step": _named_outputs(d_outputs, ["Dbg.real", "Dbg.fake", "Dc.real", "Dc.fake"]),
+        "d_outputs_g_step": _named_outputs(g_outputs, ["Dbg.fake", "Dp.parent", "Dp.parent_fg", "Dc.image",
+                                                       "Dc.child_fg"]),
+        "losses_d": {k: v.detach().reshape(()) for k, v in terms_d.items()},
+        "losses_g": {k: v.detach().reshape(()) for k, v in terms_g.items()},
+        "grads_d": grads_d, "grads_g": grads_g,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(fixture, out / "finegan_small.pt")
+    (out / "finegan_paper_shapes.json").write_text(json.dumps(paper, indent=1, sort_keys=True) + "\n")
+    print(json.dumps({"fixture": str(out / "finegan_small.pt"), "bytes": (out / "finegan_small.pt").stat().st_size,
+                      "paper_params": {k: v["params"] for k, v in paper.items()},
+                      "losses_d": {k: round(float(v), 6) for k, v in terms_d.items()},
+                      "losses_g": {k: round(float(v), 6) for k, v in terms_g.items()}}))
+
+
+def _orig_state(m: nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+
+def _their_optimizers(trainer, t):
+    class _Wrap:  # their optimizers reach the child D's heads through .module (DataParallel)
+        def __init__(self, m):
+            self.module = m
+
+        def parameters(self):
+            return self.module.parameters()
+
+    netsD = [t.netsD[0], t.netsD[1], _Wrap(t.netsD[2])]
+    return trainer.define_optimizers(t.netG, netsD)
+
+
+def _named_outputs(seq, names) -> dict:
+    if len(seq) != len(names):
+        raise SystemExit(f"expected {len(names)} discriminator calls, got {len(seq)}")
+    return {n: [x.float() for x in o] for n, (_, o) in zip(names, seq)}
+
+
+def _check(a, b, what) -> None:
+    if not math.isclose(float(a.detach()), float(b.detach()), rel_tol=1e-9, abs_tol=1e-9):
+        raise SystemExit(f"{what}: named terms add to {float(a)}, their code to {float(b)}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--finegan", type=Path, required=True, help="folder of the authors' FineGAN code (model.py)")
+    ap.add_argument("--out", type=Path, default=ROOT / "tests" / "fixtures")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    finegan(a.finegan.resolve(), a.out)
+
+
+if __name__ == "__main__":
+    main()
