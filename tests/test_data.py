@@ -226,9 +226,13 @@ def test_patch_bg_labels_hand_example():
 def test_dataset_shapes_range_and_determinism(tmp_path):
     ds = ImageDataset(scan(_cub(tmp_path / "cub")), size=32, train=True, with_masks=True)
     b = ds[(1, 123)]
-    assert set(b) == {"image", "full", "fg", "mask", "label", "parent", "bg", "index"}
+    assert set(b) == {"image", "full", "fg", "box", "mask", "label", "parent", "bg", "index"}
     assert b["image"].shape == (3, 32, 32) and b["full"].shape == (3, 32, 32)
     assert b["fg"].shape == (1, 32, 32) and b["mask"].shape == (1, 32, 32)
+    x1, y1, x2, y2 = b["box"].tolist()  # the box of the fg mask, clipped to the full view
+    assert 0 <= x1 < x2 <= 32 and 0 <= y1 < y2 <= 32
+    from fgtool.data.boxes import box_to_mask
+    assert torch.equal(box_to_mask((x1, y1, x2 - x1, y2 - y1), 32), b["fg"])
     assert b["image"].dtype == torch.float32 and -1 <= b["image"].min() and b["image"].max() <= 1
     assert set(b["mask"].unique().tolist()) <= {0.0, 1.0}
     assert b["label"].dtype == torch.int64 and int(b["label"]) == 1 and int(b["index"]) == 1
@@ -301,7 +305,7 @@ def test_dataset_pseudo_box_covers_centre(tmp_path):
         _img(tmp_path / "flat" / f"{i}.png", size=(100, 100))
     ds = ImageDataset(scan(tmp_path / "flat"), 40, train=False, pseudo_border=0.15)
     b = ds[0]
-    assert set(b) == {"image", "fg", "label", "parent", "bg", "index"}
+    assert set(b) == {"image", "fg", "box", "label", "parent", "bg", "index"}
     assert int(b["label"]) == -1
     fg = b["fg"][0]
     assert fg[6:34, 6:34].all() and fg.sum() == 28 * 28  # (0.15*40, ..., 0.7*40)
