@@ -96,9 +96,10 @@ def test_encoders_output_codes_of_the_right_shape():
         assert torch.equal(hard[k], enc[k].argmax(1))
     # penultimate features of the p and c encoders (the 4x4 map their last conv reads), L2-normalised
     assert set(feats) == {"parent", "child"}
-    assert nets["E"].p.trunk.out_ch == 4 * 8  # 32 px: three stride-2 convs, ndf 8 -> 32 channels
+    # 32 px, ndf 8: stride-2 convs to 8, 16, then the wide top 32 at 4x4 and a 3x3 back to 16
+    assert nets["E"].p.trunk.out_ch == 2 * 8
     for v in feats.values():
-        assert v.shape == (5, 32 * 4 * 4)
+        assert v.shape == (5, 16 * 4 * 4)
         assert torch.allclose(v.norm(dim=1), torch.ones(5), atol=1e-5)
     assert not torch.allclose(feats["parent"], feats["child"])  # two different encoders
 
@@ -181,7 +182,7 @@ def test_balanced_assignment_spreads_items_that_argmin_would_pile_up():
 
 
 def test_search_finds_the_codes_that_drew_the_image_and_leaves_batchnorm_alone():
-    b = _backend()
+    b = _backend("model.ngf=16")  # phi is ngf/4 wide: at ngf 8 two p codes can draw alike
     nets = _eval_nets(b)
     g = torch.Generator().manual_seed(3)
     n = 2 * b.dims["c"]
@@ -293,7 +294,8 @@ def test_extractor_mask_term_compares_the_silhouettes_drawn_from_s_and_phi():
 def test_phases_split_at_stage2_start():
     b = _backend("model.stage2_start=7")
     ph = {p.name: p for p in b.phases()}
-    assert list(ph) == ["G", "D", "Dpair", "S", "Dfeat"]
+    assert list(ph) == ["D", "Dpair", "G", "S", "Dfeat"]  # the authors' order
+    assert ph["D"].graph == ("G",) and ph["Dpair"].graph == ("E",)
     for n in ("G", "D", "Dpair"):
         assert ph[n].active(6) and not ph[n].active(7)
     for n in ("S", "Dfeat"):
@@ -301,7 +303,7 @@ def test_phases_split_at_stage2_start():
     assert "E" in ph["G"].trains and ph["Dfeat"].lr == pytest.approx(2e-5)
     # no stage 2: stage-1 phases never stop
     b0 = _backend("model.stage2_start=0")
-    assert [p.name for p in b0.phases()] == ["G", "D", "Dpair"]
+    assert [p.name for p in b0.phases()] == ["D", "Dpair", "G"]
     assert all(p.active(10 ** 6) for p in b0.phases())
 
 
@@ -750,20 +752,51 @@ def test_mixnmatch_config_rejects_phi_heads():
 
 def test_gradient_penalty_is_fp32_under_bf16_autocast():
     """The penalty's forward and double-backward run in fp32 even inside bf16 autocast."""
-    from fgtool.backends.mixnmatch import gradient_penalty
+    from fgtool.backends.mixnmatch import PairCritics, gradient_penalty
 
     torch.manual_seed(0)
-    critic = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(1))
-    real = (torch.randn(4, 3, 8, 8),)
-    fake = (torch.randn(4, 3, 8, 8),)
+    dims = {"z": 3, "b": 4, "p": 2, "c": 4}
+    critics = PairCritics(4, 16, dims, 8, (0.0, 0.0, 0.0))
+    real = {"image": torch.randn(4, 3, 16, 16), **{k: torch.rand(4, d) for k, d in dims.items()}}
+    fake = {"image": torch.randn(4, 3, 16, 16), **{k: torch.rand(4, d) for k, d in dims.items()}}
     seen = []
-    critic[0].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    critics.z.image[0].net[0][0].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     torch.manual_seed(1)
-    ref = gradient_penalty(critic, real, fake)
+    ref = gradient_penalty(critics, real, fake)
     torch.manual_seed(1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        under = gradient_penalty(critic, real, fake)
+        under = gradient_penalty(critics, real, fake)
     assert seen == [torch.float32, torch.float32]
     assert under.dtype == torch.float32 and torch.equal(under, ref)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # what the guard prevents: the same conv in bf16
-        assert critic[0](real[0]).dtype == torch.bfloat16
+        assert critics.z.image[0].net[0][0](real["image"]).dtype == torch.bfloat16
+
+
+def test_gradient_penalty_has_the_authors_eight_terms():
+    """Each input mixed with its own weight (image, z, b, p, c drawn in that order), one
+    mixed image for all four critics, and per critic one term for the image gradient and one
+    for the code gradient."""
+    from fgtool.backends.mixnmatch import CODES, PairCritics, gradient_penalty
+
+    torch.manual_seed(0)
+    dims = {"z": 3, "b": 4, "p": 2, "c": 4}
+    critics = PairCritics(4, 16, dims, 8, (0.0, 0.0, 0.0))
+    real = {"image": torch.randn(4, 3, 16, 16), **{k: torch.rand(4, d) for k, d in dims.items()}}
+    fake = {"image": torch.randn(4, 3, 16, 16), **{k: torch.rand(4, d) for k, d in dims.items()}}
+    torch.manual_seed(5)
+    got = gradient_penalty(critics, real, fake)
+    torch.manual_seed(5)
+    mixed = {}
+    for k in ("image", *CODES):
+        a = torch.rand(4).view(-1, *[1] * (real[k].dim() - 1))
+        mixed[k] = (a * real[k] + (1 - a) * fake[k]).requires_grad_(True)
+    want = 0.0
+    for k in CODES:
+        gi, gc = torch.autograd.grad(getattr(critics, k)(mixed["image"], mixed[k]).sum(), (mixed["image"], mixed[k]))
+        want = want + ((gi.flatten(1).norm(dim=1) - 1) ** 2).mean() + ((gc.norm(dim=1) - 1) ** 2).mean()
+    assert torch.allclose(got, want, rtol=1e-6)
+    # one joint norm over (image, code), what a plain WGAN-GP of a pair would take, differs
+    joint = sum(((torch.cat([g.flatten(1) for g in torch.autograd.grad(
+        getattr(critics, k)(mixed["image"], mixed[k]).sum(), (mixed["image"], mixed[k]))], 1).norm(dim=1) - 1) ** 2)
+        .mean() for k in CODES)
+    assert not torch.allclose(got, joint, rtol=1e-3)

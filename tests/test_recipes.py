@@ -54,3 +54,28 @@ def test_finegan_paper_recipe_switches_every_deviation_off():
              "perturb_scale", "perturb_rot", "perturb_shift", "phi_every", "phi_width", "phi_start"}
     assert set(FineGANConfig.__dataclass_fields__) == known | set(FINEGAN_AUTHORS), \
         "a new FineGAN option: say here which value is the authors'"
+
+
+MIXNMATCH_AUTHORS = {**{k: v for k, v in FINEGAN_AUTHORS.items()}, "enc_width": 64, "pair_width": 16,
+                     "pair_hidden": 512, "pair_noise": (0.5, 0.3, 0.3), "z_scale": 4.0, "w_pair": 1.0,
+                     "w_gp": 10.0, "w_rec_z": 5.0, "w_rec_b": 5.0, "w_rec_p": 10.0, "w_rec_c": 10.0,
+                     "w_info_free": 0.0, "w_recon": 0.0, "recon_p": "encoder", "recon_c": "encoder",
+                     "w_iic_p": 0.0, "w_feat_mask": 0.0, "w_feat_adv": 1.0, "w_feat_l1": 1.0, "lr_pair": 2e-4,
+                     "lr_s": 2e-4, "lr_dfeat": 2e-5}
+
+
+def test_mixnmatch_paper_recipe_switches_every_deviation_off():
+    """recipes/mixnmatch-cub.toml is the stage-1 model tests/test_reference.py proves equal to
+    the authors' code (encoders, critics and their penalty included)."""
+    cfg = api.resolve_config(None, "/data", str(RECIPES[0].parent / "mixnmatch-cub.toml"), [])
+    m = cfg.model_cfg
+    for k, v in MIXNMATCH_AUTHORS.items():
+        assert getattr(m, k) == v, k
+    assert (cfg.train.batch_size, m.stage2_start, cfg.train.steps) == (12, 589200, 982000)
+    from fgtool.backends.mixnmatch import MixNMatchConfig
+
+    known = {"n_child", "n_parent", "ngf", "ndf", "lr_g", "lr_d", "w_bg_adv", "mask_area", "perturb_scale",
+             "perturb_rot", "perturb_shift", "phi_every", "phi_width", "phi_start", "stage2_start", "s_width",
+             "w_assign_p", "w_assign_c"}
+    assert set(MixNMatchConfig.__dataclass_fields__) == known | set(MIXNMATCH_AUTHORS), \
+        "a new MixNMatch option: say here which value is the authors'"

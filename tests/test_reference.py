@@ -158,3 +158,129 @@ def test_finegan_paper_architecture_has_the_authors_shapes():
         for k, shp in r["shapes"].items():
             assert list(sd[k].shape) == shp, f"{name}.{k}: {list(sd[k].shape)} vs the authors' {shp}"
         assert sum(p.numel() for p in nets[name].parameters()) == r["params"], name
+
+
+# ----------------------------------------------------------------------------- MixNMatch
+
+MNM_NETS = ("G", "Dbg", "Dp", "Dc", "E", "Dpair")
+
+
+@pytest.fixture(scope="module")
+def mixnmatch_fixture():
+    return torch.load(FIX / "mixnmatch_small.pt", weights_only=True)
+
+
+def _mixnmatch(model: dict, size: int, noise=(0.0, 0.0, 0.0)):
+    from fgtool.backends.mixnmatch import MixNMatch, MixNMatchConfig
+
+    backend = MixNMatch(MixNMatchConfig(**model, pair_noise=noise), size)
+    torch.manual_seed(0)
+    return backend, backend.build()
+
+
+def test_mixnmatch_one_iteration_equals_the_authors(mixnmatch_fixture):
+    """Stage 1, one iteration in the authors' order: background-D and child-D step, critic step
+    (their gradient penalty), generator+encoder step. Generator layers, encoder codes, patch
+    labels, every discriminator and critic output, every loss term and every gradient. The
+    critics' code noise is off on both sides; the penalty's mixing weights and the untied
+    codes are the ones their run drew."""
+    fx = mixnmatch_fixture
+    conf = json.loads(fx["config"])
+    backend, nets = _mixnmatch(conf["model"], conf["size"])
+    for name in MNM_NETS:
+        sd = {k.split(".", 1)[1]: v.float() for k, v in fx["weights"].items() if k.split(".", 1)[0] == name}
+        missing, unexpected = nets[name].load_state_dict(sd, strict=False)
+        assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing), (missing, unexpected)
+        nets[name].double().train()
+    inp = fx["inputs"]
+    c = inp["c"]
+    codes = {"z": inp["z"].double(), "c": c, "p": c // backend.ratio, "b": c.clone()}
+    backend.sample_codes = lambda n, *a, **k: {k2: v.clone() for k2, v in codes.items()}
+    free = {k: (v.double() if k == "z" else v) for k, v in inp["free"].items()}
+    backend.free_codes = lambda n, *a, **k: {k2: v.clone() for k2, v in free.items()}
+    batch = {"image": inp["crop_u8"].double() / 127.5 - 1, "full": inp["full_u8"].double() / 127.5 - 1,
+             "box": inp["box"]}
+    _close(nets["Dbg"].box_labels(inp["box"], 24), fx["bg_labels"], "background patch labels")
+
+    calls: dict[str, list[torch.Tensor]] = {}
+    hooks = []
+    for net, head in (("Dbg", "adv"), ("Dbg", "aux"), ("Dc", "adv"), ("Dc", "info"), ("Dp", "info"),
+                      *[("Dpair", k) for k in "zbpc"]):
+        mod = getattr(nets[net], head)
+        hooks.append(mod.register_forward_hook(
+            lambda m, i, o, key=f"{net}.{head}": calls.setdefault(key, []).append(o.detach().clone())))
+
+    phases = {ph.name: ph for ph in backend.phases()}
+    assert [ph.name for ph in backend.phases()] == ["D", "Dpair", "G"]
+    grads = {}
+    for name in ("D", "Dpair", "G"):
+        ph = phases[name]
+        for m in nets.values():
+            m.requires_grad_(False)
+        for mod in ph.trains + ph.graph:
+            root, _, sub = mod.partition(".")
+            nets[root].get_submodule(sub).requires_grad_(True)
+        params = phase_params(nets, ph)
+        opt = torch.optim.Adam(params, lr=ph.lr, betas=ph.betas)
+        if name == "Dpair":
+            torch.manual_seed(conf["gp_seed"])  # the penalty's mixing weights, as their run drew them
+        out = backend.loss(name, nets, batch, 1)
+        out["loss"].backward()
+        named = {id(p): f"{k}.{n}" for k, m in nets.items() for n, p in m.named_parameters()}
+        grads[name] = {named[id(p)]: _summary(p.grad) for p in params if p.grad is not None}
+        for k, v in fx["losses"][name].items():
+            _close(out[k], v, f"{name} loss term {k}")
+        if name == "D":
+            for k, v in fx["generator"].items():
+                _close(batch["cache"]["fake"][0][k], v, f"generator {k}")
+        if name == "Dpair":
+            for k, v in fx["encoder"].items():
+                _close(batch["cache"]["enc"][1][k], v, f"encoder {k}")
+        opt.step()
+    for h in hooks:
+        h.remove()
+
+    d = fx["d_outputs"]
+    sig = torch.sigmoid
+    expect = {
+        "Dbg.adv": [d["D0"]["Dbg.real"][1], d["D0"]["Dbg.fake"][1], d["GE"]["Dbg.fake"][1]],
+        "Dbg.aux": [d["D0"]["Dbg.real"][0], d["D0"]["Dbg.fake"][0], d["GE"]["Dbg.fake"][0]],
+        "Dc.adv": [d["D2"]["Dc.real"][1], d["D2"]["Dc.fake"][1], d["GE"]["Dc.image"][1]],
+        "Dc.info": [d["GE"]["Dc.child_fg"][0]],
+        "Dp.info": [d["GE"]["Dp.parent_fg"][0]],
+    }
+    for i, k in enumerate("zbpc"):  # ours: real and fake pairs in one forward, then the penalty's
+        expect[f"Dpair.{k}"] = [torch.cat([d["BD"]["Dpair.real"][i], d["BD"]["Dpair.fake"][i]]),
+                                d["BD"]["Dpair.mixed"][i],
+                                torch.cat([d["GE"]["Dpair.real"][i], d["GE"]["Dpair.fake"][i]])]
+    for key, refs in expect.items():
+        assert len(calls[key]) == len(refs), f"{key}: {len(calls[key])} calls, the authors' step makes {len(refs)}"
+        for i, (o, r) in enumerate(zip(calls[key], refs)):
+            if key.startswith("Dbg") or key.endswith("adv"):
+                o = sig(o)
+            _close(o.reshape(r.shape), r, f"{key} call {i}")
+
+    for name in ("D", "Dpair", "G"):
+        ref = fx["grads"][name]
+        assert set(grads[name]) == set(ref), f"{name} step: {sorted(set(grads[name]) ^ set(ref))[:6]}"
+        for k, v in ref.items():
+            _close(grads[name][k], v, f"{name}-step gradient of {k}")
+
+
+def test_mixnmatch_paper_architecture_has_the_authors_shapes():
+    ref = json.loads((FIX / "mixnmatch_paper_shapes.json").read_text())
+    from fgtool.backends import mixnmatch as mm
+
+    init = mm.init_weights
+    mm.init_weights = lambda m, kind="orthogonal": None  # shapes only
+    try:
+        _, nets = _mixnmatch(dict(n_child=200, n_parent=20, z_dim=100, ngf=64, ndf=64, enc_width=64,
+                                  pair_width=16, pair_hidden=512), 128, noise=(0.5, 0.3, 0.3))
+    finally:
+        mm.init_weights = init
+    for name, r in ref.items():
+        sd = nets[name].state_dict()
+        assert set(sd) == set(r["shapes"]), f"{name}: {sorted(set(sd) ^ set(r['shapes']))[:6]}"
+        for k, shp in r["shapes"].items():
+            assert list(sd[k].shape) == shp, f"{name}.{k}: {list(sd[k].shape)} vs the authors' {shp}"
+        assert sum(p.numel() for p in nets[name].parameters()) == r["params"], name

@@ -39,6 +39,7 @@ from ..nn.blocks import (
     code_block,
     conv3x3,
     init_weights,
+    n_up,
     same_block,
 )
 from ..nn.compose import child_parent_codes, composite, full_code, one_hot
@@ -109,30 +110,58 @@ class FineGANConfig:
     phi_width: int = 0  # phi base width; 0 = ndf
 
 
+def _tail(widths: list[int], k: int) -> list[int]:
+    """The last k widths of a 128 px list (fewer up-blocks at smaller sizes keep the end)."""
+    return widths[-k:] if k <= len(widths) else [widths[0]] * (k - len(widths)) + widths
+
+
 class GeneratorFG(nn.Module):
-    def __init__(self, cfg: FineGANConfig, size: int):
+    """FineGAN's generator, or with ``layout="mixnmatch"`` MixNMatch's narrower one.
+
+    FineGAN (ngf = g): backbones 16g at 4x4 halving to g; the parent stage has a joint conv,
+    2 ResBlocks at g and a halving block to g/2 that its heads read; the child stage reads
+    that g/2 map, works at g/2 and halves to g/4. MixNMatch: backbones 8g at 4x4, the
+    background ending at g/2 (128 px: 512-256-128-64-64-32) and the parent at g/4
+    (512-256-128-64-16-16); the parent stage has 3 ResBlocks at g/4 and no halving (its
+    heads and the child read phi directly, the map feature mode replaces); the child's
+    joint conv goes to g/2 and halves to g/4."""
+
+    def __init__(self, cfg: FineGANConfig, size: int, layout: str = "finegan"):
         super().__init__()
         ngf, nc, npar = cfg.ngf, cfg.n_child, cfg.n_parent
-        # background stage: its own backbone on z + b (b has n_child values: b = c in training)
         self.size, self.bg_shift = size, cfg.bg_shift
-        self.bg_backbone = CodeToImageBackbone(cfg.z_dim + nc, ngf, size * 2 if cfg.bg_shift else size)
-        self.bg_head = nn.Sequential(conv3x3(self.bg_backbone.out_ch, 3), nn.Tanh())
-        # parent stage: backbone on z + p, joint conv with tiled p, 2 ResBlocks, halving, heads
-        self.p_backbone = CodeToImageBackbone(cfg.z_dim + npar, ngf, size)
-        ch = self.p_backbone.out_ch
-        self.p_joint = same_block(ch + npar, ngf)
-        self.p_res = nn.Sequential(ResBlock(ngf), ResBlock(ngf))
-        self.p_half = same_block(ngf, ngf // 2)
-        self.p_img = nn.Sequential(conv3x3(ngf // 2, 3), nn.Tanh())
-        self.p_mask = nn.Sequential(conv3x3(ngf // 2, 1), nn.Sigmoid())
-        # child stage: the parent's halved features + tiled c, at half the parent's width;
-        # no new z
-        ch = ngf // 2
-        self.c_joint = same_block(ch + nc, ch)
-        self.c_res = nn.Sequential(ResBlock(ch), ResBlock(ch))
-        self.c_half = same_block(ch, ch // 2)
-        self.c_img = nn.Sequential(conv3x3(ch // 2, 3), nn.Tanh())
-        self.c_mask = nn.Sequential(conv3x3(ch // 2, 1), nn.Sigmoid())
+        bg_size = size * 2 if cfg.bg_shift else size
+        if layout == "finegan":
+            bg = CodeToImageBackbone(cfg.z_dim + nc, ngf, bg_size)
+            pb = CodeToImageBackbone(cfg.z_dim + npar, ngf, size)
+            p_ch, n_res, head_ch, c_ch = ngf, 2, ngf // 2, ngf // 2
+        elif layout == "mixnmatch":
+            g = ngf
+            bg = CodeToImageBackbone(cfg.z_dim + nc, ngf, bg_size, top_mult=8,
+                                     widths=_tail([4 * g, 2 * g, g, g, g // 2], n_up(bg_size)))
+            pb = CodeToImageBackbone(cfg.z_dim + npar, ngf, size, top_mult=8,
+                                     widths=_tail([4 * g, 2 * g, g, g // 4, g // 4], n_up(size)))
+            p_ch, n_res, head_ch, c_ch = g // 4, 3, g // 4, g // 2
+        else:
+            raise ValueError(f"layout must be finegan or mixnmatch, got {layout!r}")
+        # background stage: its own backbone on z + b (b has n_child values: b = c in training)
+        self.bg_backbone = bg
+        self.bg_head = nn.Sequential(conv3x3(bg.out_ch, 3), nn.Tanh())
+        # parent stage: backbone on z + p, joint conv with tiled p, ResBlocks (phi), then
+        # (FineGAN) a halving block; heads
+        self.p_backbone = pb
+        self.p_joint = same_block(pb.out_ch + npar, p_ch)
+        self.p_res = nn.Sequential(*[ResBlock(p_ch) for _ in range(n_res)])
+        self.p_half = same_block(p_ch, head_ch) if head_ch != p_ch else nn.Identity()
+        self.p_img = nn.Sequential(conv3x3(head_ch, 3), nn.Tanh())
+        self.p_mask = nn.Sequential(conv3x3(head_ch, 1), nn.Sigmoid())
+        self.phi_ch = p_ch
+        # child stage: the parent's head features + tiled c; no new z
+        self.c_joint = same_block(head_ch + nc, c_ch)
+        self.c_res = nn.Sequential(ResBlock(c_ch), ResBlock(c_ch))
+        self.c_half = same_block(c_ch, c_ch // 2)
+        self.c_img = nn.Sequential(conv3x3(c_ch // 2, 3), nn.Tanh())
+        self.c_mask = nn.Sequential(conv3x3(c_ch // 2, 1), nn.Sigmoid())
         self.nc, self.np = nc, npar
         self.child_in_parent = cfg.child_in_parent
         self.child_fills_parent = cfg.child_fills_parent
@@ -221,8 +250,8 @@ class FineGAN(Backend):
             "G": GeneratorFG(c, s),
             "Dbg": PatchDiscriminator(c.ndf, s, bn=False),
             # Dp's real/fake head is never read (the authors' parent D has one too, untrained)
-            "Dp": InfoDiscriminator(c.ndf, s, c.n_parent, adv=True, wide_top=True),
-            "Dc": InfoDiscriminator(c.ndf, s, c.n_child, adv=True, wide_top=True),
+            "Dp": InfoDiscriminator(c.ndf, s, c.n_parent, adv=True, top="wide"),
+            "Dc": InfoDiscriminator(c.ndf, s, c.n_child, adv=True, top="wide"),
             "phi_p": Classifier(pw, s, c.n_parent),
             "phi_c": Classifier(pw, s, c.n_child),
         }

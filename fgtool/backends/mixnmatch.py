@@ -56,9 +56,14 @@ from ..nn.compose import one_hot
 from ..nn.losses import balanced_assignment, bce, paired_mutual_information
 from ..registry import register
 from .base import Phase
-from .finegan import FineGAN, FineGANConfig
+from .finegan import FineGAN, FineGANConfig, GeneratorFG
 
 CODES = ("z", "b", "p", "c")
+
+
+def _at_least_fp32(x: Tensor) -> Tensor:
+    """fp32 for half-precision tensors (losses, penalties); fp32 and fp64 pass through."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 @dataclass
@@ -66,9 +71,9 @@ class MixNMatchConfig(FineGANConfig):
     phi_every: int = 0  # unused: MixNMatch clusters with its encoders, it builds no phi heads
     enc_width: int = 0  # base width of the four encoders (z, b, p, c); 0 = ndf
     z_scale: float = 4.0  # the z encoder outputs tanh * z_scale
-    pair_width: int = 0  # base width of the paired critics' image trunks; 0 = ndf
-    pair_hidden: int = 0  # width of the critics' code and joint layers; 0 = 8 * pair width
-    pair_noise: tuple[float, float] = (0.5, 0.3)  # noise std after the critics' first / later code layers
+    pair_width: int = 0  # base width of the paired critics' image trunks; 0 = ndf / 4 (the authors' 16)
+    pair_hidden: int = 0  # width of the critics' image feature and code layers; 0 = 32 * pair width
+    pair_noise: tuple[float, ...] = (0.5, 0.3, 0.3)  # Gaussian noise std after each of the critics' code layers
     lr_pair: float = 2e-4
     w_pair: float = 1.0  # paired adversarial loss (generator and encoders)
     w_gp: float = 10.0  # WGAN-GP weight of the paired critics
@@ -111,7 +116,8 @@ class MixNMatchConfig(FineGANConfig):
 
 
 class Encoders(nn.Module):
-    """Four encoders, each built like FineGAN's info discriminator (trunk to 4x4, code head).
+    """Four encoders, each built like FineGAN's info discriminator (its wide-top trunk to 4x4,
+    the code head).
 
     ``forward`` gives z as tanh * z_scale and b, p, c as logits.
     """
@@ -119,11 +125,11 @@ class Encoders(nn.Module):
     def __init__(self, width: int, size: int, dims: dict[str, int], z_scale: float):
         super().__init__()
         for k in CODES:
-            setattr(self, k, InfoDiscriminator(width, size, dims[k], adv=False))
+            setattr(self, k, InfoDiscriminator(width, size, dims[k], adv=False, top="wide"))
         self.z_scale = z_scale
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        out = {k: getattr(self, k).forward_info(x).float() for k in CODES}
+        out = {k: _at_least_fp32(getattr(self, k).forward_info(x)) for k in CODES}
         out["z"] = torch.tanh(out["z"]) * self.z_scale
         return out
 
@@ -134,19 +140,21 @@ class Encoders(nn.Module):
 
 
 class PairCritic(nn.Module):
-    """WGAN critic of an (image, code) pair: a BN-free image trunk and a code MLP with
-    Gaussian noise on its layers (training only), joined by two linear layers."""
+    """WGAN critic of an (image, code) pair (the authors' BiGAN critic): a BN-free image trunk
+    (width doubling from ``width``, 16 x width at 4x4 for 128 px) and a 4x4 conv to ``hidden``;
+    a code MLP of ``len(noise)`` linear layers, each followed by LReLU and Gaussian noise of
+    that std (training only); joined by Linear(2h, 2h), LReLU, Linear(2h, 1)."""
 
-    def __init__(self, width: int, size: int, code_dim: int, hidden: int, noise: tuple[float, float]):
+    def __init__(self, width: int, size: int, code_dim: int, hidden: int, noise: tuple[float, ...]):
         super().__init__()
-        trunk = ImageEncoder(width, size, bn=False)
+        trunk = ImageEncoder(width, size, bn=False, max_mult=16)
         self.image = nn.Sequential(trunk, nn.Conv2d(trunk.out_ch, hidden, 4), nn.LeakyReLU(0.2), nn.Flatten())
-        self.code = nn.ModuleList([nn.Linear(code_dim, hidden), nn.Linear(hidden, hidden)])
         self.noise = tuple(float(s) for s in noise)
-        self.joint = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
+        self.code = nn.ModuleList([nn.Linear(code_dim if i == 0 else hidden, hidden) for i in range(len(self.noise))])
+        self.joint = nn.Sequential(nn.Linear(2 * hidden, 2 * hidden), nn.LeakyReLU(0.2), nn.Linear(2 * hidden, 1))
 
     def forward(self, img: Tensor, code: Tensor) -> Tensor:
-        e = code.float()
+        e = code.to(self.code[0].weight.dtype)
         for lin, std in zip(self.code, self.noise):
             e = F.leaky_relu(lin(e), 0.2)
             if self.training and std > 0:
@@ -156,7 +164,7 @@ class PairCritic(nn.Module):
 
 
 class PairCritics(nn.Module):
-    def __init__(self, width: int, size: int, dims: dict[str, int], hidden: int, noise: tuple[float, float]):
+    def __init__(self, width: int, size: int, dims: dict[str, int], hidden: int, noise: tuple[float, ...]):
         super().__init__()
         for k in CODES:
             setattr(self, k, PairCritic(width, size, dims[k], hidden, noise))
@@ -210,28 +218,37 @@ def shape_view(x: Tensor) -> Tensor:
     return torch.where(flip.view(-1, 1, 1, 1), v.flip(3), v)
 
 
-def gradient_penalty(critic: nn.Module, real: tuple[Tensor, ...], fake: tuple[Tensor, ...]) -> Tensor:
-    """WGAN-GP on points between real and fake pairs (one mixing weight per sample for all
-    inputs): mean (||grad||_2 - 1)^2 over the joint input.
+def gradient_penalty(critics: nn.Module, real: dict[str, Tensor], fake: dict[str, Tensor]) -> Tensor:
+    """The authors' WGAN-GP of the four paired critics: every input (the image and each code)
+    is mixed between its real and fake value with its own weight per sample, one mixed image
+    serving all four critics; each critic then adds (||grad||_2 - 1)^2 for the image and for
+    its code separately, averaged over the batch (8 terms). ``real`` and ``fake`` hold
+    "image" and the codes.
 
     Always fp32, autocast or not: a penalty on gradient norms is a second-order quantity
     that bf16/fp16 round too coarsely."""
-    n = real[0].shape[0]
-    a = torch.rand(n, device=real[0].device)
-    with torch.autocast(real[0].device.type, enabled=False):
-        mixed = [(a.view(-1, *[1] * (r.dim() - 1)) * r.detach().float()
-                  + (1 - a.view(-1, *[1] * (r.dim() - 1))) * f.detach().float()).requires_grad_(True)
-                 for r, f in zip(real, fake)]
-        out = critic(*mixed).float()
-        grads = torch.autograd.grad(out.sum(), mixed, create_graph=True)
-        g = torch.cat([x.flatten(1) for x in grads], 1)
-        return ((g.norm(2, dim=1) - 1.0) ** 2).mean()
+    keys = ("image", *CODES)
+    dev = real["image"].device
+    with torch.autocast(dev.type, enabled=False):
+        mixed = {}
+        for k in keys:
+            r, f = _at_least_fp32(real[k].detach()), _at_least_fp32(fake[k].detach())
+            a = torch.rand(r.shape[0], device=dev, dtype=r.dtype).view(-1, *[1] * (r.dim() - 1))
+            mixed[k] = (a * r + (1 - a) * f).requires_grad_(True)
+        gp = mixed["image"].new_zeros(())
+        for k in CODES:
+            out = getattr(critics, k)(mixed["image"], mixed[k]).float()
+            grads = torch.autograd.grad(out.sum(), (mixed["image"], mixed[k]), create_graph=True)
+            for g in grads:
+                gp = gp + ((g.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
+        return gp
 
 
 def _pair_gap(critic: nn.Module, real: tuple[Tensor, Tensor], fake: tuple[Tensor, Tensor]) -> Tensor:
     """mean critic(real pairs) - mean critic(fake pairs), both in one forward (no BN)."""
     n = real[0].shape[0]
-    out = critic(torch.cat([real[0], fake[0].to(real[0].dtype)]), torch.cat([real[1].float(), fake[1].float()]))
+    out = critic(torch.cat([real[0], fake[0].to(real[0].dtype)]),
+                 torch.cat([_at_least_fp32(real[1]), _at_least_fp32(fake[1]).to(_at_least_fp32(real[1]).dtype)]))
     return out[:n].mean() - out[n:].mean()
 
 
@@ -260,25 +277,33 @@ class MixNMatch(FineGAN):
     # ---------------------------------------------------------------- nets and phases
     def build(self) -> dict[str, nn.Module]:
         c, s = self.cfg, self.size
-        pw = c.pair_width or c.ndf
+        pw = c.pair_width or max(1, c.ndf // 4)
         nets = super().build()  # FineGAN's G, Dbg, Dp, Dc; its post-hoc phi heads are not used
         for k in ("phi_p", "phi_c"):
             nets.pop(k)
-        new = {"E": Encoders(c.enc_width or c.ndf, s, self.dims, c.z_scale),
-               "Dpair": PairCritics(pw, s, self.dims, c.pair_hidden or 8 * pw, c.pair_noise),
-               "S": FeatureExtractor(c.s_width or c.ngf, s, c.ngf),
-               "Dfeat": feature_critic(c.ngf, c.ndf)}
+        # MixNMatch's own G and parent/child Ds (narrower than FineGAN's; the parent D at ndf/2)
+        G = GeneratorFG(c, s, layout="mixnmatch")
+        new = {"G": G,
+               "Dp": InfoDiscriminator(c.ndf // 2, s, c.n_parent, adv=True, top="flat"),
+               "Dc": InfoDiscriminator(c.ndf, s, c.n_child, adv=True, top="flat"),
+               "E": Encoders(c.enc_width or c.ndf, s, self.dims, c.z_scale),
+               "S": FeatureExtractor(c.s_width or c.ngf, s, G.phi_ch),
+               "Dfeat": feature_critic(G.phi_ch, c.ndf)}
         for m in new.values():
             init_weights(m, "orthogonal")
+        # the critics keep PyTorch's default initialisation, as the authors'
+        new["Dpair"] = PairCritics(pw, s, self.dims, c.pair_hidden or 32 * pw, c.pair_noise)
         return {**nets, **new}
 
     def phases(self) -> list[Phase]:
         c = self.cfg
         s2 = c.stage2_start
-        # stage 1 (stops at stage2_start): G first, its output is cached for D and Dpair
-        ph = [Phase("G", ("G", "E", "Dp", "Dc.info"), lr=c.lr_g, stop=s2),
-              Phase("D", ("Dbg", "Dc.trunk", "Dc.adv"), lr=c.lr_d, stop=s2),
-              Phase("Dpair", ("Dpair",), lr=c.lr_pair, stop=s2)]
+        # stage 1 (stops at stage2_start), the authors' order: the Ds and the critics step on
+        # this iteration's render G(y) and encoding E(x) (detached), then G and E step through
+        # the updated ones on the same render and encoding
+        ph = [Phase("D", ("Dbg", "Dc.trunk", "Dc.adv"), lr=c.lr_d, stop=s2, graph=("G",)),
+              Phase("Dpair", ("Dpair",), lr=c.lr_pair, stop=s2, graph=("E",)),
+              Phase("G", ("G", "E", "Dp", "Dc.info"), lr=c.lr_g, stop=s2)]
         if s2 > 0:  # stage 2: only the extractor and its critic move
             ph += [Phase("S", ("S",), lr=c.lr_s, start=s2), Phase("Dfeat", ("Dfeat",), lr=c.lr_dfeat, start=s2)]
         return ph
@@ -342,14 +367,22 @@ class MixNMatch(FineGAN):
     def _fake_pairs(self, codes: dict, like: Tensor) -> dict[str, Tensor]:
         return {k: codes[k].to(like) if k == "z" else self.code_vector(k, codes[k], like) for k in CODES}
 
+    def _encoded(self, nets, batch) -> tuple[dict, dict]:
+        """E(x) of this iteration's photos, computed once (with its graph) and shared by the
+        critics' phase (detached) and the G+E phase: raw outputs, and the codes the critics
+        read (z, softmax b, p, c)."""
+        cache = batch.setdefault("cache", {})
+        if "enc" not in cache:
+            raw = nets["E"](batch["image"])
+            cache["enc"] = (raw, {"z": raw["z"], **{k: torch.softmax(raw[k], 1) for k in ("b", "p", "c")}})
+        return cache["enc"]
+
     def _loss_g(self, nets, batch) -> dict[str, Tensor]:
         c = self.cfg
         parts = super()._loss_g(nets, batch)  # FineGAN's generator losses, fake cached
         out, codes = self._fake(nets, batch, grad=True)
         x = batch["image"]
-        raw = nets["E"](x)
-        enc = {"z": raw["z"], **{k: torch.softmax(raw[k], 1) for k in ("b", "p", "c")}}
-        batch["cache"]["enc"] = {k: v.detach() for k, v in enc.items()}
+        raw, enc = self._encoded(nets, batch)
         fake = self._fake_pairs(codes, raw["z"])
         # the encoders make real pairs look generated, the generator the reverse
         pair = sum(_pair_gap(getattr(nets["Dpair"], k), (x, enc[k]), (out["image"], fake[k])) for k in CODES)
@@ -431,19 +464,13 @@ class MixNMatch(FineGAN):
 
     def _loss_pair(self, nets, batch) -> dict[str, Tensor]:
         c = self.cfg
-        out, codes = self._fake(nets, batch, grad=False)
+        out, codes = self._fake(nets, batch, grad=True)
         x = batch["image"]
-        enc = batch["cache"].get("enc")
-        if enc is None:  # the G phase did not run this step
-            with torch.no_grad():
-                enc = self.encode(nets, x)
+        enc = {k: v.detach() for k, v in self._encoded(nets, batch)[1].items()}
         fake_img = out["image"].detach()
         fake = self._fake_pairs(codes, enc["z"])
-        wdist, gp = 0.0, 0.0
-        for k in CODES:
-            critic = getattr(nets["Dpair"], k)
-            wdist = wdist + _pair_gap(critic, (x, enc[k]), (fake_img, fake[k]))
-            gp = gp + gradient_penalty(critic, (x, enc[k]), (fake_img, fake[k]))
+        wdist = sum(_pair_gap(getattr(nets["Dpair"], k), (x, enc[k]), (fake_img, fake[k])) for k in CODES)
+        gp = gradient_penalty(nets["Dpair"], {"image": x, **enc}, {"image": fake_img, **fake})
         return {"loss": -wdist + c.w_gp * gp, "pair_wdist": wdist, "pair_gp": gp}
 
     def _stage2_fake(self, nets, batch) -> tuple[Tensor, Tensor, Tensor]:

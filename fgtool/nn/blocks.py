@@ -63,15 +63,17 @@ class CodeToImageBackbone(nn.Module):
     At 128 px with ngf=64 this is FineGAN's backbone: 1024@4 -> ... -> 64@128.
     """
 
-    def __init__(self, in_dim: int, ngf: int, size: int, top_mult: int = 16, extra_ch: int = 0):
+    def __init__(self, in_dim: int, ngf: int, size: int, top_mult: int = 16, extra_ch: int = 0,
+                 widths: list[int] | None = None):
         super().__init__()
         top = ngf * top_mult
         self.top = top
         self.fc = nn.Sequential(nn.Linear(in_dim, top * 16 * 2, bias=False), nn.BatchNorm1d(top * 16 * 2), GLU())
         # extra_ch: a second code tiled onto the 4x4 map before the up-blocks (C3-GAN's c')
+        # widths: each up-block's output width (default: halving down to ngf)
         blocks, ch, cin = [], top, top + extra_ch
-        for _ in range(n_up(size)):
-            nxt = max(ch // 2, ngf)
+        for i in range(n_up(size)):
+            nxt = widths[i] if widths is not None else max(ch // 2, ngf)
             blocks.append(up_block(cin, nxt))
             ch = cin = nxt
         self.ups = nn.Sequential(*blocks)
@@ -149,26 +151,30 @@ def down_block(cin: int, cout: int, k: int = 4, s: int = 2, p: int = 1, bn: bool
 
 
 class ImageEncoder(nn.Module):
-    """Strided convs from ``size`` px down to 4x4 with ``ndf*8`` channels.
+    """Strided convs from ``size`` px down to 4x4, doubling the width up to ``ndf*max_mult``.
 
-    Trunk of the child/parent discriminators and of the clustering heads.
-
-    ``wide_top`` builds FineGAN's discriminator trunk instead: the last down-block doubles
-    the width (at 128 px: 512 -> 1024, 8 -> 4 px) and a 3x3 conv-BN-LReLU halves it back,
-    and the first conv has no bias (the authors' D has no conv bias before its heads).
+    Trunk of the child/parent discriminators, the encoders and the clustering heads.
+    ``top`` adds the authors' discriminator tops (their first conv then has no bias):
+    ``"wide"`` is FineGAN's, whose last down-block doubles the width (at 128 px: 512 ->
+    1024, 8 -> 4 px) before a 3x3 conv-BN-LReLU halves it back; ``"flat"`` is MixNMatch's
+    parent and child D, a 3x3 conv-BN-LReLU at the trunk's width.
     """
 
-    def __init__(self, ndf: int, size: int, in_ch: int = 3, bn: bool = True, wide_top: bool = False):
+    def __init__(self, ndf: int, size: int, in_ch: int = 3, bn: bool = True, top: str = "plain",
+                 max_mult: int = 8):
         super().__init__()
-        layers, ch = [down_block(in_ch, ndf, bn=False, bias=not wide_top)], ndf
+        if top not in ("plain", "wide", "flat"):
+            raise ValueError(f"top must be plain, wide or flat, got {top!r}")
+        layers, ch = [down_block(in_ch, ndf, bn=False, bias=top == "plain")], ndf
         n = n_up(size) - 1
         for i in range(n):
-            nxt = ch * 2 if wide_top and i == n - 1 else min(ch * 2, ndf * 8)
+            nxt = ch * 2 if top == "wide" and i == n - 1 else min(ch * 2, ndf * max_mult)
             layers.append(down_block(ch, nxt, bn=bn))  # bn=False: WGAN-GP critics (MixNMatch)
             ch = nxt
-        if wide_top:
-            layers.append(nn.Sequential(conv3x3(ch, ch // 2), nn.BatchNorm2d(ch // 2), nn.LeakyReLU(0.2, inplace=True)))
-            ch //= 2
+        if top != "plain":
+            out = ch // 2 if top == "wide" else ch
+            layers.append(nn.Sequential(conv3x3(ch, out), nn.BatchNorm2d(out), nn.LeakyReLU(0.2, inplace=True)))
+            ch = out
         self.net = nn.Sequential(*layers)
         self.out_ch = ch
 
@@ -321,9 +327,9 @@ class InfoDiscriminator(nn.Module):
     """
 
     def __init__(self, ndf: int, size: int, n_classes: int, adv: bool = True, in_ch: int = 3,
-                 wide_top: bool = False):
+                 top: str = "plain"):
         super().__init__()
-        self.trunk = ImageEncoder(ndf, size, in_ch, wide_top=wide_top)
+        self.trunk = ImageEncoder(ndf, size, in_ch, top=top)
         ch = self.trunk.out_ch
         self.info = nn.Sequential(nn.Conv2d(ch, ch, 3, 1, 1, bias=False), nn.BatchNorm2d(ch),
                                   nn.LeakyReLU(0.2, inplace=True), nn.Conv2d(ch, n_classes, 4, 1, 0))

@@ -75,9 +75,11 @@ def main() -> None:
     while done < a.steps:
         nxt = min(done + a.every, a.steps)
         t0 = time.time()
-        resume = ["--resume"] if done > 0 else []
-        run(["train", "--recipe", a.recipe, "--data", a.data, "--out", str(a.out), "-q",
-             "--set", f"train.steps={nxt}", *sets, *resume])
+        if done > 0:  # a resumed run keeps its own config; only the step count moves
+            run(["train", "--resume", "--out", str(a.out), "-q", "--set", f"train.steps={nxt}"])
+        else:
+            run(["train", "--recipe", a.recipe, "--data", a.data, "--out", str(a.out), "-q",
+                 "--set", f"train.steps={nxt}", *sets])
         spent += time.time() - t0
         ck = a.out / "last.pt"
         row = {"step": nxt, "train_s": round(spent, 1),

@@ -1,8 +1,10 @@
-"""Record reference tensors from the authors' public FineGAN code, for tests/test_reference.py.
+"""Record reference tensors from the authors' public FineGAN and MixNMatch code, for
+tests/test_reference.py.
 
-Their code is never part of this repository. Point this script at a local copy of it:
+Their code is never part of this repository. Point this script at local copies of it:
 
-    python tests/reference/make_fixtures.py --finegan /path/to/finegan/code --out tests/fixtures
+    python tests/reference/make_fixtures.py --finegan /path/to/finegan/code \
+        --mixnmatch /path/to/MixNMatch/code --out tests/fixtures
 
 It loads their ``model.py`` and ``trainer.py`` from that folder with the few edits that
 Python 3 on a CPU needs (tabs expanded as Python 2 read them, no ``.cuda()``, integer
@@ -20,6 +22,14 @@ codes, noise, images and boxes, and everything they compute is recorded:
   fixed projection);
 - at the paper setting (Nc 200, Np 20, ngf = ndf = 64, 128 px), every parameter's shape
   under the mapping, so the test can check our networks have the authors' shapes.
+
+MixNMatch the same way, with its encoders and paired critics: one background-D and child-D
+step, one critic step (with their gradient penalty) and one generator+encoder step, from
+``train_first_stage.py``. Their encoder, critics and parent D fix some widths in the code
+(64, 16 and 512); at the small setting those literals become the small widths (named edits
+below; at the paper setting they are the literals' own values). The critics' code noise is
+off on both sides (it is random; a unit test covers ours), and the random draws both sides
+make (the penalty's mixing weights, the untied codes) are taken from their run.
 """
 
 from __future__ import annotations
@@ -403,13 +413,269 @@ def _check(a, b, what) -> None:
         raise SystemExit(f"{what}: named terms add to {float(a)}, their code to {float(b)}")
 
 
+# ----------------------------------------------------------------------------- MixNMatch
+
+MNM_SMALL = dict(n_child=4, n_parent=2, z_dim=8, ngf=8, ndf=4, enc_width=4, pair_width=4, pair_hidden=32)
+MNM_PAPER = dict(n_child=200, n_parent=20, z_dim=100, ngf=64, ndf=64, enc_width=64, pair_width=16, pair_hidden=512)
+
+
+def load_mixnmatch(code: Path, enc_ndf: int, pair_ngf: int, pair_hidden: int):
+    _stub_missing()
+    sys.path.insert(0, str(code))
+    from config import cfg  # their config object
+
+    widths = [("self.ndf = 64", f"self.ndf = {enc_ndf}"),  # Encoder
+              ("def __init__(self, code_len, ngf=16):", f"def __init__(self, code_len, ngf={pair_ngf}):"),
+              ("Conv_Block( ngf*16, 512,", f"Conv_Block( ngf*16, {pair_hidden},"),
+              ("Viewer( [-1,512] )", f"Viewer( [-1,{pair_hidden}] )"),
+              ("Linear_Block( code_len, 512,", f"Linear_Block( code_len, {pair_hidden},"),
+              ("Linear_Block( 512, 512,", f"Linear_Block( {pair_hidden}, {pair_hidden},"),
+              ("Linear_Block(1024,1024,", f"Linear_Block({2 * pair_hidden},{2 * pair_hidden},"),
+              ("Linear_Block(1024, 1,", f"Linear_Block({2 * pair_hidden}, 1,")]
+    src = (code / "model_train.py").read_text()
+    for old, _ in widths:
+        if old not in src:
+            raise SystemExit(f"model_train.py: {old!r} not found (another version of their code?)")
+    model = _load(code / "model_train.py", "model_train", [(".cuda()", ""), *widths])
+    utils = _load(code / "utils.py", "utils", [(".cuda()", "")])
+    train = _load(code / "train_first_stage.py", "train_first_stage",
+                  [(".cuda()", ""), ("from datasets import get_dataloader", ""),
+                   ('torch.device("cuda:" + cfg.GPU_ID)', 'torch.device("cpu")')])
+    return cfg, model, utils, train
+
+
+def mnm_set_config(cfg, c: dict, batch: int) -> None:
+    cfg.update(SUPER_CATEGORIES=c["n_parent"], FINE_GRAINED_CATEGORIES=c["n_child"])
+    cfg.GAN.update(GF_DIM=c["ngf"], Z_DIM=c["z_dim"])
+    cfg.TRAIN.update(BATCH_SIZE=batch, BG_LOSS_WT=10)
+
+
+def mixnmatch_mapping(c: dict) -> dict:
+    """Per net: (our key prefix, their key prefix, transform of a weight or None)."""
+    g = [("bg_backbone.fc.", "background_stage.fc.", None), ("p_backbone.fc.", "parent_stage.fc.", None)]
+    for k in range(5):
+        for ours, theirs in (("bg_backbone", "background_stage"), ("p_backbone", "parent_stage")):
+            g += [(f"{ours}.ups.{k}.1.", f"{theirs}.upsample{k + 1}.1.", None),
+                  (f"{ours}.ups.{k}.2.", f"{theirs}.upsample{k + 1}.2.", None)]
+    g += [("bg_head.0.", "background_image.img.0.", None),
+          ("p_joint.0.", "parent_stage.jointConv.0.", None), ("p_joint.1.", "parent_stage.jointConv.1.", None),
+          ("p_img.0.", "parent_image.img.0.", None), ("p_mask.0.", "parent_mask.img.0.", None),
+          ("c_joint.0.", "child_stage.jointConv.0.", _perm_code_first(c["n_child"])),  # theirs: [c, features]
+          ("c_joint.1.", "child_stage.jointConv.1.", None), ("c_half.", "child_stage.samesample.", None),
+          ("c_img.0.", "child_image.img.0.", None), ("c_mask.0.", "child_mask.img.0.", None)]
+    g += [(f"p_res.{i}.body.", f"parent_stage.residual.{i}.block.", None) for i in range(3)]
+    g += [(f"c_res.{i}.body.", f"child_stage.residual.{i}.block.", None) for i in range(2)]
+    dbg = [("trunk.0.0.", "encode_img.0.", None), ("trunk.1.0.", "encode_img.2.", None),
+           ("trunk.2.0.", "encode_img.4.", None), ("adv.", "rf_logits.0.", None), ("aux.", "class_logits.0.", None)]
+
+    def flat(trunk: str) -> list:
+        r = [("trunk.net.0.0.", f"{trunk}.0.", None)]
+        for i, j in ((1, 2), (2, 5), (3, 8), (4, 11), (5, 14)):
+            r += [(f"trunk.net.{i}.0.", f"{trunk}.{j}.", None), (f"trunk.net.{i}.1.", f"{trunk}.{j + 1}.", None)]
+        return r + [("info.0.", "code_logits.0.", None), ("info.1.", "code_logits.1.", None),
+                    ("info.3.", "code_logits.3.", None), ("adv.", "rf_logits.0.", None)]
+
+    enc, pair = [], []
+    for k in "zbpc":
+        t = f"model_{k}"
+        enc += [(f"{k}.trunk.net.0.0.", f"{t}.0.0.", None)]
+        for i, j in ((1, 2), (2, 5), (3, 8)):
+            enc += [(f"{k}.trunk.net.{i}.0.", f"{t}.0.{j}.", None), (f"{k}.trunk.net.{i}.1.", f"{t}.0.{j + 1}.", None)]
+        enc += [(f"{k}.trunk.net.4.", f"{t}.1.", None), (f"{k}.trunk.net.5.", f"{t}.2.", None),
+                (f"{k}.info.0.", f"{t}.3.0.", None), (f"{k}.info.1.", f"{t}.3.1.", None),
+                (f"{k}.info.3.", f"{t}.4.", None)]
+        t = f"BD_{k}"
+        pair += [(f"{k}.image.0.net.{i}.0.", f"{t}.image_layer.{i}.model.0.", None) for i in range(5)]
+        pair += [(f"{k}.image.1.", f"{t}.image_layer.5.model.0.", None)]
+        pair += [(f"{k}.code.{i}.", f"{t}.code_layer.{i}.model.0.", None) for i in range(3)]
+        pair += [(f"{k}.joint.0.", f"{t}.joint.0.model.0.", None), (f"{k}.joint.2.", f"{t}.joint.1.model.0.", None)]
+    return {"G": g, "Dbg": dbg, "Dp": flat("encode_mask"), "Dc": flat("encode_img"), "E": enc, "Dpair": pair}
+
+
+def mnm_build(c: dict, noise=(0.0, 0.0, 0.0)):
+    from fgtool.backends.mixnmatch import MixNMatch, MixNMatchConfig
+
+    backend = MixNMatch(MixNMatchConfig(**c, pair_noise=noise), SIZE)
+    torch.manual_seed(0)
+    nets = backend.build()
+    return backend, nets
+
+
+def mnm_theirs(model, c: dict) -> dict:
+    return {"G": model.G_NET(), "Dbg": model.BACKGROUND_D(c["ndf"]), "Dp": model.PARENT_D(c["ndf"] // 2),
+            "Dc": model.CHILD_D(c["ndf"]), "E": model.Encoder(), "Dpair": model.Bi_Dis()}
+
+
+NETS = ("G", "Dbg", "Dp", "Dc", "E", "Dpair")
+
+
+def mixnmatch(code: Path, out: Path) -> None:
+    # paper setting: shapes only (the width edits are the literals' own values)
+    cfg, model, utils, train = load_mixnmatch(code, 64, 16, 512)
+    mnm_set_config(cfg, MNM_PAPER, 12)
+    _, nets = mnm_build(MNM_PAPER)
+    theirs, rules = mnm_theirs(model, MNM_PAPER), mixnmatch_mapping(MNM_PAPER)
+    paper = {k: shapes_under_mapping(nets[k], theirs[k], rules[k]) for k in NETS}
+    del nets, theirs
+
+    s = MNM_SMALL
+    cfg, model, utils, train = load_mixnmatch(code, s["enc_width"], s["pair_width"], s["pair_hidden"])
+    mnm_set_config(cfg, s, BATCH)
+    model.Gaussian.forward = lambda self, x: x  # the critics' code noise off (see the module docstring)
+    backend, nets = mnm_build(s)
+    with torch.no_grad():
+        for k in NETS:
+            for p in nets[k].parameters():
+                p.copy_(p.half().float())
+    theirs, rules = mnm_theirs(model, s), mixnmatch_mapping(s)
+    for k, m in theirs.items():
+        nets[k].double()
+        copy_into(nets[k], m.double(), rules[k])
+        m.train()
+    torch.set_default_dtype(torch.float64)
+
+    g = torch.Generator().manual_seed(2)
+    z = torch.randn(BATCH, s["z_dim"], generator=g, dtype=torch.float32).half().double()
+    c = torch.tensor([3, 0])
+    full_u8 = torch.randint(0, 256, (BATCH, 3, 126, 126), generator=g, dtype=torch.uint8)
+    crop_u8 = torch.randint(0, 256, (BATCH, 3, SIZE, SIZE), generator=g, dtype=torch.uint8)
+    box = torch.tensor([[10.0, 30.5, 100.25, 90.0], [40.0, 0.0, 126.0, 70.0]], dtype=torch.float32)
+
+    t = train.Trainer.__new__(train.Trainer)
+    t.batch_size, t.patch_stride, t.n_out, t.recp_field = BATCH, 4.0, 24, 34
+    t.netG, t.encoder, t.BD = theirs["G"], theirs["E"], theirs["Dpair"]
+    t.netsD = [theirs["Dbg"], theirs["Dp"], theirs["Dc"]]
+    names = {}
+    for k, m in theirs.items():
+        tm, their_params = translate(nets[k], m, rules[k]), dict(m.named_parameters())
+        for n, p in nets[k].named_parameters():
+            t_key, f = tm[n]
+            names[id(their_params[t_key])] = (f"{k}.{n}", f.back if f is not None and p.dim() > 1 else None)
+
+    class _Wrap:  # their optimizers reach the child D's code head through .module (DataParallel)
+        def __init__(self, m):
+            self.module = m
+
+        def parameters(self):
+            return self.module.parameters()
+
+    opt_d, opt_bd, opt_ge = train.define_optimizers(t.netG, [t.netsD[0], t.netsD[1], _Wrap(t.netsD[2])], t.BD,
+                                                    t.encoder)
+    grads = {"D": {}, "Dpair": {}, "G": {}}
+    t.optimizersD = [GradTap(o, names, grads["D"]) if o is not None else None for o in opt_d]
+    t.optimizerBD, t.optimizerGE = GradTap(opt_bd, names, grads["Dpair"]), GradTap(opt_ge, names, grads["G"])
+    losses: list = []
+    t.RF_loss_un = Recorder(nn.BCELoss(reduction="none"), losses)
+    t.RF_loss = Recorder(nn.BCELoss(), losses)
+    t.CE = Recorder(train.CrossEntropy(), losses)
+    t.L1 = Recorder(nn.L1Loss(), losses)
+    gp_log, free_log = [], []
+    orig_gp = train.cal_gradient_penalty
+
+    def gp(*a, **k):
+        torch.manual_seed(1234)  # the test seeds ours the same way before the critics' phase
+        v = orig_gp(*a, **k)
+        gp_log.append(v.detach().clone())
+        return v
+
+    train.cal_gradient_penalty = gp
+    orig_codes = train.Trainer.prepare_code
+
+    def prepare_code(self):
+        codes = orig_codes(self)
+        free_log.append([x.detach().clone() for x in codes])
+        return codes
+
+    t.prepare_code = types.MethodType(prepare_code, t)
+
+    t.real_img126, t.real_img = full_u8.double() / 127.5 - 1, crop_u8.double() / 127.5 - 1
+    t.real_c = torch.nn.functional.one_hot(c, s["n_child"]).double()
+    t.real_p = utils.child_to_parent(t.real_c, s["n_child"], s["n_parent"])
+    t.real_b, t.real_z = t.real_c, z
+    t.warped_bbox = [box[:, 1], box[:, 0], box[:, 3], box[:, 2]]  # their list is [y1, x1, y2, x2]
+
+    d_out: list = []
+    hooks = [m.register_forward_hook(lambda mod, i, o, k=k: d_out.append(
+        (k, [x.detach().clone() for x in o]))) for k, m in theirs.items() if k in ("Dbg", "Dp", "Dc", "Dpair")]
+    bg128 = []
+    hb = t.netG.background_image.register_forward_hook(lambda mod, i, o: bg128.append(o.detach().clone()))
+    # one iteration of their train(): E(x) and one G render, then D0, D2, the critics, G+E
+    t.fake_z, t.fake_b, t.fake_p, t.fake_c = t.encoder(t.real_img, "softmax")
+    t.fake_imgs, t.fg_imgs, t.mk_imgs, t.fg_mk = t.netG(t.real_z, t.real_c, t.real_p, t.real_b, "code")
+    hb.remove()
+    gen = {"background": bg128[0], "parent_fg": t.fg_imgs[0], "child_fg": t.fg_imgs[1],
+           "parent_mask": t.mk_imgs[0], "child_mask": t.mk_imgs[1]}
+    enc = {"z": t.fake_z, "b": t.fake_b, "p": t.fake_p, "c": t.fake_c}
+    steps = {}
+    for name, fn in (("D0", lambda: t.train_Dnet(0)), ("D2", lambda: t.train_Dnet(2)), ("BD", t.train_BD),
+                     ("GE", t.train_EG)):
+        n0, k0 = len(losses), len(d_out)
+        fn()
+        steps[name] = ([o for o, _ in losses[n0:]], [tg for _, tg in losses[n0:]], d_out[k0:])
+    for h in hooks:
+        h.remove()
+
+    # name their loss calls (their steps return nothing; the totals are checked in the test)
+    (rf_real, rf_fake, aux_real), (_, _, w), _ = steps["D0"]  # their order: real, fake, then aux on w
+    nw = w.numel()
+    (ch_real, ch_fake), _, _ = steps["D2"]
+    bd_outs = steps["BD"][2]
+    bd_real, bd_fake = bd_outs[0][1], bd_outs[1][1]
+    wdist = sum(x.mean() for x in bd_real) - sum(x.mean() for x in bd_fake)
+    ge_calls, _, ge_outs = steps["GE"]
+    info_p, info_c, rec_z, rec_b, rec_p, rec_c, g_bg_adv, g_bg_aux, g_child_adv = ge_calls
+    ge_bd = [o for k, o in ge_outs if k == "Dpair"]
+    g_pair = sum(x.mean() for x in ge_bd[0]) - sum(x.mean() for x in ge_bd[1])
+    free = free_log[0]
+    terms = {
+        "D": {"d_bg_real": (rf_real * w).mean() * (nw / w.sum()) if w.sum() > 0 else (rf_real * w).mean(),
+              "d_bg_aux": aux_real.mean(), "d_bg_fake": rf_fake.mean(), "d_child_real": ch_real,
+              "d_child_fake": ch_fake},
+        "Dpair": {"pair_wdist": wdist, "pair_gp": gp_log[0]},
+        "G": {"g_bg_adv": g_bg_adv, "g_bg_aux": g_bg_aux, "g_child_adv": g_child_adv, "info_p": info_p,
+              "info_c": info_c, "g_pair": g_pair, "rec_z": rec_z, "rec_b": rec_b, "rec_p": rec_p, "rec_c": rec_c},
+    }
+    d_named = {}
+    for step, labels in (("D0", ["Dbg.real", "Dbg.fake"]), ("D2", ["Dc.real", "Dc.fake"]),
+                         ("BD", ["Dpair.real", "Dpair.fake", "Dpair.mixed"]),
+                         ("GE", ["Dp.parent_fg", "Dc.child_fg", "Dbg.fake", "Dc.image", "Dpair.real", "Dpair.fake"])):
+        outs = steps[step][2]
+        if len(outs) != len(labels):
+            raise SystemExit(f"{step}: expected {len(labels)} discriminator calls, got {len(outs)}")
+        d_named[step] = {lab: [x.float() for x in o] for lab, (_, o) in zip(labels, outs)}
+    weights = {f"{k}.{n}": v.half() for k in NETS for n, v in _orig_state(nets[k]).items() if v.is_floating_point()}
+    fixture = {
+        "config": json.dumps({"model": s, "size": SIZE, "batch": BATCH, "gp_seed": 1234}),
+        "weights": weights,
+        "inputs": {"z": z.float(), "c": c, "full_u8": full_u8, "crop_u8": crop_u8, "box": box,
+                   "free": {"z": free[0].float(), **{k: v.argmax(1) for k, v in zip("bpc", free[1:])}}},
+        "generator": {k: v.float() for k, v in gen.items()},
+        "encoder": {k: v.float() for k, v in enc.items()},
+        "bg_labels": w.float(),
+        "d_outputs": d_named,
+        "losses": {ph: {k: v.detach().reshape(()) for k, v in d.items()} for ph, d in terms.items()},
+        "grads": grads,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(fixture, out / "mixnmatch_small.pt")
+    (out / "mixnmatch_paper_shapes.json").write_text(json.dumps(paper, indent=1, sort_keys=True) + "\n")
+    print(json.dumps({"fixture": str(out / "mixnmatch_small.pt"), "bytes": (out / "mixnmatch_small.pt").stat().st_size,
+                      "paper_params": {k: v["params"] for k, v in paper.items()},
+                      "losses": {ph: {k: round(float(v), 6) for k, v in d.items()} for ph, d in terms.items()}}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--finegan", type=Path, required=True, help="folder of the authors' FineGAN code (model.py)")
+    ap.add_argument("--finegan", type=Path, help="folder of the authors' FineGAN code (model.py)")
+    ap.add_argument("--mixnmatch", type=Path, help="folder of the authors' MixNMatch code (model_train.py)")
     ap.add_argument("--out", type=Path, default=ROOT / "tests" / "fixtures")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    finegan(a.finegan.resolve(), a.out)
+    if a.finegan:
+        finegan(a.finegan.resolve(), a.out)
+    if a.mixnmatch:
+        torch.set_default_dtype(torch.float32)
+        mixnmatch(a.mixnmatch.resolve(), a.out)
 
 
 if __name__ == "__main__":
