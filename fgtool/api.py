@@ -68,6 +68,7 @@ def train(model: str | None = None, data: str | None = None, recipe: str | None 
         raise FgtoolError(f"only {len(imageset.records)} images in {d.root}, fewer than "
                           f"train.batch_size={t.batch_size}")
     ds = ImageDataset(imageset, d.size, train=True, box_mode=_box_mode(cfg), crop_scale=d.crop_scale,
+                      crop_clip=d.crop_clip,
                       pseudo_border=d.pseudo_border, flip=d.flip, seed=t.seed, skip_bad=d.skip_bad,
                       bg_crops=d.bg_crops, bg_crop_min=d.bg_crop_min)
     run.mkdir(parents=True, exist_ok=True)
@@ -274,7 +275,7 @@ def _like_grid(m: Loaded, paths: list[str], g: torch.Generator, out: Path, ncol:
     rows, labels = [], []
     for p in paths:
         ds = ImageDataset(scan(p), d.size, train=False, box_mode=_box_mode(m.cfg), crop_scale=d.crop_scale,
-                          pseudo_border=d.pseudo_border, flip=False)
+                          crop_clip=d.crop_clip, pseudo_border=d.pseudo_border, flip=False)
         x = ds[0]["image"][None].to(m.device)
         idx, conf = m.backend.assign(m.nets, x)
         codes = m.backend.sample_codes(ncol, g, c=int(idx[0]))
@@ -330,6 +331,7 @@ def _eval_set(m: "Loaded", data: str, split: str | None = None, max_images: int 
     d = m.cfg.data
     imageset = scan(data, split=split, max_images=max_images)
     ds = ImageDataset(imageset, d.size, train=False, box_mode=_box_mode(m.cfg), crop_scale=d.crop_scale,
+                      crop_clip=d.crop_clip,
                       pseudo_border=d.pseudo_border, flip=False, with_masks=with_masks)
     return imageset, ds
 

@@ -39,6 +39,10 @@ class DataConfig:
     box_mode: str = "auto"  # auto | gt | pseudo | none: auto uses real boxes when present
     pseudo_border: float = 0.15  # width of the border band that pseudo-boxes call background
     crop_scale: float = 1.5  # object crop side = crop_scale * max(box w, h) (FineGAN)
+    # the object crop is clipped to the photo, as the authors' FineGAN and MixNMatch cut it
+    # (the object then fills more of a view near the photo's edge); false: the square is kept
+    # and the part outside the photo repeats its edge pixels
+    crop_clip: bool = False
     # with real boxes only: also a square crop wholly outside the box (OneGAN's background
     # set), resized to data.size; the background patch D counts all its patches as real
     # background. A crop whose side is under bg_crop_min of the photo's short side is skipped

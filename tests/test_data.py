@@ -490,3 +490,35 @@ def test_background_real_terms_count_crop_patches_as_real_background():
     want_a = (bce(aux, w, "none").sum() + (bce(c_aux, 1.0, "none") * wc).sum()) / (w.numel() + wc.sum())
     assert torch.allclose(r1, want_r) and torch.allclose(a1, want_a)
     assert not torch.allclose(r0, r1) and torch.allclose(a0, bce(aux, w))
+
+
+def test_crop_clip_cuts_the_object_view_to_the_photo(tmp_path):
+    """data.crop_clip (the authors' FineGAN/MixNMatch crop): a box near the photo's corner gives
+    a 1.5x square that leaves the photo; clipped, the view stays inside it and the object fills
+    more of the frame than in the edge-padded square."""
+    root = tmp_path / "cub"
+    rel = "001.a/img1.jpg"
+    box = (2, 2, 24, 24)
+    (root / "images" / rel).parent.mkdir(parents=True)
+    _box_image((60, 40), box).save(root / "images" / rel, quality=95)
+    seg = Image.new("L", (60, 40), 0)
+    seg.paste(255, (box[0], box[1], box[0] + box[2], box[1] + box[3]))
+    (root / "segmentations" / rel).with_suffix(".png").parent.mkdir(parents=True)
+    seg.save((root / "segmentations" / rel).with_suffix(".png"))
+    for name, line in (("images.txt", f"1 {rel}"), ("image_class_labels.txt", "1 1"),
+                       ("bounding_boxes.txt", "1 2.0 2.0 24.0 24.0"), ("classes.txt", "1 001.a")):
+        (root / name).write_text(line + "\n")
+    iset = scan(root)
+    area = {}
+    for clip in (False, True):
+        ds = ImageDataset(iset, 32, train=False, with_masks=True, crop_clip=clip)
+        area[clip] = ds[0]["mask"].mean().item()
+        for seed in range(8):  # training views: random offsets stay inside the clipped frame
+            tr = ImageDataset(iset, 32, train=True, crop_clip=clip, jitter=1.5)
+            view = tr._object_view(iset.records[0].box, 60, 40, random.Random(seed))
+            l, t, r, b = view.region
+            if clip:
+                assert l >= 0 and t >= 0 and r <= 60 + 1e-6 and b <= 40 + 1e-6
+    # the square around the 24 px box is 36 px, (-4, -4)-(32, 32); cut to the photo it is 32 px:
+    # the box covers 24^2 / 32^2 = 0.56 of the clipped view against 24^2 / 36^2 = 0.44
+    assert area[True] == pytest.approx(0.5625, abs=0.03) and area[False] == pytest.approx(0.444, abs=0.03)

@@ -48,6 +48,7 @@ def test_finegan_paper_recipe_switches_every_deviation_off():
     for k, v in FINEGAN_AUTHORS.items():
         assert getattr(m, k) == v, k
     assert m.phi_start >= 0.95 * cfg.train.steps
+    assert cfg.data.crop_clip and cfg.data.crop_scale == 1.5  # the authors' object view
     from fgtool.backends.finegan import FineGANConfig
 
     known = {"n_child", "n_parent", "z_dim", "ngf", "ndf", "lr_g", "lr_d", "w_bg_adv", "mask_area",
@@ -72,6 +73,7 @@ def test_mixnmatch_paper_recipe_switches_every_deviation_off():
     for k, v in MIXNMATCH_AUTHORS.items():
         assert getattr(m, k) == v, k
     assert (cfg.train.batch_size, m.stage2_start, cfg.train.steps) == (12, 589200, 982000)
+    assert cfg.data.crop_clip and cfg.data.crop_scale == 1.5
     from fgtool.backends.mixnmatch import MixNMatchConfig
 
     known = {"n_child", "n_parent", "ngf", "ndf", "lr_g", "lr_d", "w_bg_adv", "mask_area", "perturb_scale",

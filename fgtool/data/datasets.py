@@ -476,7 +476,7 @@ class ImageDataset(Dataset):
     def __init__(self, imageset: ImageSet, size: int, train: bool = True, box_mode: str = "auto",
                  crop_scale: float = 1.5, pseudo_border: float = 0.15, flip: bool = True,
                  jitter: float = 76 / 64, seed: int = 0, with_masks: bool = False, skip_bad: bool | None = None,
-                 bg_crops: bool = False, bg_crop_min: float = 0.25):
+                 bg_crops: bool = False, bg_crop_min: float = 0.25, crop_clip: bool = False):
         self.skip_bad = _SKIP_BAD_DEFAULT if skip_bad is None else bool(skip_bad)
         self._skipped: set[int] = set()  # indices found unreadable (per process: each worker has its own)
         if box_mode not in BOX_MODES:
@@ -488,6 +488,7 @@ class ImageDataset(Dataset):
         self.train = bool(train)
         self.box_mode = box_mode
         self.crop_scale = float(crop_scale)
+        self.crop_clip = bool(crop_clip)
         self.pseudo_border = float(pseudo_border)
         self.flip = bool(flip)
         self.jitter = float(jitter)
@@ -521,9 +522,14 @@ class ImageDataset(Dataset):
         return _View((ox / k, oy / k, ox / k + side, oy / k + side), k)
 
     def _object_view(self, box, w: int, h: int, rng: random.Random) -> _View:
-        l, t, r, _ = crop_box_around(box, w, h, self.crop_scale)
-        k = self.resized / (r - l)
-        ox, oy = self._offset(self.resized, rng), self._offset(self.resized, rng)
+        l, t, r, b = crop_box_around(box, w, h, self.crop_scale)
+        if self.crop_clip:  # the authors' crop: the square cut to the photo, short side resized
+            l, t, r, b = max(l, 0.0), max(t, 0.0), min(r, float(w)), min(b, float(h))
+            k = self.resized / min(r - l, b - t)
+            ox, oy = self._offset(round((r - l) * k), rng), self._offset(round((b - t) * k), rng)
+        else:
+            k = self.resized / (r - l)
+            ox, oy = self._offset(self.resized, rng), self._offset(self.resized, rng)
         side = self.size / k
         return _View((l + ox / k, t + oy / k, l + ox / k + side, t + oy / k + side), k)
 
