@@ -320,9 +320,15 @@ def test_stage2_starts_at_the_configured_step_and_resumes_exactly(synth_dir, tmp
     for step in (4, 5):
         assert "S/loss" in rows[step] and "Dfeat/loss" in rows[step] and "G/loss" not in rows[step]
     # stage 2 moves only S and its critic; stage 1 never touched them
-    ck = {s: ckpt.load(full / f"step_{s:07d}.pt")["nets"] for s in (1, 3, 5)}
-    for k in ("G", "E", "Dbg", "Dp", "Dc", "Dpair"):
+    full_ck = {s: ckpt.load(full / f"step_{s:07d}.pt") for s in (1, 3, 5)}
+    ck = {s: c["nets"] for s, c in full_ck.items()}
+    for k in ("E", "Dbg", "Dp", "Dc", "Dpair"):
         assert not tensors_differ(ck[3][k], ck[5][k]), k
+    # stage 2 renders from the averaged generator, frozen: G took its EMA weights at the
+    # boundary and neither moved after it
+    ema3, ema5 = full_ck[3]["ema"]["G"], full_ck[5]["ema"]["G"]
+    assert tensors_differ(ck[3]["G"], ema3)
+    assert not tensors_differ(ema3, ema5) and not tensors_differ(ck[5]["G"], ema5)
     for k in ("S", "Dfeat"):
         assert not tensors_differ(ck[1][k], ck[3][k]), k
         assert tensors_differ(ck[3][k], ck[5][k]), k

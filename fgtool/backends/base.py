@@ -104,6 +104,12 @@ class Backend(ABC):
     def segment(self, nets, images: Tensor) -> Tensor:  # pragma: no cover - optional
         raise NotImplementedError
 
+    def ema_active(self, name: str, step: int) -> bool:
+        """Whether the EMA of net ``name`` follows it at ``step``. Where this turns false the
+        trainer gives the net its averaged weights, which then stay as they are (MixNMatch's
+        stage 2 renders from the frozen averaged generator, as the authors' does)."""
+        return True
+
     # ---- helpers ------------------------------------------------------------------------
     def fake_batch(self, nets, batch: dict, grad: bool, render=None, key: str = "fake") -> tuple[dict, dict]:
         """(outputs, codes) of this iteration's generated batch. The first phase that asks

@@ -308,6 +308,11 @@ class MixNMatch(FineGAN):
             ph += [Phase("S", ("S",), lr=c.lr_s, start=s2), Phase("Dfeat", ("Dfeat",), lr=c.lr_dfeat, start=s2)]
         return ph
 
+    def ema_active(self, name: str, step: int) -> bool:
+        """Stage 2 starts from the averaged generator and keeps it frozen (the authors' second
+        stage loads their EMA generator)."""
+        return self.cfg.stage2_start <= 0 or step < self.cfg.stage2_start
+
     def feature_ready(self, step: int) -> bool:
         """Whether a checkpoint at ``step`` has a trained extractor (feature mode)."""
         return self.cfg.stage2_start > 0 and step > self.cfg.stage2_start

@@ -222,6 +222,10 @@ class Trainer:
                 off += g.numel()
 
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        active = self.backend.ema_active
+        for k, e in self.ema.items():  # a net whose EMA stops here takes the averaged weights
+            if self.step > 0 and not active(k, self.step) and active(k, self.step - 1):
+                getattr(self.nets[k], "_orig_mod", self.nets[k]).load_state_dict(e.state_dict())
         batch["cache"] = {}  # per-iteration scratch a backend may share between phases
         parts: dict[str, torch.Tensor] = {}
         phase_of: dict[str, str] = {}  # loss part -> phase, for the non-finite message
@@ -251,7 +255,8 @@ class Trainer:
             self.scaler.update()
         d = self.cfg.train.ema_decay
         for k, e in self.ema.items():
-            ema_update(e, self.nets[k], 0.0 if self.step < self.cfg.train.ema_start else d)
+            if self.backend.ema_active(k, self.step):
+                ema_update(e, self.nets[k], 0.0 if self.step < self.cfg.train.ema_start else d)
         self.step += 1
         if len(self._window) < 4096:  # fit() empties it every log row; callers of train_step alone may not
             self._window.append((self.step, phase_of, parts))  # no sync: read only when a log row is bad
