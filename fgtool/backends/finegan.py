@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import FgtoolError
-from ..nn.augment import blur, perturb_ranges, random_affine, shift_window, similarity_grid, warp
+from ..nn.augment import perturb_ranges, random_affine, shift_window, similarity_grid, warp
 from ..nn.blocks import (
     Classifier,
     CodeToImageBackbone,
@@ -64,24 +64,14 @@ class FineGANConfig:
     w_info_c: float = 1.0
     bg_patch_thresh: float = 1.0  # share of a patch's field that must be outside the box (paper: 1)
     bg_warmup: int = 0  # steps over which real background patches fade from all to box-outside ones
-    bg_real_floor: float = 0.0  # weight in-box patches keep as real after the warm-up (paper: 0)
     w_mask_area: float = 0.0  # optional prior: hinge on mean child-mask area outside mask_area range
     mask_area: tuple[float, float] = (0.1, 0.9)
-    # the child mask times the parent mask (ours): the child stage then paints texture inside
-    # the parent's silhouette and cannot redraw the shape, so the silhouette is p's alone
-    child_in_parent: bool = False
     # the child mask *is* the parent mask (ours): the child stage paints the whole silhouette,
-    # so the object's look is c's alone and its outline p's alone (implies child_in_parent)
+    # so the object's look is c's alone and its outline p's alone
     child_fills_parent: bool = False
     # what info_p reads: "masked" = parent mask * parent image (the paper); "mask" = the
     # silhouette alone, so p must be told by the outline, not by a colour (ours)
     info_p_input: str = "masked"
-    # Gaussian blur (std in pixels) of what info_p reads (ours): p cannot be told by a detail
-    # finer than that, so the p codes must draw silhouettes that differ at a coarse scale
-    info_p_blur: float = 0.0
-    # the background stage reads z as well as b (the paper); false: b alone, so a background
-    # cannot know the pose and cannot paint the object where it will stand (ours)
-    bg_z: bool = True
     # the background stage paints a canvas twice the image's side; training shows a random
     # window of it, everything else the centre (ours, after GANSeg's randomly shifted
     # background): a blob painted into the background lands anywhere but under the object,
@@ -98,16 +88,16 @@ class FineGANConfig:
     # random affine warp of the parent and child layers (mask and foreground, one warp per
     # sample) before they are laid over the background, in training only (not in the
     # paper; C3-GAN's trick): the background stage cannot know where the object will land,
-    # so it cannot paint it. none, weak or strong; explicit ranges override the preset
+    # so it cannot paint it. none, weak or strong
     perturb: str = "none"
-    perturb_scale: tuple[float, float] = (0.0, 0.0)
-    perturb_rot: float = -1.0
-    perturb_shift: float = -1.0
     phi_every: int = 2  # cluster heads step every N iterations (0 = never)
     # first step of the cluster heads (the authors' loop has none; the paper trains them
     # after the GAN): later starts keep them out of most of the run's steps
     phi_start: int = 0
-    phi_width: int = 0  # phi base width; 0 = ndf
+    # deleted options and the value each behaved as the model does now: configs stored in
+    # older checkpoints (and recipes) may still hold them at that value (config.build_dataclass)
+    _retired = {"bg_real_floor": 0.0, "child_in_parent": False, "info_p_blur": 0.0, "bg_z": True,
+                "perturb_scale": (0.0, 0.0), "perturb_rot": -1.0, "perturb_shift": -1.0, "phi_width": 0}
 
 
 def _tail(widths: list[int], k: int) -> list[int]:
@@ -163,9 +153,7 @@ class GeneratorFG(nn.Module):
         self.c_img = nn.Sequential(conv3x3(c_ch // 2, 3), nn.Tanh())
         self.c_mask = nn.Sequential(conv3x3(c_ch // 2, 1), nn.Sigmoid())
         self.nc, self.np = nc, npar
-        self.child_in_parent = cfg.child_in_parent
         self.child_fills_parent = cfg.child_fills_parent
-        self.bg_z = cfg.bg_z
         self.pose = nn.Linear(cfg.z_dim, 5) if cfg.pose_warp else None
 
     def forward(self, z: Tensor, b: Tensor, p: Tensor, c: Tensor, perturb: tuple | None = None) -> dict[str, Tensor]:
@@ -175,8 +163,6 @@ class GeneratorFG(nn.Module):
     # The stages, callable one by one (MixNMatch: a separate z for the background, soft
     # codes, and an image feature map in place of phi(p, z)). Codes here are [N, K] vectors.
     def background(self, z: Tensor, b1: Tensor) -> Tensor:
-        if not self.bg_z:
-            z = torch.zeros_like(z)
         B = self.bg_head(self.bg_backbone(torch.cat([z, b1], 1)))
         return shift_window(B, self.size, self.training) if self.bg_shift else B
 
@@ -206,8 +192,6 @@ class GeneratorFG(nn.Module):
         Cf, Cm = self.c_img(hc), self.c_mask(hc)
         if self.child_fills_parent:
             Cm = Pm
-        elif self.child_in_parent:
-            Cm = Cm * Pm
         if perturb is not None:
             Pm, grid = random_affine(Pm, *perturb)
             Pf, Cf, Cm = (random_affine(t, *perturb, grids=grid)[0] for t in (Pf, Cf, Cm))
@@ -232,28 +216,24 @@ class FineGAN(Backend):
             raise FgtoolError(f"model.n_child ({cfg.n_child}) must be a multiple of model.n_parent ({cfg.n_parent})")
         if cfg.info_p_input not in ("masked", "mask"):
             raise FgtoolError(f"model.info_p_input must be masked or mask, got {cfg.info_p_input!r}")
-        if cfg.info_p_blur < 0:
-            raise FgtoolError(f"model.info_p_blur must be >= 0, got {cfg.info_p_blur}")
         if cfg.ngf < 4 or cfg.ngf % 4:
             raise FgtoolError(f"model.ngf must be a positive multiple of 4 (the child stage is ngf/4 wide), "
                               f"got {cfg.ngf}")
         self.ratio = cfg.n_child // cfg.n_parent
         self.bg_d = cfg.w_bg_adv > 0 or cfg.w_bg_aux > 0  # the background D is used at all
-        self.perturb = (None if cfg.perturb == "none" else
-                        perturb_ranges(cfg.perturb, cfg.perturb_scale, cfg.perturb_rot, cfg.perturb_shift))
+        self.perturb = None if cfg.perturb == "none" else perturb_ranges(cfg.perturb)
 
     # ---------------------------------------------------------------- nets and phases
     def build(self) -> dict[str, nn.Module]:
         c, s = self.cfg, self.size
-        pw = c.phi_width or c.ndf
         nets = {
             "G": GeneratorFG(c, s),
             "Dbg": PatchDiscriminator(c.ndf, s, bn=False),
             # Dp's real/fake head is never read (the authors' parent D has one too, untrained)
             "Dp": InfoDiscriminator(c.ndf, s, c.n_parent, adv=True, top="wide"),
             "Dc": InfoDiscriminator(c.ndf, s, c.n_child, adv=True, top="wide"),
-            "phi_p": Classifier(pw, s, c.n_parent),
-            "phi_c": Classifier(pw, s, c.n_child),
+            "phi_p": Classifier(c.ndf, s, c.n_parent),
+            "phi_c": Classifier(c.ndf, s, c.n_child),
         }
         for m in nets.values():
             init_weights(m, "orthogonal")
@@ -344,8 +324,6 @@ class FineGAN(Backend):
             xp = (out["parent_mask"] * 2 - 1).expand(-1, 3, -1, -1)
         else:
             xp = out["parent_mask"] * out["parent_fg"]
-        if self.cfg.info_p_blur > 0:
-            xp = blur(xp, self.cfg.info_p_blur)
         info_p = F.cross_entropy(nets["Dp"].forward_info(xp).float(), codes["p"])
         info_c = F.cross_entropy(nets["Dc"].forward_info(out["child_mask"] * out["child_fg"]).float(), codes["c"])
         return info_p, info_c
@@ -371,8 +349,7 @@ class FineGAN(Backend):
                 box = batch["box"] * (Dbg.side / full.shape[-1])
                 labels = lambda n: Dbg.box_labels(box, n, c.bg_patch_thresh)  # noqa: E731
             bg_real, bg_aux, w = background_real_terms(Dbg, batch, step, c.bg_patch_thresh, c.bg_warmup,
-                                                       c.bg_real_floor, full=self.bg_view(nets, full),
-                                                       labels=labels)
+                                                       0.0, full=self.bg_view(nets, full), labels=labels)
             bg_fake = bce(Dbg(self.bg_view(nets, fake_bg))[0], 0.0)
         else:
             bg_real = bg_aux = bg_fake = w = fake_img.new_zeros((), dtype=torch.float32)

@@ -25,11 +25,9 @@ Clustering: L2-normalised penultimate features of the p and c encoders, then k-m
 
 Options of ours (off by default; the synthetic recipe turns them on): FineGAN's
 ``bg_shift`` (the background is a random window of a larger canvas, so it cannot paint
-the object), ``child_fills_parent``, ``info_p_input = "mask"``, ``pose_warp`` and ``bg_z``;
+the object), ``child_fills_parent``, ``info_p_input = "mask"`` and ``pose_warp``;
 ``w_info_free`` (the info losses on the untied-code images, with gradient to G) and
-``w_recon`` (L1 reconstruction of real photos through E and G with straight-through codes),
-``recon_p`` / ``recon_c = "search"`` (the reconstruction tries every p, or c, and keeps the
-one that redraws the photo best, balanced over the batch; the encoder learns that choice).
+``w_recon`` (L1 reconstruction of real photos through E and G with straight-through codes).
 """
 
 from __future__ import annotations
@@ -40,20 +38,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import RETIRED_ANY
 from ..errors import FgtoolError
-from ..nn.augment import color_jitter
 from ..nn.blocks import (
     ImageEncoder,
     InfoDiscriminator,
     down_block,
     eval_mode,
-    frozen_bn_stats,
     init_weights,
     n_up,
     up_block,
 )
 from ..nn.compose import one_hot
-from ..nn.losses import balanced_assignment, bce, paired_mutual_information
+from ..nn.losses import bce
 from ..registry import register
 from .base import Phase
 from .finegan import FineGAN, FineGANConfig, GeneratorFG
@@ -88,20 +85,7 @@ class MixNMatchConfig(FineGANConfig):
     # with straight-through one-hot b, p, c (ours): trains both, so the generator learns
     # to draw the set's real silhouettes and the discrete codes must carry shape and texture
     w_recon: float = 0.0
-    # how the reconstruction picks p (ours): "encoder" (E's straight-through code) or
-    # "search" (k-means through G: every p is drawn with E's z, b and c, each photo takes
-    # the p that redraws it best, the p codes kept about equally used; E_p learns that
-    # choice by cross-entropy, weight w_assign_p)
-    recon_p: str = "encoder"
-    w_assign_p: float = 1.0
-    recon_c: str = "encoder"  # the same for c (after p, when both search), weight w_assign_c
-    w_assign_c: float = 1.0
-    # the p encoder keeps its answer when the colours of a photo change (ours): mutual
-    # information between E_p of a photo and of a recoloured, mirrored copy (IIC), so p
-    # clusters the photos by silhouette rather than by colour
-    w_iic_p: float = 0.0
     stage2_start: int = 0  # step where stage 1 stops and stage 2 (feature extractor) starts; 0 = no stage 2
-    s_width: int = 0  # extractor S base width; 0 = ngf
     lr_s: float = 2e-4
     lr_dfeat: float = 2e-5
     w_feat_adv: float = 1.0
@@ -110,6 +94,9 @@ class MixNMatchConfig(FineGANConfig):
     # (ours): the silhouette, which is what feature mode keeps of the pose reference,
     # weighs more than the rest of the map
     w_feat_mask: float = 0.0
+    # deleted options (see FineGANConfig._retired); w_assign_* only weighed the search mode
+    _retired = {**FineGANConfig._retired, "recon_p": "encoder", "recon_c": "encoder", "w_iic_p": 0.0,
+                "s_width": 0, "w_assign_p": RETIRED_ANY, "w_assign_c": RETIRED_ANY}
 
 
 # ----------------------------------------------------------------------------- networks
@@ -210,14 +197,6 @@ def feature_critic(in_ch: int, width: int) -> nn.Sequential:
                          nn.Conv2d(width * 2, 1, 3, 1, 1))
 
 
-def shape_view(x: Tensor) -> Tensor:
-    """The same silhouettes in other colours: strong colour jitter (any hue, grey 30%) and a
-    horizontal flip of half the batch."""
-    v = color_jitter(x, p=1.0, hue=0.5, p_gray=0.3)
-    flip = torch.rand(x.shape[0], device=x.device) < 0.5
-    return torch.where(flip.view(-1, 1, 1, 1), v.flip(3), v)
-
-
 def gradient_penalty(critics: nn.Module, real: dict[str, Tensor], fake: dict[str, Tensor]) -> Tensor:
     """The authors' WGAN-GP of the four paired critics: every input (the image and each code)
     is mixed between its real and fake value with its own weight per sample, one mixed image
@@ -269,9 +248,6 @@ class MixNMatch(FineGAN):
                               "features); leave it at 0")
         if cfg.stage2_start < 0:
             raise FgtoolError(f"model.stage2_start must be >= 0 (0 = no stage 2), got {cfg.stage2_start}")
-        for k in ("p", "c"):
-            if getattr(cfg, f"recon_{k}") not in ("encoder", "search"):
-                raise FgtoolError(f"model.recon_{k} must be 'encoder' or 'search', got {getattr(cfg, f'recon_{k}')!r}")
         self.dims = {"z": cfg.z_dim, "b": cfg.n_child, "p": cfg.n_parent, "c": cfg.n_child}
 
     # ---------------------------------------------------------------- nets and phases
@@ -287,7 +263,7 @@ class MixNMatch(FineGAN):
                "Dp": InfoDiscriminator(c.ndf // 2, s, c.n_parent, adv=True, top="flat"),
                "Dc": InfoDiscriminator(c.ndf, s, c.n_child, adv=True, top="flat"),
                "E": Encoders(c.enc_width or c.ndf, s, self.dims, c.z_scale),
-               "S": FeatureExtractor(c.s_width or c.ngf, s, G.phi_ch),
+               "S": FeatureExtractor(c.ngf, s, G.phi_ch),
                "Dfeat": feature_critic(G.phi_ch, c.ndf)}
         for m in new.values():
             init_weights(m, "orthogonal")
@@ -408,64 +384,18 @@ class MixNMatch(FineGAN):
             loss = loss + c.w_info_free * (fp + fc)
         if c.w_recon > 0:
             extra.update(self.reconstruction(nets, x, raw))
-            loss = (loss + c.w_recon * extra["recon"] + c.w_assign_p * extra.get("assign_p", 0.0)
-                    + c.w_assign_c * extra.get("assign_c", 0.0))
-        if c.w_iic_p > 0:
-            view = nets["E"].p.forward_info(shape_view(x)).float()
-            extra["iic_p"] = paired_mutual_information(torch.softmax(raw["p"], 1), torch.softmax(view, 1))
-            loss = loss - c.w_iic_p * extra["iic_p"]
+            loss = loss + c.w_recon * extra["recon"]
         acc_c = (pred["c"].argmax(1) == free["c"]).float().mean()
         return {"loss": loss, **parts, "g_pair": pair, **rec, **extra, "rec_acc_c": acc_c}
 
     def reconstruction(self, nets, x: Tensor, raw: dict) -> dict[str, Tensor]:
         """``recon``: L1(G(E(x)), x) with hard codes whose gradient is the softmax's
-        (straight-through). A code with ``recon_p`` / ``recon_c = "search"`` is
-        :meth:`search_codes`'s choice instead, and ``assign_p`` / ``assign_c`` is that
-        encoder's cross-entropy towards the choice."""
+        (straight-through)."""
         codes = {"z": raw["z"]}
         for k in ("b", "p", "c"):
             soft = torch.softmax(raw[k], 1)
             codes[k] = one_hot(soft.argmax(1), self.dims[k]).to(soft) + soft - soft.detach()
-        keys = [k for k in ("p", "c") if getattr(self.cfg, f"recon_{k}") == "search"]
-        out = {}
-        if keys:
-            found = self.search_codes(nets, x, {k: v.detach() for k, v in codes.items()}, keys)
-            for k, best in found.items():
-                codes[k] = one_hot(best, self.dims[k]).to(x)
-                out[f"assign_{k}"] = F.cross_entropy(raw[k], best)
-        out["recon"] = F.l1_loss(self.generate(nets, codes)["image"].float(), x.float())
-        return out
-
-    @torch.no_grad()
-    def search_codes(self, nets, x: Tensor, codes: dict, keys=("p",)) -> dict[str, Tensor]:
-        """For each photo and each code in ``keys`` (p, then c), the value whose drawing with
-        the photo's other codes is nearest to the photo (L1), under a balanced assignment
-        over the batch: k-means whose centroids are the generator's p (or c) templates.
-        ``codes``: z and b, p, c as [N, K] vectors. BatchNorm statistics are left as they were."""
-        n, G = x.shape[0], nets["G"]
-        z = codes["z"]
-        c1, found = self.code_vector("c", codes["c"], z), {}
-
-        def nearest(img: Tensor, k: int) -> Tensor:
-            cost = (img["image"].float() - x.float().repeat(k, 1, 1, 1)).abs().mean((1, 2, 3))
-            return balanced_assignment(cost.view(k, n).t())
-
-        def every(k: int) -> Tensor:
-            return one_hot(torch.arange(k, device=z.device).repeat_interleave(n), k).to(z)
-
-        with frozen_bn_stats(G):  # the background is the same for every candidate: drawn once
-            B = G.background(z, self.code_vector("b", codes["b"], z))
-            p1 = self.code_vector("p", codes["p"], z)
-            if "p" in keys:
-                k = self.dims["p"]
-                found["p"] = nearest(G.compose(G.parent_features(z.repeat(k, 1), every(k)),
-                                               B.repeat(k, 1, 1, 1), c1.repeat(k, 1)), k)
-                p1 = one_hot(found["p"], k).to(z)
-            if "c" in keys:
-                k = self.dims["c"]
-                hp = G.parent_features(z, p1)
-                found["c"] = nearest(G.compose(hp.repeat(k, 1, 1, 1), B.repeat(k, 1, 1, 1), every(k)), k)
-        return found
+        return {"recon": F.l1_loss(self.generate(nets, codes)["image"].float(), x.float())}
 
     def _loss_pair(self, nets, batch) -> dict[str, Tensor]:
         c = self.cfg

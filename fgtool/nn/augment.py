@@ -143,12 +143,3 @@ def simclr_view(x: Tensor, crop: tuple[float, float] = (0.2, 1.0), p_jitter: flo
     """One SimCLR view of a batch: random resized crop + flip, colour jitter, grayscale."""
     v = random_resized_crop(x, crop)
     return color_jitter(v, p_jitter, *jitter, p_gray=p_gray)
-
-
-def blur(x: Tensor, sigma: float) -> Tensor:
-    """Gaussian blur of [N, C, H, W] with std ``sigma`` pixels (kernel +-2 sigma, reflected
-    edges; torchvision's, differentiable)."""
-    from torchvision.transforms.functional import gaussian_blur
-
-    k = 2 * max(1, math.ceil(2 * sigma)) + 1
-    return gaussian_blur(x, [k, k], [sigma, sigma])

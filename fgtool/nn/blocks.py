@@ -273,21 +273,6 @@ def eval_mode(m: nn.Module):
         m.train(was)
 
 
-@contextlib.contextmanager
-def frozen_bn_stats(m: nn.Module):
-    """Run a training-mode net (batch statistics) without moving its BatchNorm running
-    statistics: for extra forward passes that should leave no trace in the net."""
-    bns = [b for b in m.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm)]
-    saved = [b.momentum for b in bns]
-    for b in bns:
-        b.momentum = 0.0
-    try:
-        yield m
-    finally:
-        for b, mo in zip(bns, saved):
-            b.momentum = mo
-
-
 @torch.no_grad()
 def ema_update(ema: nn.Module, src: nn.Module, decay: float, average_buffers: bool = False) -> None:
     """Move ``ema``'s parameters towards ``src``'s by ``1 - decay`` (0 = a copy). Buffers

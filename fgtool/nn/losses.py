@@ -23,31 +23,6 @@ def nt_xent(a: Tensor, b: Tensor, tau: float) -> Tensor:
     return F.cross_entropy(sim, target)
 
 
-def paired_mutual_information(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
-    """I(y; y') of two soft cluster assignments [N, K] of paired views (IIC, Ji et al. 2019),
-    from their symmetrised joint over the batch. At most log K, reached by confident,
-    balanced assignments on which both views agree; maximise it."""
-    joint = (a.float().unsqueeze(2) * b.float().unsqueeze(1)).mean(0)
-    joint = ((joint + joint.t()) / 2).clamp_min(eps)
-    pi, pj = joint.sum(1, keepdim=True), joint.sum(0, keepdim=True)
-    return (joint * (joint.log() - pi.log() - pj.log())).sum()
-
-
-@torch.no_grad()
-def balanced_assignment(cost: Tensor, iters: int = 3, temp: float = 0.1) -> Tensor:
-    """Hard assignment [N] of N items to K clusters from a cost matrix [N, K], with the
-    clusters kept about equally full (Sinkhorn-Knopp on exp(-cost / temp) with uniform
-    marginals, as in SwAV). The cost is standardised first, so ``temp`` is in its spreads."""
-    c = cost.float()
-    c = (c - c.mean()) / c.std().clamp_min(1e-8)
-    q = torch.softmax(-c.flatten() / temp, 0).view_as(c)
-    n, k = q.shape
-    for _ in range(iters):
-        q = q / q.sum(0, keepdim=True) / k
-        q = q / q.sum(1, keepdim=True) / n
-    return q.argmax(1)
-
-
 def binary_entropy(m: Tensor, eps: float = 1e-6) -> Tensor:
     """Elementwise -m log m - (1 - m) log(1 - m): pushes soft masks towards 0 or 1."""
     m = m.float().clamp(eps, 1 - eps)
