@@ -368,6 +368,10 @@ def data_synth(
     children: int = typer.Option(3, "--children", help="Appearances per shape (2-4)."),
     backgrounds: int = typer.Option(3, "--backgrounds", help="Background textures (1-5)."),
     bg_corr: float = typer.Option(0.5, "--bg-corr", help="P(background follows the parent); 0 = independent."),
+    obj_area: str = typer.Option("0.20,0.45", "--obj-area",
+                                 help="MIN,MAX share of the image an object covers. The default fills the "
+                                      "frame like a cropped bird; 0.06,0.14 frames objects like CUB's full "
+                                      "photos, which leaves a background patch D the patches it needs."),
     workers: int = typer.Option(2, "--workers"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
     as_json: bool = JSON_OPT,
@@ -377,7 +381,8 @@ def data_synth(
 
     with _Bars(quiet) as bars:
         res = api.data_synth(out, n=n, size=size, seed=seed, parents=parents, children=children,
-                             backgrounds=backgrounds, bg_corr=bg_corr, workers=workers, progress=bars)
+                             backgrounds=backgrounds, bg_corr=bg_corr, obj_area=obj_area, workers=workers,
+                             progress=bars)
     _emit(res, as_json, "data synth")
 
 

@@ -295,3 +295,25 @@ def test_invalid_arguments_raise(tmp_path, kwargs):
     assert not (tmp_path / "x").exists()  # validated before anything touches the disk
     with pytest.raises(FgtoolError):
         synth_arrays(**args)
+
+
+def test_cli_obj_area_frames_the_objects_and_rejects_bad_values(capsys, tmp_path):
+    """--obj-area 0.06,0.14 gives CUB-like framing: boxes far smaller than the default's,
+    leaving background all round (what a patch background D needs). Bad values: exit 2."""
+    from conftest import one_error_line, run_cli, run_json
+
+    res = run_json(capsys, "data", "synth", "--out", tmp_path / "small", "--n", 24, "--size", 64,
+                   "--obj-area", "0.06,0.14", "-q")
+    assert res["obj_area"] == [0.06, 0.14]
+    run_json(capsys, "data", "synth", "--out", tmp_path / "big", "--n", 24, "--size", 64, "-q")
+
+    def box_side(root):
+        rows = [list(map(float, line.split()[1:])) for line in (root / "bounding_boxes.txt").read_text().splitlines()]
+        return sum(max(w, h) for _, _, w, h in rows) / len(rows) / 64
+
+    small, big = box_side(tmp_path / "small"), box_side(tmp_path / "big")
+    assert small < 0.55 < big, (small, big)
+    for bad in ("0.5", "a,b", "0.01,0.9"):
+        rc, _, err = run_cli(capsys, "data", "synth", "--out", tmp_path / f"bad{len(bad)}", "--n", 8,
+                             "--obj-area", bad)
+        assert rc == 2 and "obj" in one_error_line(err)
