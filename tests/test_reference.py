@@ -38,6 +38,47 @@ def _close(ours: torch.Tensor, ref: torch.Tensor, what: str, rtol: float = 1e-5,
     assert torch.allclose(ours, ref, rtol=rtol, atol=atol), f"{what}: max |diff| {err:.3g}"
 
 
+def _check_shapes(nets: dict, ref: dict) -> None:
+    """Every tensor of every net has the authors' shape (under the key mapping), and every
+    net the authors' parameter count."""
+    for name, r in ref.items():
+        sd = nets[name].state_dict()
+        assert set(sd) == set(r["shapes"]), f"{name}: {sorted(set(sd) ^ set(r['shapes']))[:6]}"
+        for k, shp in r["shapes"].items():
+            assert list(sd[k].shape) == shp, f"{name}.{k}: {list(sd[k].shape)} vs the authors' {shp}"
+        assert sum(p.numel() for p in nets[name].parameters()) == r["params"], name
+
+
+def _run_phases(backend, nets: dict, batch: dict, names: tuple, losses: dict, before=None, after=None) -> dict:
+    """One iteration as the trainer runs it (requires_grad on the phase's nets and graph
+    nets, Adam per phase), checking each phase's loss terms against ``losses[name]``;
+    ``before(name)`` / ``after(name)`` run around each phase. Returns each phase's gradient
+    summaries by parameter name."""
+    phases = {ph.name: ph for ph in backend.phases()}
+    named = {id(p): f"{k}.{n}" for k, m in nets.items() for n, p in m.named_parameters()}
+    grads = {}
+    for name in names:
+        ph = phases[name]
+        for m in nets.values():
+            m.requires_grad_(False)
+        for mod in ph.trains + ph.graph:
+            root, _, sub = mod.partition(".")
+            nets[root].get_submodule(sub).requires_grad_(True)
+        params = phase_params(nets, ph)
+        opt = torch.optim.Adam(params, lr=ph.lr, betas=ph.betas)
+        if before:
+            before(name)
+        out = backend.loss(name, nets, batch, 1)
+        out["loss"].backward()
+        grads[name] = {named[id(p)]: _summary(p.grad) for p in params if p.grad is not None}
+        for k, v in losses[name].items():
+            _close(out[k], v, f"{name} loss term {k}")
+        if after:
+            after(name)
+        opt.step()
+    return grads
+
+
 # ----------------------------------------------------------------------------- FineGAN
 
 
@@ -91,29 +132,14 @@ def test_finegan_one_iteration_equals_the_authors(finegan_fixture):
         hooks.append(mod.register_forward_hook(
             lambda m, i, o, key=f"{net}.{head}": calls.setdefault(key, []).append(o.detach().clone())))
 
-    phases = {ph.name: ph for ph in backend.phases()}
     assert [ph.name for ph in backend.phases()][:2] == ["D", "G"]
-    grads = {}
-    for name in ("D", "G"):
-        ph = phases[name]
-        for m in nets.values():
-            m.requires_grad_(False)
-        for mod in ph.trains + ph.graph:
-            nets[mod.split(".")[0]].get_submodule(mod.split(".", 1)[1] if "." in mod else "").requires_grad_(True)
-        params = phase_params(nets, ph)
-        opt = torch.optim.Adam(params, lr=ph.lr, betas=ph.betas)
-        out = backend.loss(name, nets, batch, 1)
-        out["loss"].backward()
-        named = {id(p): f"{k}.{n}" for k, m in nets.items() for n, p in m.named_parameters()}
-        grads[name] = {named[id(p)]: _summary(p.grad) for p in params if p.grad is not None}
-        ref = fx["losses_d" if name == "D" else "losses_g"]
-        for k, v in ref.items():
-            _close(out[k], v, f"{name} loss term {k}")
+
+    def after(name):
         if name == "D":
-            gen = batch["cache"]["fake"][0]
             for k, v in fx["generator"].items():
-                _close(gen[k], v, f"generator {k}")
-        opt.step()
+                _close(batch["cache"]["fake"][0][k], v, f"generator {k}")
+
+    grads = _run_phases(backend, nets, batch, ("D", "G"), {"D": fx["losses_d"], "G": fx["losses_g"]}, after=after)
     for h in hooks:
         h.remove()
 
@@ -152,12 +178,7 @@ def test_finegan_paper_architecture_has_the_authors_shapes():
         _, nets = _finegan(dict(n_child=200, n_parent=20, z_dim=100, ngf=64, ndf=64), 128)
     finally:
         fg.init_weights = init
-    for name, r in ref.items():
-        sd = nets[name].state_dict()
-        assert set(sd) == set(r["shapes"]), f"{name}: {sorted(set(sd) ^ set(r['shapes']))[:6]}"
-        for k, shp in r["shapes"].items():
-            assert list(sd[k].shape) == shp, f"{name}.{k}: {list(sd[k].shape)} vs the authors' {shp}"
-        assert sum(p.numel() for p in nets[name].parameters()) == r["params"], name
+    _check_shapes(nets, ref)
 
 
 # ----------------------------------------------------------------------------- MixNMatch
@@ -210,33 +231,19 @@ def test_mixnmatch_one_iteration_equals_the_authors(mixnmatch_fixture):
         hooks.append(mod.register_forward_hook(
             lambda m, i, o, key=f"{net}.{head}": calls.setdefault(key, []).append(o.detach().clone())))
 
-    phases = {ph.name: ph for ph in backend.phases()}
     assert [ph.name for ph in backend.phases()] == ["D", "Dpair", "G"]
-    grads = {}
-    for name in ("D", "Dpair", "G"):
-        ph = phases[name]
-        for m in nets.values():
-            m.requires_grad_(False)
-        for mod in ph.trains + ph.graph:
-            root, _, sub = mod.partition(".")
-            nets[root].get_submodule(sub).requires_grad_(True)
-        params = phase_params(nets, ph)
-        opt = torch.optim.Adam(params, lr=ph.lr, betas=ph.betas)
+
+    def before(name):
         if name == "Dpair":
             torch.manual_seed(conf["gp_seed"])  # the penalty's mixing weights, as their run drew them
-        out = backend.loss(name, nets, batch, 1)
-        out["loss"].backward()
-        named = {id(p): f"{k}.{n}" for k, m in nets.items() for n, p in m.named_parameters()}
-        grads[name] = {named[id(p)]: _summary(p.grad) for p in params if p.grad is not None}
-        for k, v in fx["losses"][name].items():
-            _close(out[k], v, f"{name} loss term {k}")
-        if name == "D":
-            for k, v in fx["generator"].items():
-                _close(batch["cache"]["fake"][0][k], v, f"generator {k}")
-        if name == "Dpair":
-            for k, v in fx["encoder"].items():
-                _close(batch["cache"]["enc"][1][k], v, f"encoder {k}")
-        opt.step()
+
+    def after(name):
+        for k, v in fx["generator"].items() if name == "D" else ():
+            _close(batch["cache"]["fake"][0][k], v, f"generator {k}")
+        for k, v in fx["encoder"].items() if name == "Dpair" else ():
+            _close(batch["cache"]["enc"][1][k], v, f"encoder {k}")
+
+    grads = _run_phases(backend, nets, batch, ("D", "Dpair", "G"), fx["losses"], before, after)
     for h in hooks:
         h.remove()
 
@@ -278,9 +285,4 @@ def test_mixnmatch_paper_architecture_has_the_authors_shapes():
                                   pair_width=16, pair_hidden=512), 128, noise=(0.5, 0.3, 0.3))
     finally:
         mm.init_weights = init
-    for name, r in ref.items():
-        sd = nets[name].state_dict()
-        assert set(sd) == set(r["shapes"]), f"{name}: {sorted(set(sd) ^ set(r['shapes']))[:6]}"
-        for k, shp in r["shapes"].items():
-            assert list(sd[k].shape) == shp, f"{name}.{k}: {list(sd[k].shape)} vs the authors' {shp}"
-        assert sum(p.numel() for p in nets[name].parameters()) == r["params"], name
+    _check_shapes(nets, ref)

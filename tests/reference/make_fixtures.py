@@ -246,6 +246,33 @@ class GradTap:
         self.opt.zero_grad(*a, **k)
 
 
+def pair_in_float64(nets: dict, theirs: dict, rules: dict) -> None:
+    """One set of weights in both: ours rounded to fp16 (they store exactly in half the
+    bytes), copied into theirs through the mapping; both in float64 and training mode.
+
+    The iteration runs in float64 on both sides: at batch 2, BatchNorm turns fp32 rounding
+    (1e-7) into 1e-4 differences in the child layer and worse in some gradients, which would
+    hide what the comparison is for, the architecture and the losses."""
+    with torch.no_grad():
+        for k in theirs:
+            for p in nets[k].parameters():
+                p.copy_(p.half().float())
+    for k, m in theirs.items():
+        nets[k].double()
+        copy_into(nets[k], m.double(), rules[k])
+        m.train()
+    torch.set_default_dtype(torch.float64)
+
+
+def fixed_inputs(seed: int, z_dim: int) -> tuple:
+    """z (fp16-exact), the 126 px full view and the 128 px object view as uint8."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(BATCH, z_dim, generator=g, dtype=torch.float32).half().double()
+    full_u8 = torch.randint(0, 256, (BATCH, 3, 126, 126), generator=g, dtype=torch.uint8)
+    crop_u8 = torch.randint(0, 256, (BATCH, 3, SIZE, SIZE), generator=g, dtype=torch.uint8)
+    return z, full_u8, crop_u8
+
+
 # ----------------------------------------------------------------------------- FineGAN
 
 
@@ -271,26 +298,11 @@ def finegan(code: Path, out: Path) -> None:
     # small setting: one iteration, every tensor
     set_config(cfg, SMALL, BATCH)
     backend, nets = build_ours(SMALL)
-    with torch.no_grad():
-        for k in ("G", "Dbg", "Dp", "Dc"):
-            for p in nets[k].parameters():
-                p.copy_(p.half().float())
     theirs = {"G": model.G_NET(), "Dbg": model.D_NET(0), "Dp": model.D_NET(1), "Dc": model.D_NET(2)}
     rules = finegan_mapping(SMALL)
-    # the iteration runs in float64 on both sides: at batch 2, BatchNorm turns fp32 rounding
-    # (1e-7) into 1e-4 differences in the child layer and worse in some gradients, which
-    # would hide what the comparison is for, the architecture and the losses
-    for k, m in theirs.items():
-        nets[k].double()
-        copy_into(nets[k], m.double(), rules[k])
-        m.train()
-    torch.set_default_dtype(torch.float64)
-
-    g = torch.Generator().manual_seed(1)
-    z = torch.randn(BATCH, SMALL["z_dim"], generator=g, dtype=torch.float32).half().double()
+    pair_in_float64(nets, theirs, rules)
+    z, full_u8, crop_u8 = fixed_inputs(1, SMALL["z_dim"])
     c = torch.tensor([1, 2])
-    full_u8 = torch.randint(0, 256, (BATCH, 3, 126, 126), generator=g, dtype=torch.uint8)
-    crop_u8 = torch.randint(0, 256, (BATCH, 3, SIZE, SIZE), generator=g, dtype=torch.uint8)
     # boxes (x1, y1, x2, y2) in the 126 px full view: one inside, one clipped at an edge
     box = torch.tensor([[30.5, 20.25, 90.0, 100.75], [0.0, 40.0, 60.0, 126.0]], dtype=torch.float32)
     real_full, real_crop = full_u8.double() / 127.5 - 1, crop_u8.double() / 127.5 - 1
@@ -523,22 +535,10 @@ def mixnmatch(code: Path, out: Path) -> None:
     mnm_set_config(cfg, s, BATCH)
     model.Gaussian.forward = lambda self, x: x  # the critics' code noise off (see the module docstring)
     backend, nets = mnm_build(s)
-    with torch.no_grad():
-        for k in NETS:
-            for p in nets[k].parameters():
-                p.copy_(p.half().float())
     theirs, rules = mnm_theirs(model, s), mixnmatch_mapping(s)
-    for k, m in theirs.items():
-        nets[k].double()
-        copy_into(nets[k], m.double(), rules[k])
-        m.train()
-    torch.set_default_dtype(torch.float64)
-
-    g = torch.Generator().manual_seed(2)
-    z = torch.randn(BATCH, s["z_dim"], generator=g, dtype=torch.float32).half().double()
+    pair_in_float64(nets, theirs, rules)
+    z, full_u8, crop_u8 = fixed_inputs(2, s["z_dim"])
     c = torch.tensor([3, 0])
-    full_u8 = torch.randint(0, 256, (BATCH, 3, 126, 126), generator=g, dtype=torch.uint8)
-    crop_u8 = torch.randint(0, 256, (BATCH, 3, SIZE, SIZE), generator=g, dtype=torch.uint8)
     box = torch.tensor([[10.0, 30.5, 100.25, 90.0], [40.0, 0.0, 126.0, 70.0]], dtype=torch.float32)
 
     t = train.Trainer.__new__(train.Trainer)
