@@ -197,11 +197,49 @@ def test_extractor_mask_term_compares_the_silhouettes_drawn_from_s_and_phi():
     assert "s_mask" not in _backend().loss("S", nets, {"image": x, "cache": {}}, 0)
 
 
+def test_stage2_codes_have_a_soft_parent_in_a_fifth_of_the_batches():
+    """The authors' second stage: in 20% of the iterations the whole batch's p is
+    softmax(N(0, I)); b, p, c are otherwise independent one-hot draws."""
+    b = _backend()
+    torch.manual_seed(0)
+    soft = 0
+    for _ in range(1000):
+        c = b.stage2_codes(4)
+        assert c["z"].shape == (4, b.cfg.z_dim) and c["b"].dtype == c["c"].dtype == torch.long
+        if c["p"].dim() == 2:
+            soft += 1
+            assert c["p"].shape == (4, b.cfg.n_parent) and torch.allclose(c["p"].sum(1), torch.ones(4))
+        else:
+            assert c["p"].dtype == torch.long and c["p"].max() < b.cfg.n_parent
+    assert 160 < soft < 240
+    b0 = _backend("model.soft_p=0")
+    assert all(b0.stage2_codes(4)["p"].dim() == 1 for _ in range(50))
+
+
+def test_stage2_computes_s_of_the_photos_once_for_both_phases():
+    """The authors' loop: S(x) once; the critic steps on it detached, then S through the
+    updated critic on the same S(x) (its graph kept from the critic's phase)."""
+    b = _backend()
+    torch.manual_seed(0)
+    nets = b.build()
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    seen = []
+    h = nets["S"].register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    batch = {"image": x, "cache": {}}
+    d = b.loss("Dfeat", nets, batch, 0)
+    assert len(seen) == 1 and seen[0] is x
+    assert not _grads(d["loss"], nets["S"].parameters())
+    s = b.loss("S", nets, batch, 0)
+    h.remove()
+    assert len(seen) == 2 and seen[1] is not x  # the second call is S(G(y))
+    assert batch["cache"]["sx"].requires_grad and _grads(s["s_adv"], nets["S"].parameters())
+
+
 def test_phases_split_at_stage2_start():
     b = _backend("model.stage2_start=7")
     ph = {p.name: p for p in b.phases()}
-    assert list(ph) == ["D", "Dpair", "G", "S", "Dfeat"]  # the authors' order
-    assert ph["D"].graph == ("G",) and ph["Dpair"].graph == ("E",)
+    assert list(ph) == ["D", "Dpair", "G", "Dfeat", "S"]  # the authors' order, in both stages
+    assert ph["D"].graph == ("G",) and ph["Dpair"].graph == ("E",) and ph["Dfeat"].graph == ("S",)
     for n in ("G", "D", "Dpair"):
         assert ph[n].active(6) and not ph[n].active(7)
     for n in ("S", "Dfeat"):

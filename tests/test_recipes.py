@@ -60,7 +60,8 @@ MIXNMATCH_AUTHORS = {**{k: v for k, v in FINEGAN_AUTHORS.items()}, "enc_width": 
                      "pair_hidden": 512, "pair_noise": (0.5, 0.3, 0.3), "z_scale": 4.0, "w_pair": 1.0,
                      "w_gp": 10.0, "w_rec_z": 5.0, "w_rec_b": 5.0, "w_rec_p": 10.0, "w_rec_c": 10.0,
                      "w_info_free": 0.0, "w_recon": 0.0, "w_feat_mask": 0.0, "w_feat_adv": 1.0,
-                     "w_feat_l1": 1.0, "lr_pair": 2e-4, "lr_s": 2e-4, "lr_dfeat": 2e-5}
+                     "w_feat_l1": 1.0, "lr_pair": 2e-4, "lr_s": 2e-4, "lr_dfeat": 2e-5,
+                     "soft_p": 0.2}
 
 
 def test_mixnmatch_paper_recipe_switches_every_deviation_off():

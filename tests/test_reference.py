@@ -286,3 +286,70 @@ def test_mixnmatch_paper_architecture_has_the_authors_shapes():
     finally:
         mm.init_weights = init
     _check_shapes(nets, ref)
+
+
+@pytest.fixture(scope="module")
+def mixnmatch_stage2_fixture():
+    return torch.load(FIX / "mixnmatch_stage2_small.pt", weights_only=True)
+
+
+def test_mixnmatch_stage2_one_iteration_equals_the_authors(mixnmatch_stage2_fixture):
+    """Stage 2 (feature mode), one iteration of the authors' second stage in their order: the
+    frozen generator in eval mode renders phi(p, z) and G(y) from codes with a soft parent
+    code, S(x) once, the feature critic's step, then the extractor's step through the updated
+    critic. phi and the image, both extractor outputs, every critic output, every loss term
+    and every gradient."""
+    fx = mixnmatch_stage2_fixture
+    conf = json.loads(fx["config"])
+    backend, nets = _mixnmatch(conf["model"], conf["size"])
+    for name in ("G", "S", "Dfeat"):
+        sd = {k.split(".", 1)[1]: v.float() for k, v in fx["weights"].items() if k.split(".", 1)[0] == name}
+        missing, unexpected = nets[name].load_state_dict(sd, strict=False)
+        assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing), (missing, unexpected)
+    for m in nets.values():
+        m.double().train()
+    inp = fx["inputs"]
+    assert inp["p"].dim() == 2 and not torch.equal(inp["p"].max(1).values, torch.ones(2))  # a soft p
+    codes = {"z": inp["z"].double(), "p": inp["p"].double(), "b": inp["b"], "c": inp["c"]}
+    backend.stage2_codes = lambda n, *a, **k: {k2: v.clone() for k2, v in codes.items()}
+    batch = {"image": inp["crop_u8"].double() / 127.5 - 1}
+
+    calls: dict[str, list[torch.Tensor]] = {"S": [], "Dfeat": []}
+    hooks = [nets[k].register_forward_hook(lambda m, i, o, k=k: calls[k].append(o.detach().clone()))
+             for k in calls]
+    assert [ph.name for ph in backend.phases()][-2:] == ["Dfeat", "S"]
+    assert nets["Dfeat"].side == 126
+
+    def after(name):
+        if name == "Dfeat":
+            phi, img, _ = batch["cache"]["s2"]
+            _close(phi, fx["generator"]["phi"], "generator phi(p, z)")
+            _close(img, fx["generator"]["image"], "generator image")
+
+    grads = _run_phases(backend, nets, batch, ("Dfeat", "S"), fx["losses"], after=after)
+    for h in hooks:
+        h.remove()
+    for key in calls:
+        refs = fx[key]
+        assert len(calls[key]) == len(refs), f"{key}: {len(calls[key])} calls, the authors' step makes {len(refs)}"
+        for i, (o, r) in enumerate(zip(calls[key], refs)):
+            _close(torch.sigmoid(o) if key == "Dfeat" else o, r, f"{key} call {i}")
+    for name in ("Dfeat", "S"):
+        ref = fx["grads"][name]
+        assert set(grads[name]) == set(ref), f"{name} step: {sorted(set(grads[name]) ^ set(ref))[:6]}"
+        for k, v in ref.items():
+            _close(grads[name][k], v, f"{name}-step gradient of {k}")
+
+
+def test_mixnmatch_stage2_paper_nets_have_the_authors_parameter_counts():
+    """Their FeatureExtractor(3, 16) and Dis_Dis(16), the nets of their second stage (every
+    tensor's shape is checked by test_mixnmatch_paper_architecture_has_the_authors_shapes)."""
+    ref = json.loads((FIX / "mixnmatch_paper_shapes.json").read_text())
+    assert (ref["S"]["params"], ref["Dfeat"]["params"]) == (39_126_688, 174_081)
+    from fgtool.backends.mixnmatch import FeatureCritic, FeatureExtractor
+
+    S, D = FeatureExtractor(32, 128, 16), FeatureCritic(16, 128)
+    assert sum(p.numel() for p in S.parameters()) == 39_126_688
+    assert sum(p.numel() for p in D.parameters()) == 174_081
+    x = S(torch.zeros(1, 3, 128, 128))
+    assert x.shape == (1, 16, 128, 128) and D(x).shape == (1, 1, 24, 24)

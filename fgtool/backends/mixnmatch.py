@@ -16,11 +16,13 @@ Stage 1 (code mode), one run, phases G, D, Dpair:
   D:     FineGAN's background and child discriminators
   Dpair: WGAN critics on (real image, E(image)) vs (G(y), y), Gaussian noise on the code
          branch, gradient penalty (weight 10) on interpolated pairs
-Stage 2 (feature mode), from step ``model.stage2_start`` (phases S, Dfeat; stage-1 phases
-stop there, so the generator and encoders are frozen):
-  S:     an extractor from image to phi(p, z), trained with L1(S(G(y)), phi(p, z)) on
-         generated images plus a patch-level adversarial loss on real photos
-  Dfeat: the patch critic on feature maps (phi real, S(photo) fake), Adam 2e-5
+Stage 2 (feature mode), from step ``model.stage2_start`` (phases Dfeat, S; stage-1 phases
+stop there, so the generator and encoders are frozen; G renders with its EMA weights in eval
+mode), the authors' second stage: codes y with a soft p in 20% of the iterations, S(x)
+computed once, then
+  Dfeat: the patch critic on feature maps (phi(p, z) real, S(photo) fake), Adam 2e-5
+  S:     the authors' U-Net from image to phi(p, z), trained with L1(S(G(y)), phi(p, z)) on
+         generated images plus the adversarial loss of S(photo) against the updated critic
 Clustering: L2-normalised penultimate features of the p and c encoders, then k-means.
 
 Options of ours (off by default; the synthetic recipe turns them on): FineGAN's
@@ -41,13 +43,17 @@ from torch import Tensor, nn
 from ..config import RETIRED_ANY
 from ..errors import FgtoolError
 from ..nn.blocks import (
+    GLU,
     ImageEncoder,
     InfoDiscriminator,
+    ResBlock,
     down_block,
     eval_mode,
     init_weights,
     n_up,
-    up_block,
+    patch_geometry,
+    receptive_field,
+    same_block,
 )
 from ..nn.compose import one_hot
 from ..nn.losses import bce
@@ -88,6 +94,9 @@ class MixNMatchConfig(FineGANConfig):
     stage2_start: int = 0  # step where stage 1 stops and stage 2 (feature extractor) starts; 0 = no stage 2
     lr_s: float = 2e-4
     lr_dfeat: float = 2e-5
+    # share of stage-2 iterations whose parent codes are soft, softmax(N(0, I)) (the authors':
+    # 0.2; the other iterations draw one-hot p)
+    soft_p: float = 0.2
     w_feat_adv: float = 1.0
     w_feat_l1: float = 1.0
     # L1 between the parent masks the frozen generator draws from S(G(y)) and from phi(p, z)
@@ -157,29 +166,48 @@ class PairCritics(nn.Module):
             setattr(self, k, PairCritic(width, size, dims[k], hidden, noise))
 
 
-class FeatureExtractor(nn.Module):
-    """S: image -> the parent stage's feature map. A small U-Net: strided convs down,
-    FineGAN's GLU up-blocks back up with skip connections, a linear 3x3 head."""
+def unet_down(cin: int, cout: int) -> nn.Sequential:
+    """The authors' U-Net down-block: conv 4x4 stride 2 (with bias) to 2*cout, BN, GLU."""
+    return nn.Sequential(nn.Conv2d(cin, cout * 2, 4, 2, 1), nn.BatchNorm2d(cout * 2), GLU())
 
-    def __init__(self, width: int, size: int, out_ch: int, depth: int = 3):
+
+def unet_up(cin: int, cout: int) -> nn.Sequential:
+    """The authors' U-Net up-block: transposed conv 4x4 stride 2 (with bias) to 2*cout, BN, GLU."""
+    return nn.Sequential(nn.ConvTranspose2d(cin, cout * 2, 4, 2, 1), nn.BatchNorm2d(cout * 2), GLU())
+
+
+class FeatureExtractor(nn.Module):
+    """S (feature mode): image -> the parent stage's feature map phi. The authors'
+    ``FeatureExtractor``, a U-Net: two same-blocks to ``width``; ``n_up(size) + 1``
+    down-blocks to 2 px, widths ``width * min(2^i, 16)``; as many up-blocks back to ``size``,
+    each but the last followed by the skip of its resolution, concatenated [up, skip]; two
+    ResBlocks at ``out_ch``. The first up-block halves the bottom width; the others give the
+    width of the down-block at their input's resolution.
+
+    At 128 px with width 32 and 16 channels out it is theirs, ``FeatureExtractor(3, 16)``:
+    32@64, 64@32, 128@16, 256@8, 512@4, 512@2 down, 256@4, 512@8, 256@16, 128@32, 64@64,
+    16@128 up (39,126,688 parameters). Smaller images drop the deepest levels."""
+
+    def __init__(self, width: int, size: int, out_ch: int, in_ch: int = 3):
         super().__init__()
-        depth = max(1, min(depth, n_up(size)))
-        chans, ch = [], 3
-        self.downs = nn.ModuleList()
-        for i in range(depth):
-            nxt = width * 2 ** i
-            self.downs.append(down_block(ch, nxt, bn=i > 0))
-            chans.append(nxt)
-            ch = nxt
+        levels = n_up(size) + 1  # down to 2 px
+        chans = [width * min(2**i, 16) for i in range(levels)]
+        self.first = nn.Sequential(same_block(in_ch, width), same_block(width, width))
+        self.downs = nn.ModuleList(unet_down(a, b) for a, b in zip([width, *chans[:-1]], chans))
         self.ups = nn.ModuleList()
-        for i in reversed(range(depth)):
-            nxt = chans[i - 1] if i > 0 else width
-            self.ups.append(up_block(ch, nxt))
-            ch = nxt + (chans[i - 1] if i > 0 else 0)
-        self.head = nn.Conv2d(ch, out_ch, 3, 1, 1)
+        ch = chans[-1]
+        for k in range(levels):
+            if k == levels - 1:
+                self.ups.append(unet_up(ch, out_ch))
+                break
+            out = chans[-1] // 2 if k == 0 else chans[levels - 1 - k]
+            self.ups.append(unet_up(ch, out))
+            ch = out + chans[levels - 2 - k]
+        self.last = nn.Sequential(ResBlock(out_ch), ResBlock(out_ch))
 
     def forward(self, x: Tensor) -> Tensor:
-        skips, h = [], x
+        h = self.first(x)
+        skips = []
         for d in self.downs:
             h = d(h)
             skips.append(h)
@@ -188,13 +216,33 @@ class FeatureExtractor(nn.Module):
             h = up(h)
             if skips:
                 h = torch.cat([h, skips.pop()], 1)
-        return self.head(h)
+        return self.last(h)
 
 
-def feature_critic(in_ch: int, width: int) -> nn.Sequential:
-    """Patch-level critic on feature maps (stage 2): two strided convs and a 3x3 logit map."""
-    return nn.Sequential(down_block(in_ch, width, bn=False), down_block(width, width * 2),
-                         nn.Conv2d(width * 2, 1, 3, 1, 1))
+class FeatureCritic(nn.Module):
+    """Dfeat (feature mode): the authors' ``Dis_Dis``, a patch critic on feature maps. The
+    map is resized (bilinear, corners aligned) to the side its patches tile exactly (126 at
+    128 px, as the background D's input); valid convs without bias or BN, each followed by
+    LeakyReLU 0.2, widen ``in_ch`` to 2x, 4x, 8x (theirs: 16 -> 32, 64, 128); a conv with bias
+    gives the patch logits (theirs: a sigmoid; ours: logits for BCE-with-logits). The
+    geometry is the background D's (:func:`patch_geometry`): at 128 px k4s2, k4s2, k4s1 and a
+    k4s1 head, 24x24 patches."""
+
+    def __init__(self, in_ch: int, size: int):
+        super().__init__()
+        geom = patch_geometry(size)
+        rf, stride = receptive_field(geom)
+        self.side = size - (size - rf) % stride
+        chans = [in_ch, 2 * in_ch, 4 * in_ch, 8 * in_ch]
+        self.trunk = nn.Sequential(*[down_block(chans[i], chans[i + 1], k, s, 0, bn=False, bias=False)
+                                     for i, (k, s) in enumerate(geom[:-1])])
+        k, s = geom[-1]
+        self.adv = nn.Conv2d(chans[3], 1, k, s, 0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.side or x.shape[-2] != self.side:
+            x = F.interpolate(x, size=(self.side, self.side), mode="bilinear", align_corners=True)
+        return self.adv(self.trunk(x))
 
 
 def gradient_penalty(critics: nn.Module, real: dict[str, Tensor], fake: dict[str, Tensor]) -> Tensor:
@@ -263,8 +311,10 @@ class MixNMatch(FineGAN):
                "Dp": InfoDiscriminator(c.ndf // 2, s, c.n_parent, adv=True, top="flat"),
                "Dc": InfoDiscriminator(c.ndf, s, c.n_child, adv=True, top="flat"),
                "E": Encoders(c.enc_width or c.ndf, s, self.dims, c.z_scale),
-               "S": FeatureExtractor(c.ngf, s, G.phi_ch),
-               "Dfeat": feature_critic(G.phi_ch, c.ndf)}
+               # stage 2: the authors' U-Net at ngf/2 (their 32) to phi's width (ngf/4, their 16),
+               # and its patch critic
+               "S": FeatureExtractor(max(1, c.ngf // 2), s, G.phi_ch),
+               "Dfeat": FeatureCritic(G.phi_ch, s)}
         for m in new.values():
             init_weights(m, "orthogonal")
         # the critics keep PyTorch's default initialisation, as the authors'
@@ -280,8 +330,10 @@ class MixNMatch(FineGAN):
         ph = [Phase("D", ("Dbg", "Dc.trunk", "Dc.adv"), lr=c.lr_d, stop=s2, graph=("G",)),
               Phase("Dpair", ("Dpair",), lr=c.lr_pair, stop=s2, graph=("E",)),
               Phase("G", ("G", "E", "Dp", "Dc.info"), lr=c.lr_g, stop=s2)]
-        if s2 > 0:  # stage 2: only the extractor and its critic move
-            ph += [Phase("S", ("S",), lr=c.lr_s, start=s2), Phase("Dfeat", ("Dfeat",), lr=c.lr_dfeat, start=s2)]
+        if s2 > 0:  # stage 2, the authors' order: S(x) once, the critic steps on it (detached),
+            # then S steps through the updated critic on the same S(x)
+            ph += [Phase("Dfeat", ("Dfeat",), lr=c.lr_dfeat, start=s2, graph=("S",)),
+                   Phase("S", ("S",), lr=c.lr_s, start=s2)]
         return ph
 
     def ema_active(self, name: str, step: int) -> bool:
@@ -299,6 +351,21 @@ class MixNMatch(FineGAN):
         c, kw = self.cfg, {"generator": generator, "device": device}
         return {"z": torch.randn(n, c.z_dim, **kw), "b": torch.randint(0, c.n_child, (n,), **kw),
                 "p": torch.randint(0, c.n_parent, (n,), **kw), "c": torch.randint(0, c.n_child, (n,), **kw)}
+
+    def stage2_codes(self, n: int, device=None) -> dict[str, Tensor]:
+        """The authors' stage-2 codes: z ~ N(0, I); b, p, c drawn independently; in a share
+        ``soft_p`` of the iterations (one draw per batch) p is softmax(N(0, I)) for the whole
+        batch, else one-hot. Their coin is Python's ``random``; ours is torch's generator, so
+        that a resumed run draws the same codes."""
+        c = self.cfg
+        z = torch.randn(n, c.z_dim, device=device)
+        if torch.rand(()).item() < c.soft_p:
+            p = torch.softmax(torch.randn(n, c.n_parent, device=device), 1)
+        else:
+            p = torch.randint(0, c.n_parent, (n,), device=device)
+        cc = torch.randint(0, c.n_child, (n,), device=device)
+        b = torch.randint(0, c.n_child, (n,), device=device)
+        return {"z": z, "b": b, "p": p, "c": cc}
 
     def code_vector(self, k: str, v: Tensor, like: Tensor) -> Tensor:
         """[N] indices -> one-hot [N, K]; [N, K] (soft) vectors pass through."""
@@ -409,29 +476,46 @@ class MixNMatch(FineGAN):
         return {"loss": -wdist + c.w_gp * gp, "pair_wdist": wdist, "pair_gp": gp}
 
     def _stage2_fake(self, nets, batch) -> tuple[Tensor, Tensor, Tensor]:
-        """phi(p, z), G(z, b, p, c) and its parent mask for untied codes, from the frozen
-        generator (eval mode)."""
+        """phi(p, z), G(z, b, p, c) and its parent mask for the stage-2 codes
+        (:meth:`stage2_codes`), from the frozen generator in eval mode (the authors'
+        ``netG(..., only=True)``)."""
         cache = batch.setdefault("cache", {})
         if "s2" not in cache:
             n, dev = batch["image"].shape[0], batch["image"].device
-            codes = self.free_codes(n, device=dev)
+            codes = self.stage2_codes(n, device=dev)
             G = nets["G"]
             with torch.no_grad(), eval_mode(G):
-                z = codes["z"]
+                z = codes["z"].to(next(G.parameters()).dtype)
                 phi = G.parent_features(z, self.code_vector("p", codes["p"], z))
-                out = self.generate(nets, {**codes, "feature": phi})
+                out = self.generate(nets, {**codes, "z": z, "feature": phi})
             cache["s2"] = (phi, out["image"], out["parent_mask"])
         return cache["s2"]
 
+    def _extracted(self, nets, batch) -> Tensor:
+        """S(x) of this iteration's photos, computed once (with its graph) and shared by the
+        critic's phase (detached) and S's phase, as the authors' loop does."""
+        cache = batch.setdefault("cache", {})
+        if "sx" not in cache:
+            cache["sx"] = nets["S"](batch["image"])
+        return cache["sx"]
+
+    def _loss_dfeat(self, nets, batch) -> dict[str, Tensor]:
+        """The authors' DD step: BCE(DD(S(x)), 0) + BCE(DD(phi(p, z)), 1)."""
+        phi = self._stage2_fake(nets, batch)[0]
+        sx = self._extracted(nets, batch).detach()
+        D = nets["Dfeat"]
+        fake, real = bce(D(sx), 0.0), bce(D(phi), 1.0)
+        return {"loss": real + fake, "dfeat_real": real, "dfeat_fake": fake}
+
     def _loss_s(self, nets, batch) -> dict[str, Tensor]:
+        """The authors' EX step: BCE(DD(S(x)), 1) + L1(S(G(y)), phi(p, z)), plus ours
+        ``w_feat_mask``."""
         c = self.cfg
         phi, img, mask = self._stage2_fake(nets, batch)
         S, G = nets["S"], nets["G"]
-        sx = S(batch["image"])
-        batch["cache"]["sx"] = sx.detach()
-        adv = bce(nets["Dfeat"](sx), 1.0)
+        adv = bce(nets["Dfeat"](self._extracted(nets, batch)), 1.0)
         s_img = S(img)
-        l1 = F.l1_loss(s_img.float(), phi.float())
+        l1 = F.l1_loss(_at_least_fp32(s_img), _at_least_fp32(phi))
         parts = {"s_adv": adv, "s_l1": l1}
         loss = c.w_feat_adv * adv + c.w_feat_l1 * l1
         if c.w_feat_mask > 0:  # through the frozen mask head (G is not in this phase)
@@ -439,13 +523,3 @@ class MixNMatch(FineGAN):
                 parts["s_mask"] = F.l1_loss(G.p_mask(G.p_half(s_img)).float(), mask.float())
             loss = loss + c.w_feat_mask * parts["s_mask"]
         return {"loss": loss, **parts}
-
-    def _loss_dfeat(self, nets, batch) -> dict[str, Tensor]:
-        phi = self._stage2_fake(nets, batch)[0]
-        sx = batch["cache"].get("sx")
-        if sx is None:
-            with torch.no_grad():
-                sx = nets["S"](batch["image"])
-        D = nets["Dfeat"]
-        real, fake = bce(D(phi), 1.0), bce(D(sx), 0.0)
-        return {"loss": real + fake, "dfeat_real": real, "dfeat_fake": fake}

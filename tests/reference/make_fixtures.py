@@ -30,6 +30,13 @@ step, one critic step (with their gradient penalty) and one generator+encoder st
 below; at the paper setting they are the literals' own values). The critics' code noise is
 off on both sides (it is random; a unit test covers ours), and the random draws both sides
 make (the penalty's mixing weights, the untied codes) are taken from their run.
+
+MixNMatch's second stage too (``mixnmatch_stage2_small.pt``): their ``train_second_stage.py``
+Trainer runs one epoch of one batch (one Dis_Dis step, then one FeatureExtractor step) with
+our weights in their frozen G (eval mode, random BatchNorm statistics), FeatureExtractor and
+Dis_Dis; S's and Dis_Dis's width literals become small widths through named edits, and their
+coin for a soft parent code is forced to the soft side. At the paper setting the shapes of
+their FeatureExtractor(3, 16) and Dis_Dis(16) go into ``mixnmatch_paper_shapes.json``.
 """
 
 from __future__ import annotations
@@ -431,7 +438,27 @@ MNM_SMALL = dict(n_child=4, n_parent=2, z_dim=8, ngf=8, ndf=4, enc_width=4, pair
 MNM_PAPER = dict(n_child=200, n_parent=20, z_dim=100, ngf=64, ndf=64, enc_width=64, pair_width=16, pair_hidden=512)
 
 
-def load_mixnmatch(code: Path, enc_ndf: int, pair_ngf: int, pair_hidden: int):
+# their FeatureExtractor's and Dis_Dis's width literals (stage 2): the edits keep each line and
+# scale its numbers, S's from its base width 32, Dis_Dis's from the feature width 16
+S_LINES = ["self.first = nn.Sequential( sameBlock(in_c, 32), sameBlock(32, 32) )",
+           "self.down1 = Down_unet(32, 32)", "self.down2 = Down_unet(32,64)", "self.down3 = Down_unet(64,128)",
+           "self.down4 = Down_unet(128,256)", "self.down5 = Down_unet(256,512)", "self.down6 =  Down_unet(512,512)",
+           "self.up1 = Up_unet(512,256)", "self.up2 = Up_unet(256+512,512)", "self.up3 = Up_unet(512+256,256)",
+           "self.up4 = Up_unet(256+128,128)", "self.up5 = Up_unet(128+64,64)", "self.up6 = Up_unet(64+32,out_c)"]
+DD_LINES = ["nn.Conv2d(in_c, 32, 4, 2, 0, bias=False)", "nn.Conv2d(32, 64, 4, 2, 0, bias=False)",
+            "nn.Conv2d(64, 128, 4, 1, 0, bias=False)", "nn.Conv2d(128, 1, kernel_size=4, stride=1)"]
+
+
+def _scaled(lines: list[str], base: int, width: int) -> list[tuple[str, str]]:
+    import re
+
+    def one(line: str) -> str:
+        return re.sub(r"\b(32|64|128|256|512)\b", lambda m: str(int(m.group()) * width // base), line)
+    return [(line, one(line)) for line in lines]
+
+
+def load_mixnmatch(code: Path, enc_ndf: int, pair_ngf: int, pair_hidden: int, s_width: int = 32,
+                   feat_width: int = 16):
     _stub_missing()
     sys.path.insert(0, str(code))
     from config import cfg  # their config object
@@ -444,16 +471,21 @@ def load_mixnmatch(code: Path, enc_ndf: int, pair_ngf: int, pair_hidden: int):
               ("Linear_Block( 512, 512,", f"Linear_Block( {pair_hidden}, {pair_hidden},"),
               ("Linear_Block(1024,1024,", f"Linear_Block({2 * pair_hidden},{2 * pair_hidden},"),
               ("Linear_Block(1024, 1,", f"Linear_Block({2 * pair_hidden}, 1,")]
+    stage2 = _scaled(S_LINES, 32, s_width) + _scaled(DD_LINES, 16, feat_width)
     src = (code / "model_train.py").read_text()
-    for old, _ in widths:
-        if old not in src:
-            raise SystemExit(f"model_train.py: {old!r} not found (another version of their code?)")
+    for old, _ in widths + stage2:
+        if old not in src or (old, _) in stage2 and src.count(old) != 1:
+            raise SystemExit(f"model_train.py: {old!r} not found once (another version of their code?)")
+    widths += stage2
     model = _load(code / "model_train.py", "model_train", [(".cuda()", ""), *widths])
     utils = _load(code / "utils.py", "utils", [(".cuda()", "")])
     train = _load(code / "train_first_stage.py", "train_first_stage",
                   [(".cuda()", ""), ("from datasets import get_dataloader", ""),
                    ('torch.device("cuda:" + cfg.GPU_ID)', 'torch.device("cpu")')])
-    return cfg, model, utils, train
+    train2 = _load(code / "train_second_stage.py", "train_second_stage",
+                   [(".cuda()", ""), ("from datasets import get_dataloader", ""),
+                    ('torch.device("cuda:" + cfg.GPU_ID)', 'torch.device("cpu")')])
+    return cfg, model, utils, train, train2
 
 
 def mnm_set_config(cfg, c: dict, batch: int) -> None:
@@ -501,7 +533,14 @@ def mixnmatch_mapping(c: dict) -> dict:
         pair += [(f"{k}.image.1.", f"{t}.image_layer.5.model.0.", None)]
         pair += [(f"{k}.code.{i}.", f"{t}.code_layer.{i}.model.0.", None) for i in range(3)]
         pair += [(f"{k}.joint.0.", f"{t}.joint.0.model.0.", None), (f"{k}.joint.2.", f"{t}.joint.1.model.0.", None)]
-    return {"G": g, "Dbg": dbg, "Dp": flat("encode_mask"), "Dc": flat("encode_img"), "E": enc, "Dpair": pair}
+    s = [(f"first.{i}.", f"first.{i}.", None) for i in range(2)]
+    s += [(f"downs.{i}.", f"down{i + 1}.", None) for i in range(6)] + [(f"ups.{i}.", f"up{i + 1}.", None)
+                                                                     for i in range(6)]
+    s += [(f"last.{i}.body.", f"last.{i}.block.", None) for i in range(2)]
+    dfeat = [("trunk.0.0.", "encode_img.0.", None), ("trunk.1.0.", "encode_img.2.", None),
+             ("trunk.2.0.", "encode_img.4.", None), ("adv.", "rf_logits.0.", None)]
+    return {"G": g, "Dbg": dbg, "Dp": flat("encode_mask"), "Dc": flat("encode_img"), "E": enc, "Dpair": pair,
+            "S": s, "Dfeat": dfeat}
 
 
 def mnm_build(c: dict, noise=(0.0, 0.0, 0.0)):
@@ -522,20 +561,23 @@ NETS = ("G", "Dbg", "Dp", "Dc", "E", "Dpair")
 
 
 def mixnmatch(code: Path, out: Path) -> None:
-    # paper setting: shapes only (the width edits are the literals' own values)
-    cfg, model, utils, train = load_mixnmatch(code, 64, 16, 512)
+    # paper setting: shapes only (the width edits are the literals' own values); stage 2's
+    # nets as their second stage builds them, FeatureExtractor(3, 16) and Dis_Dis(16)
+    cfg, model, utils, train, _ = load_mixnmatch(code, 64, 16, 512)
     mnm_set_config(cfg, MNM_PAPER, 12)
     _, nets = mnm_build(MNM_PAPER)
     theirs, rules = mnm_theirs(model, MNM_PAPER), mixnmatch_mapping(MNM_PAPER)
-    paper = {k: shapes_under_mapping(nets[k], theirs[k], rules[k]) for k in NETS}
+    theirs.update(S=model.FeatureExtractor(3, 16), Dfeat=model.Dis_Dis(16))
+    paper = {k: shapes_under_mapping(nets[k], theirs[k], rules[k]) for k in (*NETS, "S", "Dfeat")}
     del nets, theirs
 
     s = MNM_SMALL
-    cfg, model, utils, train = load_mixnmatch(code, s["enc_width"], s["pair_width"], s["pair_hidden"])
+    cfg, model, utils, train, _ = load_mixnmatch(code, s["enc_width"], s["pair_width"], s["pair_hidden"])
     mnm_set_config(cfg, s, BATCH)
     model.Gaussian.forward = lambda self, x: x  # the critics' code noise off (see the module docstring)
     backend, nets = mnm_build(s)
     theirs, rules = mnm_theirs(model, s), mixnmatch_mapping(s)
+    rules = {k: rules[k] for k in NETS}
     pair_in_float64(nets, theirs, rules)
     z, full_u8, crop_u8 = fixed_inputs(2, s["z_dim"])
     c = torch.tensor([3, 0])
@@ -664,6 +706,107 @@ def mixnmatch(code: Path, out: Path) -> None:
                       "losses": {ph: {k: round(float(v), 6) for k, v in d.items()} for ph, d in terms.items()}}))
 
 
+S2_NETS = ("G", "S", "Dfeat")
+
+
+def mixnmatch_stage2(code: Path, out: Path) -> None:
+    """One iteration of their ``train_second_stage.py``: their own ``Trainer.train`` for one
+    epoch of one batch, with our weights in their G (frozen, eval mode), FeatureExtractor and
+    Dis_Dis. Their S and Dis_Dis are built at the small widths (S from 4 instead of 32, Dis_Dis
+    from the feature width 2 instead of 16: the named edits above), their G at the small
+    setting with random (fp16-exact) BatchNorm statistics, which eval mode reads. Their coin
+    for a soft parent code (``random.uniform(0, 1) < 0.2``) is forced to the soft side; the
+    codes and the photo batch are the ones their ``prepare_data`` made and was given."""
+    s = dict(MNM_SMALL, stage2_start=1)
+    phi_ch, s_width = s["ngf"] // 4, s["ngf"] // 2
+    cfg, model, utils, train, train2 = load_mixnmatch(code, s["enc_width"], s["pair_width"], s["pair_hidden"],
+                                                      s_width, phi_ch)
+    mnm_set_config(cfg, s, BATCH)
+    cfg.TRAIN.SECOND_MAX_EPOCH = 1
+    backend, nets = mnm_build(s)
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for m in nets["G"].modules():  # eval-mode statistics that are not the identity
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_((torch.randn(m.running_mean.shape, generator=g) * 0.2).half())
+                m.running_var.copy_((torch.rand(m.running_var.shape, generator=g) * 1.5 + 0.5).half())
+    theirs = {"G": model.G_NET(), "S": model.FeatureExtractor(3, phi_ch), "Dfeat": model.Dis_Dis(phi_ch)}
+    rules = {k: v for k, v in mixnmatch_mapping(s).items() if k in S2_NETS}
+    pair_in_float64(nets, theirs, rules)
+    _, _, crop_u8 = fixed_inputs(3, s["z_dim"])
+    real_img = crop_u8.double() / 127.5 - 1
+
+    names = {}
+    for k, m in theirs.items():
+        tm, their_params = translate(nets[k], m, rules[k]), dict(m.named_parameters())
+        for n, p in nets[k].named_parameters():
+            names[id(their_params[tm[n][0]])] = (f"{k}.{n}", None)
+    grads = {"Dfeat": {}, "S": {}}
+    opt_fn = train2.define_optimizers
+    train2.define_optimizers = lambda ex, dd: tuple(
+        GradTap(o, names, grads[k]) for o, k in zip(opt_fn(ex, dd), ("S", "Dfeat")))
+
+    class _Encoder(nn.Module):  # only their end-of-epoch picture reads it
+        def forward(self, x, type_):
+            n = x.shape[0]
+            return (torch.zeros(n, s["z_dim"]), torch.eye(s["n_child"])[:n], torch.eye(s["n_parent"])[:n],
+                    torch.eye(s["n_child"])[:n])
+
+    train2.load_network = lambda: (theirs["G"], _Encoder(), theirs["S"], theirs["Dfeat"])
+    train2.save_img_results = lambda *a, **k: None
+    train2.save_model = lambda *a, **k: None
+    train2.random = types.SimpleNamespace(uniform=lambda a, b: 0.1)  # their 20% branch: soft p
+    losses: list = []
+    train2.nn = types.SimpleNamespace(**{**vars(nn), "BCELoss": lambda: Recorder(nn.BCELoss(), losses),
+                                         "L1Loss": lambda: Recorder(nn.L1Loss(), losses)})
+    drawn = []
+    orig_prepare = train2.Trainer.prepare_data
+
+    def prepare_data(self, data):  # their codes are float32 tensors: in float64 for the run
+        out_ = [x.double() for x in orig_prepare(self, data)]
+        drawn.append([x.clone() for x in out_])
+        return out_
+
+    t = train2.Trainer.__new__(train2.Trainer)
+    t.prepare_data = types.MethodType(prepare_data, t)
+    t.dataloader, t.batch_size, t.fixed_image = [(None, real_img)], BATCH, real_img
+    t.model_dir = t.image_dir = str(out)
+    calls: dict[str, list] = {"G": [], "S": [], "Dfeat": []}
+    hooks = [m.register_forward_hook(lambda mod, i, o, k=k: calls[k].append(
+        [x.detach().clone() for x in o if torch.is_tensor(x)] if isinstance(o, tuple) else o.detach().clone()))
+             for k, m in theirs.items()]
+    torch.manual_seed(5)
+    t.train()
+    for h in hooks:
+        h.remove()
+    # the iteration; after it their end-of-epoch picture calls G and S once more (eval mode)
+    calls = {"G": calls["G"][:1], "S": calls["S"][:2], "Dfeat": calls["Dfeat"]}
+    if len(calls["Dfeat"]) != 3 or len(losses) != 4:
+        raise SystemExit(f"expected 3 Dis_Dis calls and 4 loss calls, got {len(calls['Dfeat'])}, {len(losses)}")
+    (dd_fake, _), (dd_real, _), (l1, _), (ex_adv, _) = losses  # their order: DD step, then L1, then EX's BCE
+    terms = {"Dfeat": {"dfeat_fake": dd_fake, "dfeat_real": dd_real, "loss": dd_fake + dd_real},
+             "S": {"s_adv": ex_adv, "s_l1": l1, "loss": ex_adv + l1}}
+    _, real_z, real_b, real_p, real_c = drawn[0]
+    phi, image = calls["G"][0]
+    weights = {f"{k}.{n}": v.half() for k in S2_NETS for n, v in _orig_state(nets[k]).items()
+               if v.is_floating_point()}
+    fixture = {
+        "config": json.dumps({"model": s, "size": SIZE, "batch": BATCH}),
+        "weights": weights,
+        "inputs": {"crop_u8": crop_u8, "z": real_z.float(), "p": real_p.float(), "b": real_b.argmax(1),
+                   "c": real_c.argmax(1)},
+        "generator": {"phi": phi.float(), "image": image.float()},
+        "S": [x.float() for x in calls["S"]],
+        "Dfeat": [x.float() for x in calls["Dfeat"]],
+        "losses": {ph: {k: v.detach().reshape(()) for k, v in d.items()} for ph, d in terms.items()},
+        "grads": grads,
+    }
+    path = out / "mixnmatch_stage2_small.pt"
+    torch.save(fixture, path)
+    print(json.dumps({"fixture": str(path), "bytes": path.stat().st_size,
+                      "losses": {ph: {k: round(float(v), 6) for k, v in d.items()} for ph, d in terms.items()}}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--finegan", type=Path, help="folder of the authors' FineGAN code (model.py)")
@@ -676,6 +819,8 @@ def main() -> None:
     if a.mixnmatch:
         torch.set_default_dtype(torch.float32)
         mixnmatch(a.mixnmatch.resolve(), a.out)
+        torch.set_default_dtype(torch.float32)
+        mixnmatch_stage2(a.mixnmatch.resolve(), a.out)
 
 
 if __name__ == "__main__":
