@@ -41,6 +41,8 @@ def test_bf16_loss_trajectory_tracks_fp32(model, synth_dir, tmp_path):
         for k, va in a.items():
             if k in skip or not isinstance(va, float) or k not in b:
                 continue
+            if "acc" in k:  # accuracies over 8 samples move in steps of 0.125: not a loss to track
+                continue
             gap = abs(va - b[k])
             differs |= gap > 0
             excess = gap - (0.1 * abs(va) + 0.05)
