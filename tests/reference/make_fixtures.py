@@ -271,6 +271,17 @@ def pair_in_float64(nets: dict, theirs: dict, rules: dict) -> None:
     torch.set_default_dtype(torch.float64)
 
 
+def param_names(nets: dict, theirs: dict, rules: dict) -> dict:
+    """id(their parameter) -> (our "net.name", their layout -> ours or None), for GradTap."""
+    names = {}
+    for k, m in theirs.items():
+        tm, their_params = translate(nets[k], m, rules[k]), dict(m.named_parameters())
+        for n, p in nets[k].named_parameters():
+            t_key, f = tm[n]
+            names[id(their_params[t_key])] = (f"{k}.{n}", f.back if f is not None and p.dim() > 1 else None)
+    return names
+
+
 def fixed_inputs(seed: int, z_dim: int) -> tuple:
     """z (fp16-exact), the 126 px full view and the 128 px object view as uint8."""
     g = torch.Generator().manual_seed(seed)
@@ -316,12 +327,7 @@ def finegan(code: Path, out: Path) -> None:
 
     t = trainer.FineGAN_trainer.__new__(trainer.FineGAN_trainer)
     t.netG, t.netsD, t.num_Ds = theirs["G"], [theirs["Dbg"], theirs["Dp"], theirs["Dc"]], 3
-    names = {}
-    for k, m in theirs.items():
-        tm, their_params = translate(nets[k], m, rules[k]), dict(m.named_parameters())
-        for n, p in nets[k].named_parameters():
-            t_key, f = tm[n]
-            names[id(their_params[t_key])] = (f"{k}.{n}", f.back if f is not None and p.dim() > 1 else None)
+    names = param_names(nets, theirs, rules)
     opt_g, opt_d = _their_optimizers(trainer, t)
     grads_d, grads_g = {}, {}
     t.optimizersD = [GradTap(o, names, grads_d) for o in opt_d]
@@ -587,12 +593,7 @@ def mixnmatch(code: Path, out: Path) -> None:
     t.batch_size, t.patch_stride, t.n_out, t.recp_field = BATCH, 4.0, 24, 34
     t.netG, t.encoder, t.BD = theirs["G"], theirs["E"], theirs["Dpair"]
     t.netsD = [theirs["Dbg"], theirs["Dp"], theirs["Dc"]]
-    names = {}
-    for k, m in theirs.items():
-        tm, their_params = translate(nets[k], m, rules[k]), dict(m.named_parameters())
-        for n, p in nets[k].named_parameters():
-            t_key, f = tm[n]
-            names[id(their_params[t_key])] = (f"{k}.{n}", f.back if f is not None and p.dim() > 1 else None)
+    names = param_names(nets, theirs, rules)
 
     class _Wrap:  # their optimizers reach the child D's code head through .module (DataParallel)
         def __init__(self, m):
