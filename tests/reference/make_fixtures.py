@@ -737,11 +737,7 @@ def mixnmatch_stage2(code: Path, out: Path) -> None:
     _, _, crop_u8 = fixed_inputs(3, s["z_dim"])
     real_img = crop_u8.double() / 127.5 - 1
 
-    names = {}
-    for k, m in theirs.items():
-        tm, their_params = translate(nets[k], m, rules[k]), dict(m.named_parameters())
-        for n, p in nets[k].named_parameters():
-            names[id(their_params[tm[n][0]])] = (f"{k}.{n}", None)
+    names = param_names(nets, theirs, rules)
     grads = {"Dfeat": {}, "S": {}}
     opt_fn = train2.define_optimizers
     train2.define_optimizers = lambda ex, dd: tuple(
