@@ -750,3 +750,11 @@ def test_gradient_penalty_has_the_authors_eight_terms():
         getattr(critics, k)(mixed["image"], mixed[k]).sum(), (mixed["image"], mixed[k]))], 1).norm(dim=1) - 1) ** 2)
         .mean() for k in CODES)
     assert not torch.allclose(got, joint, rtol=1e-3)
+
+
+@pytest.mark.parametrize("bad", ["model.soft_p=1.5", "model.soft_p=-0.1", "model.stage2_start=-1"])
+def test_bad_stage2_values_are_user_errors(bad):
+    from fgtool.errors import FgtoolError
+
+    with pytest.raises(FgtoolError, match=bad.split("=")[0]):
+        _backend(bad)
