@@ -40,6 +40,7 @@ from ..nn.blocks import (
     conv3x3,
     init_weights,
     n_up,
+    resize_square,
     same_block,
 )
 from ..nn.compose import child_parent_codes, composite, full_code, one_hot
@@ -332,10 +333,7 @@ class FineGAN(Backend):
     def bg_view(nets, x: Tensor) -> Tensor:
         """What the background D reads: ``x`` resized (bilinear, corners aligned, as the
         authors' 128 -> 126) to the side its patches tile exactly."""
-        side = nets["Dbg"].side
-        if x.shape[-1] == side:
-            return x
-        return F.interpolate(x, size=(side, side), mode="bilinear", align_corners=True)
+        return resize_square(x, nets["Dbg"].side)
 
     def _loss_d(self, nets, batch, step: int = 0) -> dict[str, Tensor]:
         c = self.cfg

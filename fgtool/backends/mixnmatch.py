@@ -52,8 +52,9 @@ from ..nn.blocks import (
     init_weights,
     n_up,
     patch_geometry,
-    receptive_field,
+    resize_square,
     same_block,
+    tiled_side,
 )
 from ..nn.compose import one_hot
 from ..nn.losses import bce
@@ -231,8 +232,7 @@ class FeatureCritic(nn.Module):
     def __init__(self, in_ch: int, size: int):
         super().__init__()
         geom = patch_geometry(size)
-        rf, stride = receptive_field(geom)
-        self.side = size - (size - rf) % stride
+        self.side = tiled_side(size)
         chans = [in_ch, 2 * in_ch, 4 * in_ch, 8 * in_ch]
         self.trunk = nn.Sequential(*[down_block(chans[i], chans[i + 1], k, s, 0, bn=False, bias=False)
                                      for i, (k, s) in enumerate(geom[:-1])])
@@ -240,9 +240,7 @@ class FeatureCritic(nn.Module):
         self.adv = nn.Conv2d(chans[3], 1, k, s, 0)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[-1] != self.side or x.shape[-2] != self.side:
-            x = F.interpolate(x, size=(self.side, self.side), mode="bilinear", align_corners=True)
-        return self.adv(self.trunk(x))
+        return self.adv(self.trunk(resize_square(x, self.side)))
 
 
 def gradient_penalty(critics: nn.Module, real: dict[str, Tensor], fake: dict[str, Tensor]) -> Tensor:

@@ -204,6 +204,21 @@ def receptive_field(geom: list[tuple[int, int]]) -> tuple[int, int]:
     return rf, jump
 
 
+def tiled_side(size: int) -> int:
+    """The largest side <= ``size`` that the patch geometry of ``size`` tiles exactly (every
+    pixel read by some patch): 126 at 128 px, as the authors' background D reads."""
+    rf, stride = receptive_field(patch_geometry(size))
+    return size - (size - rf) % stride
+
+
+def resize_square(x: Tensor, side: int) -> Tensor:
+    """``x`` resized to side x side, bilinear with corners aligned (the authors' 128 -> 126);
+    unchanged when it already has that size."""
+    if x.shape[-2:] == (side, side):
+        return x
+    return F.interpolate(x, size=(side, side), mode="bilinear", align_corners=True)
+
+
 class PatchDiscriminator(nn.Module):
     """Valid-padding conv stack with two patch heads: real/fake and background/foreground.
 
@@ -215,7 +230,7 @@ class PatchDiscriminator(nn.Module):
         geom = patch_geometry(size)
         self.rf, self.stride = receptive_field(geom)
         # the largest side <= size whose patches tile it exactly (FineGAN: 126 at 128 px)
-        self.side = size - (size - self.rf) % self.stride
+        self.side = tiled_side(size)
         chans = [in_ch, ndf, ndf * 2, ndf * 4]
         layers = []
         for i, (k, s) in enumerate(geom[:-1]):
