@@ -16,6 +16,7 @@ with info(x) = CE(softmax(cos(h(x), l) / tau), c).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -24,9 +25,20 @@ from torch import Tensor, nn
 
 from ..errors import FgtoolError
 from ..nn.augment import perturb_ranges, random_affine, simclr_view
-from ..nn.blocks import GLU, CodeConv, CodeToImageBackbone, ImageEncoder, ResBlock, conv3x3, init_weights, same_block
+from ..nn.blocks import (
+    GLU,
+    CodeConv,
+    CodeToImageBackbone,
+    ImageEncoder,
+    ResBlock,
+    conv3x3,
+    down_block,
+    init_weights,
+    n_up,
+    same_block,
+)
 from ..nn.compose import composite, full_code, one_hot
-from ..nn.losses import binary_entropy, cosine_logits, nt_xent
+from ..nn.losses import at_least_fp32, binary_entropy, cosine_logits, nt_xent
 from ..registry import register
 from .base import Backend, Grid, Phase, as_rgb
 
@@ -57,6 +69,40 @@ class C3GANConfig:
     aug_p_jitter: float = 0.8
     aug_p_gray: float = 0.2
     info_warmup: int = 0  # steps over which the info weights ramp up from 0 (paper: 0)
+    # Deviations from the authors' code (recipes/c3gan-cub.toml sets each to the authors' value;
+    # tests/test_reference_c3gan.py proves that setting equal to their code):
+    # one generator render per iteration: G steps first, D re-uses that fake detached.
+    # False: the authors' iteration, D steps first on a fake of its own, then G on new codes
+    shared_fake: bool = True
+    # generator widths: "halving" halves from ngf * 32 down to ngf (32 at 64 px in the paper's
+    # 128 px model); "authors" halves for all but the last two up-blocks, which run at ngf
+    # (512, 256, 128, 64, 16, 16 at 128 px)
+    g_widths: str = "halving"
+    d_first_bias: bool = True  # a bias on the discriminator's first conv (the authors' has none)
+    # the mask's binary entropy: "nats" (natural log, clamped) or "bits" (the authors' log2,
+    # -m log2(m + 1e-6) - (1 - m) log2(1 - m + 1e-6))
+    mask_entropy: str = "nats"
+    # conv biases at init: "zero", or "torch" (PyTorch's default uniform, as the authors'
+    # init leaves them: the discriminator's two head convs)
+    conv_bias_init: str = "zero"
+
+
+def generator_widths(kind: str, ngf: int, size: int) -> list[int] | None:
+    """Each up-block's output width. None: halving from ngf * 32 down to ngf. "authors":
+    halving for all but the last two up-blocks, which both run at ngf (at 128 px and ngf 16:
+    256, 128, 64, 16, 16, the authors' 512 // 2, // 4, // 8, // 32, // 32)."""
+    if kind == "halving":
+        return None
+    if kind != "authors":
+        raise FgtoolError(f"model.g_widths must be halving or authors, got {kind!r}")
+    n = n_up(size)
+    return [ngf * 32 >> (i + 1) for i in range(max(n - 2, 0))] + [ngf] * min(n, 2)
+
+
+def binary_entropy_bits(m: Tensor) -> Tensor:
+    """The authors' mask entropy: -m log2(m + 1e-6) - (1 - m) log2(1 - m + 1e-6)."""
+    m = at_least_fp32(m)
+    return -m * torch.log2(m + 1e-6) - (1 - m) * torch.log2(1 - m + 1e-6)
 
 
 class C3Generator(nn.Module):
@@ -64,12 +110,13 @@ class C3Generator(nn.Module):
         super().__init__()
         ngf = cfg.ngf
         self.k, self.cz_dim = k, cfg.cz_dim
-        self.bg = CodeToImageBackbone(cfg.z_dim, ngf, size, top_mult=32)
+        widths = generator_widths(cfg.g_widths, ngf, size)
+        self.bg = CodeToImageBackbone(cfg.z_dim, ngf, size, top_mult=32, widths=widths)
         self.bg_head = nn.Sequential(*[ResBlock(self.bg.out_ch) for _ in range(3)], conv3x3(self.bg.out_ch, 3),
                                      nn.Tanh())
         # c -> (mu, logsigma) of c' (Linear, BN, GLU as in StackGAN's conditioning augmentation)
         self.emb_c = nn.Sequential(nn.Linear(k, cfg.cz_dim * 4), nn.BatchNorm1d(cfg.cz_dim * 4), GLU())
-        self.fg = CodeToImageBackbone(cfg.z_dim, ngf, size, top_mult=32, extra_ch=cfg.cz_dim)
+        self.fg = CodeToImageBackbone(cfg.z_dim, ngf, size, top_mult=32, extra_ch=cfg.cz_dim, widths=widths)
         ch = self.fg.out_ch
         self.fg_res = nn.Sequential(*[ResBlock(ch) for _ in range(3)])
         # heads at the backbone's final width (16 in the paper at 128 px)
@@ -96,9 +143,11 @@ class C3Generator(nn.Module):
 class C3Discriminator(nn.Module):
     """Shared base to 4x4, a hinge real/fake head r and a semantic head h; centroids l = W e_k."""
 
-    def __init__(self, ndf: int, size: int, k: int):
+    def __init__(self, ndf: int, size: int, k: int, first_bias: bool = True):
         super().__init__()
         enc = ImageEncoder(ndf, size)
+        if not first_bias:  # the authors' first conv has no bias
+            enc.net[0] = down_block(3, ndf, bn=False, bias=False)
         ch = enc.out_ch
         self.base = nn.Sequential(enc, nn.Conv2d(ch, ch, 3, 1, 1, bias=False), nn.BatchNorm2d(ch),
                                   nn.LeakyReLU(0.2, inplace=True))
@@ -133,6 +182,11 @@ class C3GAN(Backend):
         if cfg.n_classes < 1 or cfg.overcluster < 1:
             raise FgtoolError("model.n_classes and model.overcluster must be >= 1")
         self.k = cfg.n_classes * cfg.overcluster
+        generator_widths(cfg.g_widths, cfg.ngf, size)
+        if cfg.mask_entropy not in ("nats", "bits"):
+            raise FgtoolError(f"model.mask_entropy must be nats or bits, got {cfg.mask_entropy!r}")
+        if cfg.conv_bias_init not in ("zero", "torch"):
+            raise FgtoolError(f"model.conv_bias_init must be zero or torch, got {cfg.conv_bias_init!r}")
         self.perturb = perturb_ranges(cfg.perturb, cfg.perturb_scale, cfg.perturb_rot, cfg.perturb_shift)
 
     def n_clusters(self) -> int:
@@ -140,15 +194,23 @@ class C3GAN(Backend):
 
     # ---------------------------------------------------------------- nets and phases
     def build(self) -> dict[str, nn.Module]:
-        nets = {"G": C3Generator(self.cfg, self.size, self.k), "D": C3Discriminator(self.cfg.ndf, self.size, self.k)}
+        c = self.cfg
+        nets = {"G": C3Generator(c, self.size, self.k), "D": C3Discriminator(c.ndf, self.size, self.k, c.d_first_bias)}
         for m in nets.values():
             init_weights(m, "orthogonal")
+            if c.conv_bias_init == "torch":  # as nn.Conv2d.reset_parameters draws a bias
+                for conv in m.modules():
+                    if isinstance(conv, nn.Conv2d) and conv.bias is not None:
+                        bound = 1.0 / math.sqrt(conv.weight[0].numel())
+                        nn.init.uniform_(conv.bias, -bound, bound)
         return nets
 
     def phases(self) -> list[Phase]:
         c = self.cfg
-        # G first; D re-uses that fake batch detached (one generator forward per iteration)
-        return [Phase("G", ("G",), lr=c.lr_g), Phase("D", ("D",), lr=c.lr_d)]
+        if c.shared_fake:  # G first; D re-uses that fake batch detached (one generator forward)
+            return [Phase("G", ("G",), lr=c.lr_g), Phase("D", ("D",), lr=c.lr_d)]
+        # the authors' iteration: D steps on a fake of its own, then G renders new codes
+        return [Phase("D", ("D",), lr=c.lr_d), Phase("G", ("G",), lr=c.lr_g)]
 
     # ---------------------------------------------------------------- codes
     def sample_codes(self, n: int, generator: torch.Generator | None = None, device=None, **fix) -> dict[str, Tensor]:
@@ -179,8 +241,13 @@ class C3GAN(Backend):
     def loss(self, phase, nets, batch, step) -> dict[str, Tensor]:
         return self._loss_g(nets, batch, step) if phase == "G" else self._loss_d(nets, batch, step)
 
-    def _fake(self, nets, batch, grad: bool):
-        return self.fake_batch(nets, batch, grad, render=lambda n, codes: self.generate(n, codes, perturb=True))
+    def _fake(self, nets, batch, grad: bool, phase: str):
+        key = "fake" if self.cfg.shared_fake else f"fake_{phase}"
+        return self.fake_batch(nets, batch, grad, render=lambda n, codes: self.generate(n, codes, perturb=True),
+                               key=key)
+
+    def _mask_entropy(self, m: Tensor) -> Tensor:
+        return binary_entropy_bits(m) if self.cfg.mask_entropy == "bits" else binary_entropy(m)
 
     def _w_info(self, step: int) -> float:
         w = self.cfg.info_warmup
@@ -191,18 +258,18 @@ class C3GAN(Backend):
 
     def _loss_g(self, nets, batch, step) -> dict[str, Tensor]:
         c = self.cfg
-        out, codes = self._fake(nets, batch, grad=True)
+        out, codes = self._fake(nets, batch, grad=True, phase="G")
         D = nets["D"]
         adv, h = D(out["image"])
         h_fg = D.semantic(out["mask"] * out["image"])
-        g_adv = -adv.float().mean()
+        g_adv = -at_least_fp32(adv).mean()
         centres = D.centres()
         info = self._info(h, centres, codes["c"])
         info_fg = self._info(h_fg, centres, codes["c"])
-        m = out["mask"].float()
+        m = at_least_fp32(out["mask"])
         per = m.flatten(1).mean(1)
         lo, hi = c.mask_range
-        mask_reg = binary_entropy(m).mean() + (F.relu(lo - per) + F.relu(per - hi)).mean()
+        mask_reg = self._mask_entropy(m).mean() + (F.relu(lo - per) + F.relu(per - hi)).mean()
         wi = self._w_info(step)
         loss = g_adv + wi * (c.w_info * info + c.w_info_fg * info_fg) + c.w_mask * mask_reg
         return {"loss": loss, "g_adv": g_adv, "g_info": info, "g_info_fg": info_fg, "mask_reg": mask_reg,
@@ -210,15 +277,15 @@ class C3GAN(Backend):
 
     def _loss_d(self, nets, batch, step) -> dict[str, Tensor]:
         c = self.cfg
-        out, codes = self._fake(nets, batch, grad=False)
+        out, codes = self._fake(nets, batch, grad=False, phase="D")
         fake, mask = out["image"].detach(), out["mask"].detach()
         real = batch["image"]
         D = nets["D"]
         r_adv, h_real = D(real)
         f_adv, h_fake = D(fake)
         h_fg = D.semantic(mask * fake)
-        d_real = F.relu(1.0 - r_adv.float()).mean()
-        d_fake = F.relu(1.0 + f_adv.float()).mean()
+        d_real = F.relu(1.0 - at_least_fp32(r_adv)).mean()
+        d_fake = F.relu(1.0 + at_least_fp32(f_adv)).mean()
         centres = D.centres()
         info = self._info(h_fake, centres, codes["c"])
         info_fg = self._info(h_fg, centres, codes["c"])

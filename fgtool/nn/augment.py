@@ -63,8 +63,9 @@ def similarity_grid(s: Tensor, r: Tensor, tx: Tensor, ty: Tensor, like: Tensor,
 
 
 def warp(x: Tensor, grids: Tensor) -> Tensor:
-    """Bilinear resampling of ``x`` on ``grids`` (fp32 inside); outside: zeros."""
-    out = F.grid_sample(x.float(), grids, mode="bilinear", padding_mode="zeros", align_corners=True)
+    """Bilinear resampling of ``x`` on ``grids`` (fp32 inside, float64 stays float64); outside: zeros."""
+    dt = torch.promote_types(x.dtype, torch.float32)
+    out = F.grid_sample(x.to(dt), grids.to(dt), mode="bilinear", padding_mode="zeros", align_corners=True)
     return out.to(x.dtype)
 
 

@@ -7,15 +7,20 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def at_least_fp32(x: Tensor) -> Tensor:
+    """At least fp32: half precision goes up to fp32, float64 stays float64."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def cosine_logits(h: Tensor, centres: Tensor, tau: float) -> Tensor:
     """[N, K] cosine similarities of features to centres, divided by a temperature."""
-    return F.normalize(h.float(), dim=1) @ F.normalize(centres.float(), dim=1).t() / tau
+    return F.normalize(at_least_fp32(h), dim=1) @ F.normalize(at_least_fp32(centres), dim=1).t() / tau
 
 
 def nt_xent(a: Tensor, b: Tensor, tau: float) -> Tensor:
     """SimCLR's NT-Xent: a[i] and b[i] are two views of one image, every other row of the
     2N batch is a negative."""
-    f = F.normalize(torch.cat([a, b]).float(), dim=1)
+    f = F.normalize(at_least_fp32(torch.cat([a, b])), dim=1)
     n = a.shape[0]
     sim = f @ f.t() / tau
     sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=sim.device), float("-inf"))
@@ -25,7 +30,7 @@ def nt_xent(a: Tensor, b: Tensor, tau: float) -> Tensor:
 
 def binary_entropy(m: Tensor, eps: float = 1e-6) -> Tensor:
     """Elementwise -m log m - (1 - m) log(1 - m): pushes soft masks towards 0 or 1."""
-    m = m.float().clamp(eps, 1 - eps)
+    m = at_least_fp32(m).clamp(eps, 1 - eps)
     return -(m * m.log() + (1 - m) * (1 - m).log())
 
 
