@@ -68,6 +68,10 @@ SEG_ARCHS = ("small", *TorchvisionSegmenter.ARCHS)
 
 @dataclass
 class GANSegConfig(SelfTrainConfig):
+    # "paper": the authors' networks (PaperGenerator, PaperDiscriminator) and their penalties;
+    # "compact" (ours): one generator block per resolution, the masks at the first resolution
+    # only, Gaussian heatmaps, a plain strided-conv D (GANSegGenerator, GANSegDiscriminator)
+    arch: str = "compact"
     n_parts: int = 8  # K (10 for Taichi in the paper)
     n_per: int = 4  # points per part
     z_dim: int = 256  # each of the three noises (points, part appearance, background appearance)
@@ -106,12 +110,22 @@ class GANSegConfig(SelfTrainConfig):
     betas: tuple[float, float] = (0.5, 0.9)
     w_r1: float = 10.0
     r1_every: int = 16
+    # the regulariser of D on real images, every r1_every steps: "r1_lazy" (ours) E||grad||^2 in
+    # a phase of its own, scaled by 0.5 r1_every; "gp" (the authors) E(||grad|| - 1)^2 x w_r1
+    # added to that step's D loss, unscaled
+    d_reg: str = "r1_lazy"
+    # the authors: D steps first on a render of its own, then G on a fresh render (two G
+    # forwards per step); off (ours): G steps first and D re-uses its render, detached
+    d_first: bool = False
     w_con: float = 10.0  # geometric concentration penalty (30 for flowers / Taichi)
     w_area: float = 1.0
     pen_every: int = 2  # the penalties join the G loss every pen_every-th step
     seg_start: int = 30000  # step where the GAN stops and the segmenter starts; 0 = no segmenter stage
     seg_arch: str = "deeplabv3_resnet50"  # or deeplabv3_mobilenet_v3_large, or small (SmallSegmenter)
     seg_batch: int = 0  # generated pairs per segmenter step; 0 = train.batch_size
+    # the segmenter's Dice term: "pooled" (ours) over the batch and pixels per class, smoothed
+    # by 1; "per_image" (the authors) per image and class, smoothed by 1e-8, then averaged
+    seg_dice: str = "pooled"
     # ours, 0 = off: this share of the segmenter's pairs put the generated foreground (its
     # rendered layer, cut out by its mask) on a real background, the box-outside crops of
     # data.bg_crops (real boxes only), so that backgrounds the GAN never learned to draw are
@@ -298,6 +312,20 @@ class GANSegDiscriminator(nn.Module):
         return self.net(x).flatten(1)
 
 
+def _f32(x: Tensor) -> Tensor:
+    """At least fp32 (float64 stays float64)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
+def dice_per_image(logits: Tensor, target: Tensor, eps: float = 1e-8) -> Tensor:
+    """The authors' Dice loss: 1 - soft Dice between softmax(logits) and one-hot(target)
+    per image and class (smoothed by ``eps``), averaged over both."""
+    p = _f32(logits).softmax(1)
+    onehot = F.one_hot(target, p.shape[1]).permute(0, 3, 1, 2).to(p)
+    inter = 2 * (p * onehot).sum((2, 3)) + eps
+    return (1 - inter / (p.sum((2, 3)) + onehot.sum((2, 3)) + eps)).mean()
+
+
 def r1_penalty(D: nn.Module, real: Tensor) -> Tensor:
     """E ||grad_x D(x)||^2 on real images, forward and double backward in fp32 (also
     inside a bf16/fp16 autocast region)."""
@@ -306,6 +334,261 @@ def r1_penalty(D: nn.Module, real: Tensor) -> Tensor:
         out = D(x)
         (g,) = torch.autograd.grad(out.float().sum(), x, create_graph=True)
         return g.pow(2).flatten(1).sum(1).mean()
+
+
+# ----------------------------------------------------------------------------- the authors' networks (arch = "paper")
+
+
+def corner_grid(res: int, margin: int, device=None, dtype=torch.float32) -> Tensor:
+    """[res + 2m, res + 2m, 2] coordinates as the authors' code lays them out: the image's
+    pixels span [-1, 1] corner to corner (linspace), the margin continues the spacing, and
+    coordinate 0 runs down the rows, coordinate 1 along the columns."""
+    step = 2.0 / (res - 1)
+    end = 1.0 + step * margin
+    c = torch.linspace(-end, end, res + 2 * margin, device=device, dtype=dtype)
+    r, q = torch.meshgrid(c, c, indexing="ij")
+    return torch.stack([r, q], -1)
+
+
+class PaperSPADE(nn.Module):
+    """BatchNorm without affine, modulated by two 3x3 convs of a 3x3 conv of the map."""
+
+    def __init__(self, ch: int, cond: int, hidden: int):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(ch, affine=False)
+        self.conv = nn.Conv2d(cond, hidden, 3, 1, 1)
+        self.conv_gamma = nn.Conv2d(hidden, ch, 3, 1, 1)
+        self.conv_beta = nn.Conv2d(hidden, ch, 3, 1, 1)
+
+    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        h = F.leaky_relu(self.conv(cond), 0.2)
+        return (1 + self.conv_gamma(h)) * self.norm(x) + self.conv_beta(h)
+
+
+class PaperSPADEResBlock(nn.Module):
+    """SPADE, LReLU, 3x3 conv, twice (the middle width is the smaller of in and out); a
+    learned shortcut (SPADE then a 3x3 conv, no activation) when the width changes."""
+
+    def __init__(self, cin: int, cout: int, cond: int, hidden: int):
+        super().__init__()
+        mid = min(cin, cout)
+        self.spade1, self.conv1 = PaperSPADE(cin, cond, hidden), nn.Conv2d(cin, mid, 3, 1, 1)
+        self.spade2, self.conv2 = PaperSPADE(mid, cond, hidden), nn.Conv2d(mid, cout, 3, 1, 1)
+        self.learn_shortcut = cin != cout
+        if self.learn_shortcut:
+            self.spade_shortcut = PaperSPADE(cin, cond, hidden)
+            self.conv_shortcut = nn.Conv2d(cin, cout, 3, 1, 1)
+
+    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        h = self.conv1(F.leaky_relu(self.spade1(x, cond), 0.2))
+        h = self.conv2(F.leaky_relu(self.spade2(h, cond), 0.2))
+        s = self.conv_shortcut(self.spade_shortcut(x, cond)) if self.learn_shortcut else x
+        return h + s
+
+
+class PaperAdaINBlock(nn.Module):
+    """BatchNorm without affine modulated by an MLP of the style vector, LReLU, 3x3 conv."""
+
+    def __init__(self, cin: int, cout: int, style: int, hidden: int):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(cin, affine=False)
+        self.fc = nn.Linear(style, hidden)
+        self.fc_gamma, self.fc_beta = nn.Linear(hidden, cin), nn.Linear(hidden, cin)
+        self.conv = nn.Conv2d(cin, cout, 3, 1, 1)
+
+    def forward(self, x: Tensor, style: Tensor) -> Tensor:
+        h = F.leaky_relu(self.fc(style), 0.2)
+        y = (1 + self.fc_gamma(h)[:, :, None, None]) * self.norm(x) + self.fc_beta(h)[:, :, None, None]
+        return self.conv(F.leaky_relu(y, 0.2))
+
+
+class PaperFourier(nn.Module):
+    """``sin, cos(pi * conv1x1(p_i - x))`` of the offsets from n points to every pixel."""
+
+    def __init__(self, n: int, ch: int):
+        super().__init__()
+        self.pe = nn.Conv2d(2 * n, ch // 2, 1)
+
+    def forward(self, grid: Tensor, pts: Tensor) -> Tensor:  # grid [H, W, 2], pts [N, n, 2]
+        d = pts[:, :, None, None, :] - grid[None, None]  # [N, n, H, W, 2]
+        d = d.permute(0, 1, 4, 2, 3).flatten(1, 2)  # channels (p0 axis 0, p0 axis 1, p1 ...)
+        x = self.pe(d) * math.pi
+        return torch.cat([torch.sin(x), torch.cos(x)], 1)
+
+
+def _paper_mlp(din: int, hidden: int, dout: int, hidden_layers: int) -> nn.Sequential:
+    mods: list[nn.Module] = []
+    d = din
+    for _ in range(hidden_layers):
+        mods += [nn.Linear(d, hidden), nn.LeakyReLU(0.2)]
+        d = hidden
+    mods.append(nn.Linear(d, dout))
+    return nn.Sequential(*mods)
+
+
+class PaperGenerator(nn.Module):
+    """The generator of the authors' code (their CUB / flowers configuration), scaled by
+    the config: two blocks per resolution from size / start_div up to size; widths gen_ch
+    (the start encodings), then gen_ch / 2 twice, gen_ch / 4 twice, ..., the last
+    resolution's blocks at emb_dim. Three mask, foreground and background paths:
+
+    - points ``tanh(MLP(z) / point_div)`` (a 4-hidden-layer MLP), part centres their mean;
+      part embeddings ``MLP(z_app) * w_k`` (3 hidden layers, ``w_k`` an embedding table);
+    - masks: a Fourier encoding of every point's offset starts SPADE ResBlocks that run up to
+      the full size, each conditioned on cone heatmaps ``max(0, 1 - |p - x_k| / tau_k)``
+      (``tau_k`` the mean absolute offset of part k's points) at its own resolution, times
+      the embeddings; the softmax of the last block's K + 1 channels are the masks;
+    - foreground: SPADE ResBlocks from an encoding of the centres' offsets, conditioned on
+      the K part masks resized to each resolution (edge-padded margin) times the embeddings;
+    - background: AdaIN blocks from an encoding of the offset to a shift that moves along
+      coordinate 1 only (the authors zero coordinate 0 of ``u_bg``);
+    - ``image = tanh(conv(LReLU(conv(LReLU((1 - m_bg) F + m_bg B)))))``.
+
+    Coordinates are the authors' (``corner_grid``: coordinate 0 down the rows); the outputs
+    ``points`` and ``centres`` are turned to ours (x, y). BatchNorm without affine in every
+    block; every conv and linear He-normal (a = 0.2) with zero bias."""
+
+    def __init__(self, cfg: GANSegConfig, size: int):
+        super().__init__()
+        c = cfg
+        self.k, self.n_per, self.div, self.size = c.n_parts, c.n_per, c.point_div, size
+        self.margin = c.margin if c.margin >= 0 else max(3, round(10 * size / 128))
+        n_res = int(round(math.log2(c.start_div))) + 1
+        self.sizes = [size // c.start_div * 2 ** (i // 2) for i in range(2 * n_res)]
+        e, p = c.emb_dim, self.k * self.n_per
+        self.point_mlp = _paper_mlp(c.z_dim, c.mlp_hidden, p * 2, 4)
+        self.app_mlp = _paper_mlp(c.z_dim, c.mlp_hidden, e, 3)
+        self.bg_mlp = _paper_mlp(c.z_dim, c.mlp_hidden, e, 3)
+        self.w_const = nn.Parameter(torch.randn(self.k, e))
+        outs = [e if i >= 2 * (n_res - 1) else c.gen_ch >> (1 + i // 2) for i in range(2 * n_res)]
+        ins = [c.gen_ch] + outs[:-1]
+        h = c.spade_hidden
+        self.mask_blocks = nn.ModuleList([PaperSPADEResBlock(c.gen_ch if i == 0 else e,
+                                                             self.k + 1 if i == 2 * n_res - 1 else e, e, h)
+                                          for i in range(2 * n_res)])
+        self.fg_blocks = nn.ModuleList([PaperSPADEResBlock(a, b, e, h) for a, b in zip(ins, outs)])
+        self.bg_blocks = nn.ModuleList([PaperAdaINBlock(a, b, e, h) for a, b in zip(ins, outs)])
+        self.fg_pe, self.mask_pe, self.bg_pe = (PaperFourier(self.k, c.gen_ch), PaperFourier(p, c.gen_ch),
+                                                PaperFourier(1, c.gen_ch))
+        self.to_rgb = nn.Sequential(nn.Conv2d(e, e, 3, 1, 1), nn.LeakyReLU(0.2), nn.Conv2d(e, 3, 3, 1, 1))
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, a=0.2)
+                nn.init.zeros_(m.bias)
+
+    def _up(self, x: Tensor) -> Tensor:
+        return crop_margin(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False), self.margin)
+
+    def _cone(self, centre: Tensor, tau: Tensor, res: int) -> Tensor:
+        grid = corner_grid(res, self.margin, centre.device, centre.dtype)
+        d = (centre[:, :, None, None, :] - grid[None, None]).norm(dim=-1)
+        return (1 - d / tau[:, :, None, None]).clamp_min(0)
+
+    def forward(self, codes: dict[str, Tensor], layers: bool = False) -> dict[str, Tensor]:
+        m, k = self.margin, self.k
+        if "points" in codes:  # ours (x, y) -> theirs (row, column)
+            pts = codes["points"].flatten(1, 2).flip(-1).to(self.w_const.dtype)
+        else:
+            pts = torch.tanh(self.point_mlp(codes["z_point"]).view(-1, k * self.n_per, 2) / self.div)
+        kp = pts.view(-1, k, self.n_per, 2).mean(2)  # [N, K, 2]
+        tau = (pts.view(-1, k, self.n_per, 2) - kp[:, :, None]).abs().mean((2, 3))  # [N, K]
+        w = self.w_const[None] * self.app_mlp(codes["z_app"])[:, None]  # [N, K, E]
+        grid0 = corner_grid(self.sizes[0], m, pts.device, pts.dtype)
+        # masks, up to the full size
+        h = self.mask_pe(grid0, pts)
+        for i, blk in enumerate(self.mask_blocks):
+            heat = self._cone(kp, tau + 1e-6, self.sizes[i])
+            h = blk(h, torch.einsum("nkhw,nke->nehw", heat, w))
+            if i + 1 < len(self.sizes) and self.sizes[i + 1] != self.sizes[i]:
+                h = self._up(h)
+        masks = torch.softmax(crop_margin(h, m), 1)  # [N, K+1, S, S], the last the background
+        init = crop_margin(heat, m)
+        # foreground
+        f = self.fg_pe(grid0, kp)
+        for i, blk in enumerate(self.fg_blocks):
+            mk = F.interpolate(masks[:, :k], size=self.sizes[i], mode="bilinear", align_corners=False)
+            mk = F.pad(mk, (m, m, m, m), mode="replicate")
+            f = blk(f, torch.einsum("nkhw,nke->nehw", mk, w))
+            if i + 1 < len(self.sizes) and self.sizes[i + 1] != self.sizes[i]:
+                f = self._up(f)
+        f = crop_margin(f, m)
+        # background: the shift moves along coordinate 1 only
+        u = codes["u_bg"].to(pts.dtype)
+        u = torch.stack([torch.zeros_like(u[:, 1]), u[:, 1]], -1)[:, None]
+        b = self.bg_pe(grid0, u)
+        w_bg = self.bg_mlp(codes["z_bg"])
+        for i, blk in enumerate(self.bg_blocks):
+            b = blk(b, w_bg)
+            if i + 1 < len(self.sizes) and self.sizes[i + 1] != self.sizes[i]:
+                b = self._up(b)
+        b = crop_margin(b, m)
+        m_bg = masks[:, k:]
+        image = torch.tanh(self.to_rgb(F.leaky_relu((1 - m_bg) * f + m_bg * b, 0.2)))
+        out = {"image": image, "parts": masks, "mask": 1 - m_bg,
+               "points": pts.view(-1, k, self.n_per, 2).flip(-1), "centres": kp.flip(-1), "sigma": tau,
+               "heat": init, "kp_raw": kp, "points_raw": pts, "fg_features": f, "bg_features": b}
+        if layers:  # each layer rendered alone, through the same head
+            out["foreground"] = torch.tanh(self.to_rgb(F.leaky_relu(f, 0.2)))
+            out["background"] = torch.tanh(self.to_rgb(F.leaky_relu(b, 0.2)))
+        return out
+
+
+
+def paper_penalties(out: dict[str, Tensor], k: int, n_per: int, size: int) -> tuple[Tensor, Tensor]:
+    """The authors' concentration and area penalties, on PaperGenerator's full-size part
+    masks: the squared distance of each pixel to its part's centre, averaged under the
+    normalised mask, then over parts and images; and ``relu(pi (tau size / 2)^2 - area)``
+    (area in pixels), summed over parts, averaged over images."""
+    kp_mask = out["parts"][:, :k]
+    grid = corner_grid(size, 0, kp_mask.device, kp_mask.dtype)
+    d2 = ((out["kp_raw"][:, :, None, None, :] - grid[None, None]) ** 2).sum(-1)
+    wgt = kp_mask / (kp_mask.sum((2, 3), keepdim=True) + 1e-6)
+    con = (d2 * wgt).sum((2, 3)).mean()
+    area = kp_mask.sum((2, 3))
+    pts = out["points_raw"].view(-1, k, n_per, 2)
+    tau = (pts - out["kp_raw"][:, :, None]).abs().mean((2, 3)) * (size / 2)
+    return con, F.relu(math.pi * tau ** 2 - area).sum(1).mean()
+
+
+class PaperDiscriminatorBlock(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv_res = nn.Conv2d(cin, cout, 1, 2)
+        self.net = nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1), nn.LeakyReLU(0.2),
+                                 nn.Conv2d(cout, cout, 3, 1, 1), nn.LeakyReLU(0.2))
+        self.down = nn.Conv2d(cout, cout, 3, 2, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (self.down(self.net(x)) + self.conv_res(x)) / math.sqrt(2)
+
+
+class PaperDiscriminator(nn.Module):
+    """The authors' D: residual blocks (two 3x3 convs, a stride-2 3x3 conv, a stride-2 1x1
+    shortcut, sum / sqrt 2) from ndf doubling to 8 ndf, down to 2x2; then a 2-layer MLP
+    (8 ndf hidden) to one logit. He-normal (a = 0.2), zero bias."""
+
+    def __init__(self, ndf: int, size: int):
+        super().__init__()
+        n = int(round(math.log2(size))) - 1
+        chs = [3] + [ndf * min(2 ** i, 8) for i in range(n)]
+        self.blocks = nn.Sequential(*[PaperDiscriminatorBlock(a, b) for a, b in zip(chs[:-1], chs[1:])])
+        self.fc = nn.Sequential(nn.Linear(4 * chs[-1], chs[-1]), nn.LeakyReLU(0.2), nn.Linear(chs[-1], 1))
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, a=0.2)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.blocks(x).flatten(1))
+
+
+def gradient_penalty(D: nn.Module, real: Tensor) -> tuple[Tensor, Tensor]:
+    """(D(real) [N, 1], mean over images of (||grad_x D(x)|| - 1)^2), from one forward (the
+    authors' regulariser of the real images, in the D step). Outside autocast."""
+    x = real.detach().requires_grad_(True)
+    out = D(x)
+    (g,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    return out, ((g.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
 # ----------------------------------------------------------------------------- backend
@@ -329,6 +612,23 @@ class GANSeg(Backend):
                               f"got {c.start_div}")
         if c.seg_arch not in SEG_ARCHS:
             raise FgtoolError(f"model.seg_arch must be one of {', '.join(SEG_ARCHS)}, got {c.seg_arch!r}")
+        if c.arch not in ("compact", "paper"):
+            raise FgtoolError(f"model.arch must be 'compact' or 'paper', got {c.arch!r}")
+        if c.d_reg not in ("r1_lazy", "gp"):
+            raise FgtoolError(f"model.d_reg must be 'r1_lazy' or 'gp', got {c.d_reg!r}")
+        if c.seg_dice not in ("pooled", "per_image"):
+            raise FgtoolError(f"model.seg_dice must be 'pooled' or 'per_image', got {c.seg_dice!r}")
+        if c.arch == "paper":
+            n_res = int(round(math.log2(c.start_div))) + 1
+            if c.gen_ch >> n_res < 1 or size < 4:
+                raise FgtoolError(f"model.arch 'paper' halves model.gen_ch ({c.gen_ch}) {n_res - 1} times "
+                                  f"after the first: it must be at least {2 ** n_res}")
+            ours = {"blend": (c.blend, "feature"), "sigma_floor": (c.sigma_floor, 0.0),
+                    "object_div": (c.object_div, 0.0), "point_flip": (c.point_flip, False)}
+            bad = [f"model.{k} = {v!r}" for k, (v, off) in ours.items() if v != off]
+            if bad:
+                raise FgtoolError(f"model.arch 'paper' is the authors' generator, which has none of: "
+                                  f"{', '.join(bad)} (options of the compact arch)")
         if c.blend not in ("feature", "rgb"):
             raise FgtoolError(f"model.blend must be 'feature' or 'rgb', got {c.blend!r}")
         if c.seg_start < 0:
@@ -359,7 +659,10 @@ class GANSeg(Backend):
         c = self.cfg
         seg = (SmallSegmenter(self.k + 1, c.seg_width) if c.seg_arch == "small"
                else TorchvisionSegmenter(c.seg_arch, self.k + 1))
-        nets = {"G": GANSegGenerator(c, self.size), "D": GANSegDiscriminator(c.ndf, self.size), "S": seg}
+        if c.arch == "paper":
+            nets = {"G": PaperGenerator(c, self.size), "D": PaperDiscriminator(c.ndf, self.size), "S": seg}
+        else:
+            nets = {"G": GANSegGenerator(c, self.size), "D": GANSegDiscriminator(c.ndf, self.size), "S": seg}
         if c.self_start and c.self_ema > 0:
             nets["T"] = Teacher(seg)
         return nets
@@ -368,10 +671,13 @@ class GANSeg(Backend):
         c = self.cfg
         s = c.seg_start
         betas = tuple(c.betas)
-        # G first: its fake batch is cached and re-used, detached, by D (one G forward per step)
-        ph = [Phase("G", ("G",), lr=c.lr_g, betas=betas, stop=s),
-              Phase("D", ("D",), lr=c.lr_d, betas=betas, stop=s),
-              Phase("D_r1", ("D",), every=c.r1_every, lr=c.lr_d, betas=betas, stop=s)]
+        g = Phase("G", ("G",), lr=c.lr_g, betas=betas, stop=s)
+        d = Phase("D", ("D",), lr=c.lr_d, betas=betas, stop=s)
+        # d_first: D, then G, each on its own render; else G first: its fake batch is cached
+        # and re-used, detached, by D (one G forward per step)
+        ph = [d, g] if c.d_first else [g, d]
+        if c.d_reg == "r1_lazy":
+            ph.append(Phase("D_r1", ("D",), every=c.r1_every, lr=c.lr_d, betas=betas, stop=s))
         if s > 0:  # stage 2: only the segmenter moves
             ph.append(Phase("S", ("S",), lr=c.lr_s, betas=tuple(c.seg_betas), start=s))
         return ph
@@ -414,12 +720,15 @@ class GANSeg(Backend):
         return {"G": self._loss_g, "D": self._loss_d, "D_r1": self._loss_r1, "S": self._loss_s}[phase](
             nets, batch, step)
 
-    def _fake(self, nets, batch, grad: bool) -> dict[str, Tensor]:
-        return self.fake_batch(nets, batch, grad, render=lambda n, codes: n["G"](codes))[0]
+    def _fake(self, nets, batch, grad: bool, phase: str = "G") -> dict[str, Tensor]:
+        key = f"fake_{phase}" if self.cfg.d_first else "fake"
+        return self.fake_batch(nets, batch, grad, render=lambda n, codes: n["G"](codes), key=key)[0]
 
     def penalties(self, out: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Concentration (eq. 16) and area (eq. 17) at the mask resolution, summed over
         parts (the background is free) and pixels, averaged over the batch."""
+        if "masks_low" not in out:  # arch "paper": the authors' forms, on the full-size masks
+            return paper_penalties(out, self.k, self.cfg.n_per, self.size)
         masks = out["masks_low"][:, :self.k].float()  # [N, K, h, w]
         grid, centre = out["grid"], out["centres"]
         d2 = ((grid[None, None] - centre[:, :, None, None, :]) ** 2).sum(-1)
@@ -430,8 +739,8 @@ class GANSeg(Backend):
 
     def _loss_g(self, nets, batch, step) -> dict[str, Tensor]:
         c = self.cfg
-        out = self._fake(nets, batch, grad=True)
-        g_adv = F.softplus(-nets["D"](out["image"]).float()).mean()
+        out = self._fake(nets, batch, grad=True, phase="G")
+        g_adv = F.softplus(-_f32(nets["D"](out["image"]))).mean()
         loss = g_adv
         parts = {"g_adv": g_adv}
         if step % c.pen_every == 0:
@@ -444,11 +753,21 @@ class GANSeg(Backend):
         return {"loss": loss, **parts}
 
     def _loss_d(self, nets, batch, step) -> dict[str, Tensor]:
-        fake = self._fake(nets, batch, grad=False)["image"].detach()
+        c = self.cfg
+        fake = self._fake(nets, batch, grad=False, phase="D")["image"].detach()
         D = nets["D"]
-        d_real = F.softplus(-D(batch["image"]).float()).mean()
-        d_fake = F.softplus(D(fake).float()).mean()
-        return {"loss": d_real + d_fake, "d_real": d_real, "d_fake": d_fake}
+        gp = c.d_reg == "gp" and step % c.r1_every == 0
+        if gp:
+            with torch.autocast(device_type=batch["image"].device.type, enabled=False):
+                out_real, pen = gradient_penalty(D, _f32(batch["image"]))
+        else:
+            out_real = D(batch["image"])
+        d_real = F.softplus(-_f32(out_real)).mean()
+        d_fake = F.softplus(_f32(D(fake))).mean()
+        parts = {"loss": d_real + d_fake, "d_real": d_real, "d_fake": d_fake}
+        if gp:
+            parts.update(loss=parts["loss"] + c.w_r1 * pen, gp=pen)
+        return parts
 
     def _loss_r1(self, nets, batch, step) -> dict[str, Tensor]:
         c = self.cfg
@@ -489,9 +808,9 @@ class GANSeg(Backend):
                 image = torch.cat([torch.where(pick, pasted.to(image.dtype), image[:m]), image[m:]])
             if jitter:
                 image = jitter_all(image, c.seg_jitter, c.seg_hue)
-        logits = nets["S"](image).float()
+        logits = _f32(nets["S"](image))
         ce = F.cross_entropy(logits, target)
-        dice = soft_dice_loss(logits, target)
+        dice = soft_dice_loss(logits, target) if c.seg_dice == "pooled" else dice_per_image(logits, target)
         extra = {}
         if c.self_start and step >= c.self_start:
             teacher = nets["S"]
