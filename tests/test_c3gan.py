@@ -165,3 +165,44 @@ def test_trained_tiny_model_clusters_with_confidences(tmp_path, synth_dir):
 
     w, h = Image.open(out["files"]["like"]).size
     assert w > 9 * 32 and h >= 32
+
+
+def test_authors_options_build_their_widths_init_and_iteration():
+    """The options recipes/c3gan-cub.toml sets (tests/test_reference_c3gan.py proves them
+    equal to the authors' code at 128 px); here what each does at the tiny setting."""
+    from fgtool.backends.c3gan import binary_entropy_bits, generator_widths
+
+    assert generator_widths("authors", 16, 128) == [256, 128, 64, 16, 16]
+    assert generator_widths("authors", 4, 32) == [64, 4, 4] and generator_widths("halving", 4, 32) is None
+    with pytest.raises(Exception, match="g_widths"):
+        _backend("model.g_widths=wide")
+    with pytest.raises(Exception, match="mask_entropy"):
+        _backend("model.mask_entropy=bit")
+    assert math.isclose(float(binary_entropy_bits(torch.tensor([0.5]))), 1.0, rel_tol=1e-5)  # one bit
+    assert float(binary_entropy_bits(torch.tensor([0.0]))) < 1e-4
+
+    ours = _backend()
+    theirs = _backend("model.shared_fake=false", "model.g_widths=authors", "model.d_first_bias=false",
+                      "model.conv_bias_init=torch", "model.mask_entropy=bits")
+    torch.manual_seed(0)
+    n_ours, n_theirs = ours.build(), theirs.build()
+    assert n_ours["D"].base[0].net[0][0].bias is not None and n_theirs["D"].base[0].net[0][0].bias is None
+    assert [b[1].out_channels // 2 for b in n_theirs["G"].bg.ups] == [64, 4, 4]
+    assert [b[1].out_channels // 2 for b in n_ours["G"].bg.ups] == [64, 32, 16]
+    for conv in (n_theirs["D"].adv, n_theirs["D"].sem[3]):  # PyTorch's default bias draw
+        bound = 1 / math.sqrt(conv.weight[0].numel())
+        b = conv.bias.detach().abs().max()
+        assert 0 < b <= bound
+    assert float(n_ours["D"].adv.bias.detach().abs().max()) == 0.0
+
+    assert [p.name for p in ours.phases()] == ["G", "D"] and [p.name for p in theirs.phases()] == ["D", "G"]
+    batch = {"image": torch.rand(4, 3, 32, 32) * 2 - 1}
+    theirs.loss("D", n_theirs, batch, 1)
+    theirs.loss("G", n_theirs, batch, 1)
+    (out_d, codes_d), (out_g, codes_g) = batch["cache"]["fake_D"], batch["cache"]["fake_G"]
+    assert not out_d["image"].requires_grad and out_g["image"].requires_grad  # D's render has no graph
+    assert not torch.equal(codes_d["z"], codes_g["z"])  # G renders new codes
+    batch = {"image": batch["image"]}
+    ours.loss("G", n_ours, batch, 1)
+    ours.loss("D", n_ours, batch, 1)
+    assert list(batch["cache"]) == ["fake"]  # one render, shared
