@@ -1,6 +1,12 @@
 """GANSeg (He, Wandt & Rhodin, CVPR 2022): part segmentation from a hierarchical GAN.
 
-Generation, level by level (all sizes from the config, so one file builds the paper's
+Two architectures. ``arch = "paper"`` is the authors' public code, tensor for tensor
+(PaperGenerator, PaperDiscriminator, their penalties; with ``d_reg = "gp"``,
+``d_first = true`` and ``seg_dice = "per_image"`` also their losses and iteration:
+tests/test_reference_ganseg.py, docs/models/ganseg.md). ``arch = "compact"`` (the
+default, ours, below) is the model the CPU recipes train.
+
+Compact generation, level by level (all sizes from the config, so one file builds the paper's
 128 px model and the 32 px CPU variants):
 
 1. points: three independent noises (points, part appearance, background appearance).
@@ -18,15 +24,16 @@ Every map carries a margin of ``margin`` pixels on each side; after each 2x upsa
 doubled margin is cropped back (translation equivariance: moving every point and the
 background shift by one pixel of the first resolution moves the image, see the tests).
 
-Discriminator: a DCGAN-style stack of stride-2 4x4 convs with LeakyReLU and no
-normalisation (R1 and BatchNorm do not mix), down to 4x4 and one 4x4 conv to a logit.
-The paper does not pin its discriminator down; this is our choice.
+Compact discriminator: a DCGAN-style stack of stride-2 4x4 convs with LeakyReLU and no
+normalisation, down to 4x4 and one 4x4 conv to a logit (the authors' is residual, see
+PaperDiscriminator).
 
-Training: softplus (non-saturating) losses; R1 on real images, weight 10, every 16
-steps (scaled by 16 as lazy regularisation does) and always in fp32; every second G
-step the concentration (x10) and area (x1) penalties. From ``seg_start`` the GAN stops
-and only the segmenter S moves: it learns from fresh image/mask pairs of the frozen
-generator (eval mode), with 0.5 CE + 0.5 Dice against the argmax of the K + 1 masks.
+Training: softplus (non-saturating) losses; every 16 steps a regulariser of D on real
+images (``d_reg``: our lazy R1, or the authors' gradient penalty inside the D step), in
+fp32; every second G step the concentration (x10) and area (x1) penalties. From
+``seg_start`` the GAN stops and only the segmenter S moves: it learns from fresh
+image/mask pairs of the frozen generator (eval mode), with 0.5 CE + 0.5 Dice against the
+argmax of the K + 1 masks.
 """
 
 from __future__ import annotations
