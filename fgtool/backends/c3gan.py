@@ -12,6 +12,10 @@ Losses (paper eq. 6, weights 5, 1, 1, 0.1, 1; tau 0.1):
       + 0.1 (mean_i H(q_i) - H(mean_i q_i))
   G:  -D(fake) + 5 info(fake) + info(mask * fake) + binary entropy(m) + hinge(mean m in [0.1, 0.9])
 with info(x) = CE(softmax(cos(h(x), l) / tau), c).
+
+With the options recipes/c3gan-cub.toml sets (shared_fake, g_widths, d_first_bias,
+mask_entropy, conv_bias_init; no EMA) this is the authors' code (naver-ai/c3-gan), tensor
+for tensor: tests/test_reference_c3gan.py, docs/models/c3gan.md.
 """
 
 from __future__ import annotations
