@@ -26,11 +26,16 @@ Paths:
   reconstruction  I -> Ep, Ec -> Gfg -> (Ifg, Im) -> Ebg(I, Im) -> Gbg -> Ibg -> composite,
                   with the four mixups of eq. 9 between encoders and generators
                   (beta1, beta2 ~ U[0, 1], beta3, beta4 ~ U[0.5, 1], per sample).
-                  L_AE = adversarial (the path's own D clones) + 2 L_RM
+                  L_AE = L_GEN + per path: adversarial (eq. 11 against the path's own D
+                         clones, Sec. 4.3) [+ 2 L_RM of its mask: ours, ``rec_mask_reg``]
                        + KL(N(mu, sigma) || N(v, I)) for p, c and N(0, I) for z      (eq. 15)
                        + L1(I, I^) [+ L1(Ibg, Ibg^) + L1(Im, Im^) on fakes]         (eq. 16)
                        + L2 of Dc hidden features [+ of Dbg features of Ibg on fakes] (eq. 17)
+                                                                    (eq. 18)
 Discriminators:   L_D = 10 L_DbgA + L_DbgB + L_DcA                   (eq. 10), per path.
+The paper recipe's options (``kl_reduce = "sum"``, ``bg_aux_norm = "sets"``,
+``rec_mask_reg = false``) make these the paper's equations; tests/test_onegan_equations.py
+computes each by hand. The defaults are the CPU recipe's (docs/models/onegan.md).
 
 The paper's supplementary (not available) defines L_Rv and L_RM; ours:
   L_Rv = mean over codes of (mean_d v^2 - 1)^2: embeddings keep the unit scale of the
@@ -122,10 +127,20 @@ class OneGANConfig(SelfTrainConfig):
     w_vae: float = 1.0
     w_rec: float = 1.0
     w_per: float = 1.0
+    # eq. 15 per sample: "mean" over the code's dimensions (ours: on the scale of the per-pixel L1
+    # terms); "sum": the KL divergence of the Gaussians (the paper). Both average over the batch
+    kl_reduce: str = "mean"
+    # ours: L_RM (w_rm times) also on the masks of the reconstruction paths; false: only on the
+    # generated mask, as the paper (eq. 14, 18)
+    rec_mask_reg: bool = True
     mask_area: tuple[float, float] = (0.1, 0.9)  # L_RM hinge on the mean mask
     bg_patch_thresh: float = 1.0  # as FineGAN: share of a patch's field outside the box to count as background
     bg_warmup: int = 0  # steps over which real background patches fade from all to box-outside ones
     bg_real_floor: float = 0.0
+    # eq. 10's L_DbgB on real photos: "patches" averages the BCE over all patches (FineGAN's code);
+    # "sets": the mean over background patches plus the mean over object patches (the paper's two
+    # expectations, one per set)
+    bg_aux_norm: str = "patches"
     # ours, 0 = off: a distilled segmenter. From this step the GAN stops (its phases end) and a
     # small segmenter S (fgtool.nn.blocks.SmallSegmenter, seg_width) learns from the batch's real
     # photos: first against OneGAN's own masks of them (the reconstruction path, refined by
@@ -315,12 +330,14 @@ class OneGANEncoders(nn.Module):
 # ----------------------------------------------------------------------------- losses
 
 
-def kl_normal(mu: Tensor, logvar: Tensor, target: Tensor | float = 0.0) -> Tensor:
-    """KL(N(mu, diag e^logvar) || N(target, I)), averaged over samples and dimensions (ours:
-    the mean keeps it on the scale of the per-pixel L1 terms)."""
+def kl_normal(mu: Tensor, logvar: Tensor, target: Tensor | float = 0.0, reduce: str = "mean") -> Tensor:
+    """KL(N(mu, diag e^logvar) || N(target, I)), averaged over samples. ``reduce="sum"``: the
+    divergence of the two Gaussians, a sum over dimensions (eq. 15); ``"mean"``: averaged over
+    dimensions too (ours: on the scale of the per-pixel L1 terms)."""
     mu, logvar = mu.float(), logvar.float()
     t = target.float() if torch.is_tensor(target) else target
-    return 0.5 * (logvar.exp() + (mu - t) ** 2 - 1.0 - logvar).mean()
+    kl = 0.5 * (logvar.exp() + (mu - t) ** 2 - 1.0 - logvar)
+    return kl.sum(1).mean() if reduce == "sum" else kl.mean()
 
 
 def mask_regulariser(m: Tensor, area: tuple[float, float]) -> Tensor:
@@ -374,6 +391,10 @@ class OneGAN(Backend):
         for name, (lo, hi) in (("beta_code", cfg.beta_code), ("beta_map", cfg.beta_map)):
             if not 0.0 <= lo <= hi <= 1.0:
                 raise FgtoolError(f"model.{name} must be a range inside [0, 1], got ({lo}, {hi})")
+        if cfg.kl_reduce not in ("mean", "sum"):
+            raise FgtoolError(f"model.kl_reduce must be mean or sum, got {cfg.kl_reduce!r}")
+        if cfg.bg_aux_norm not in ("patches", "sets"):
+            raise FgtoolError(f"model.bg_aux_norm must be patches or sets, got {cfg.bg_aux_norm!r}")
         if not all(0.0 <= b <= 1.0 for b in cfg.infer_beta):
             raise FgtoolError(f"model.infer_beta values must be in [0, 1], got {cfg.infer_beta}")
         check_self_train(cfg)
@@ -667,8 +688,9 @@ class OneGAN(Backend):
             Dbg_p, Dc_p = nets[f"Dbg_{path}"], nets[f"Dc_{path}"]
             a_bgA, a_bgB, a_cA = self._adv_g(Dbg_p, Dc_p, r["background"], r["image"])
             adv = c.w_bg_adv * a_bgA + c.w_bg_aux * a_bgB + c.w_adv * a_cA
-            vae = (kl_normal(r["mu_p"], r["lv_p"], r["v_p"].detach())
-                   + kl_normal(r["mu_c"], r["lv_c"], r["v_c"].detach()) + kl_normal(r["mu_z"], r["lv_z"]))
+            kl = c.kl_reduce
+            vae = (kl_normal(r["mu_p"], r["lv_p"], r["v_p"].detach(), kl)
+                   + kl_normal(r["mu_c"], r["lv_c"], r["v_c"].detach(), kl) + kl_normal(r["mu_z"], r["lv_z"], 0.0, kl))
             rec = F.l1_loss(r["image"].float(), x.float())
             # perceptual: L2 between the path's discriminator features of input and output,
             # one forward over both so they share the batch statistics
@@ -676,8 +698,9 @@ class OneGAN(Backend):
             if t_bg is not None:
                 rec = rec + F.l1_loss(r["background"].float(), t_bg.float()) + F.l1_loss(r["mask"].float(), t_m.float())
                 per = per + self._feature_l2(Dbg_p.trunk, r["background"], t_bg)
-            rm_r = mask_regulariser(r["mask"], c.mask_area)
-            loss = loss + (c.w_rec_adv * adv + c.w_vae * vae + c.w_rec * rec + c.w_per * per + c.w_rm * rm_r)
+            loss = loss + (c.w_rec_adv * adv + c.w_vae * vae + c.w_rec * rec + c.w_per * per)
+            if c.rec_mask_reg:
+                loss = loss + c.w_rm * mask_regulariser(r["mask"], c.mask_area)
             parts.update({f"{path}_adv": adv, f"{path}_vae": vae, f"{path}_rec": rec, f"{path}_per": per,
                           f"{path}_mask_area": r["mask"].float().mean().detach()})
         return {"loss": loss, **parts}
@@ -695,7 +718,7 @@ class OneGAN(Backend):
         if not c.d_bg_crops:  # the crops are the segmenter's (seg_paste), not the background D's
             batch = {k: v for k, v in batch.items() if k not in ("bg_crop", "bg_crop_ok")}
         bg_real, bg_aux, _ = background_real_terms(Dbg, batch, step, c.bg_patch_thresh, c.bg_warmup,
-                                                   c.bg_real_floor)
+                                                   c.bg_real_floor, aux_sets=c.bg_aux_norm == "sets")
         bg_fake = bce(Dbg(fake_bg.detach())[0], 0.0)
         real = bce(Dc.forward_adv(batch["image"]), 1.0)
         fake = bce(Dc.forward_adv(fake_img.detach()), 0.0)

@@ -42,7 +42,8 @@ def bce(logits: Tensor, target: float | Tensor, reduction: str = "mean") -> Tens
 
 
 def background_real_terms(Dbg, batch: dict, step: int, thresh: float, warmup: int,
-                          floor: float, full: Tensor | None = None, labels=None) -> tuple[Tensor, Tensor, Tensor]:
+                          floor: float, full: Tensor | None = None, labels=None,
+                          aux_sets: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """The real side of FineGAN's background patch discriminator (also OneGAN's): real
     patches count only where they are background (outside the real or pseudo box), rescaled
     by N / sum(w); the aux head learns background (1) vs object (0) patches.
@@ -54,7 +55,9 @@ def background_real_terms(Dbg, batch: dict, step: int, thresh: float, warmup: in
     box-outside crop per image (``bg_crop``, ``bg_crop_ok``): all its patches count as real
     background for both heads. ``full`` replaces the batch's full view, and ``labels(n)``, when
     given, makes the patch labels for an n x n map (FineGAN: from the box coordinates).
-    Returns (bg_real, bg_aux, w)."""
+    The aux term is the BCE averaged over all patches (FineGAN's code); ``aux_sets``: the mean
+    over the background patches plus the mean over the object patches (OneGAN's eq. 10, two
+    expectations, one per set). Returns (bg_real, bg_aux, w)."""
     r_adv, r_aux = Dbg(batch.get("full", batch["image"]) if full is None else full)
     if labels is not None:
         w = labels(r_adv.shape[-1]).to(r_adv.dtype)
@@ -67,11 +70,24 @@ def background_real_terms(Dbg, batch: dict, step: int, thresh: float, warmup: in
     w_adv = w + (1.0 - w) * a if a > 0 else w
     real, n_real = (bce(r_adv, 1.0, "none") * w_adv).sum(), w_adv.sum()
     if "bg_crop" not in batch:
-        return real / n_real.clamp(min=1.0), bce(r_aux, w), w
+        return real / n_real.clamp(min=1.0), (_aux_sets(r_aux, w) if aux_sets else bce(r_aux, w)), w
     # data.bg_crops: box-outside crops, every patch of them real background (OneGAN's set)
     ok = batch["bg_crop_ok"].float().view(-1, 1, 1, 1)
     c_adv, c_aux = Dbg(batch["bg_crop"])
     wc = ok.expand_as(c_adv)
     real, n_real = real + (bce(c_adv, 1.0, "none") * wc).sum(), n_real + wc.sum()
+    if aux_sets:
+        return real / n_real.clamp(min=1.0), _aux_sets(r_aux, w, c_aux, wc), w
     aux = bce(r_aux, w, "none").sum() + (bce(c_aux, 1.0, "none") * wc).sum()
     return real / n_real.clamp(min=1.0), aux / (w.numel() + wc.sum()), w
+
+
+def _aux_sets(r_aux: Tensor, w: Tensor, c_aux: Tensor | None = None, wc: Tensor | None = None) -> Tensor:
+    """-(mean over background patches of log D + mean over object patches of log(1 - D)):
+    the photos' patches by their labels ``w`` (1 background), and crop patches (weights
+    ``wc``) as background."""
+    bg, n_bg = (bce(r_aux, 1.0, "none") * w).sum(), w.sum()
+    if c_aux is not None:
+        bg, n_bg = bg + (bce(c_aux, 1.0, "none") * wc).sum(), n_bg + wc.sum()
+    obj, n_obj = (bce(r_aux, 0.0, "none") * (1.0 - w)).sum(), (1.0 - w).sum()
+    return bg / n_bg.clamp(min=1.0) + obj / n_obj.clamp(min=1.0)
