@@ -283,3 +283,53 @@ def test_deleted_options_at_their_old_default_still_load():
     d["model"]["recon_p"] = "search"
     with pytest.raises(FgtoolError, match="recon_p"):
         C.from_dict(d)
+
+
+def _hard_batch(n: int, size: int) -> dict:
+    g = torch.Generator().manual_seed(1)
+    return {"image": torch.rand(n, 3, size, size, generator=g) * 2 - 1}
+
+
+def test_hard_negative_steps_train_on_the_least_recognised_codes():
+    """From hard_start, every second step renders the n codes, out of 10 random batches,
+    whose masked child layer Dc's information head gives the lowest probability of their own
+    code (the authors' hard-negative iterations); the other steps draw codes as usual."""
+    b = _backend("model.hard_start=100")
+    nets = b.build()
+    for net in nets.values():
+        net.eval()  # fixed BatchNorm statistics: a code's probability does not depend on its batch
+    n = 8
+    assert [b.hard_step(s) for s in (0, 99, 100, 101, 102, 103)] == [False, False, False, True, False, True]
+
+    torch.manual_seed(3)
+    out, codes = b._fake(nets, _hard_batch(n, b.size), grad=False, step=101)
+    torch.manual_seed(3)
+    cands, probs = [], []
+    with torch.no_grad():
+        for _ in range(10):
+            cd = b.sample_codes(n)
+            o = b.generate(nets, cd)
+            logits = nets["Dc"].forward_info(o["child_mask"] * o["child_fg"]).float()
+            probs.append(logits.softmax(1)[torch.arange(n), cd["c"]])
+            cands.append(cd)
+    allp = torch.cat(probs)
+    allc = torch.cat([cd["c"] for cd in cands])
+    allz = torch.cat([cd["z"] for cd in cands])
+    chosen = torch.stack([torch.nonzero((allz == z).all(1))[0, 0] for z in codes["z"]])
+    assert torch.equal(allc[chosen], codes["c"]) and torch.equal(codes["p"], codes["c"] // b.ratio)
+    rest = torch.ones(10 * n, dtype=torch.bool)
+    rest[chosen] = False
+    assert allp[chosen].max() <= allp[rest].min()  # the n hardest of the 80
+    assert allp[chosen].mean() < allp.mean()
+
+    torch.manual_seed(3)
+    _, plain = b._fake(nets, _hard_batch(n, b.size), grad=False, step=102)
+    torch.manual_seed(3)
+    assert torch.equal(plain["z"], b.sample_codes(n)["z"])  # an ordinary step
+
+
+def test_hard_start_is_finegans_alone():
+    with pytest.raises(FgtoolError, match="hard_start"):
+        _backend("model.hard_start=-1")
+    with pytest.raises(FgtoolError, match="hard_start"):  # the config check builds the backend
+        api.resolve_config("mixnmatch", None, str(TINY), ["model.hard_start=10"])

@@ -35,7 +35,7 @@ def test_paper_recipe_matches_the_paper():
 FINEGAN_AUTHORS = {"w_bg_aux": 1.0, "w_child_adv": 1.0, "w_info_p": 1.0, "w_info_c": 1.0, "z_dim": 100,
                    "bg_patch_thresh": 1.0, "bg_warmup": 0, "w_mask_area": 0.0, "child_fills_parent": False,
                    "info_p_input": "masked", "bg_shift": False, "pose_warp": False, "tie_b": True,
-                   "w_mask_binary": 0.0, "perturb": "none"}
+                   "w_mask_binary": 0.0, "perturb": "none", "hard_start": 440000}
 
 
 def test_finegan_paper_recipe_switches_every_deviation_off():
@@ -56,7 +56,7 @@ def test_finegan_paper_recipe_switches_every_deviation_off():
         "a new FineGAN option: say here which value is the authors'"
 
 
-MIXNMATCH_AUTHORS = {**{k: v for k, v in FINEGAN_AUTHORS.items()}, "enc_width": 64, "pair_width": 16,
+MIXNMATCH_AUTHORS = {**FINEGAN_AUTHORS, "hard_start": None, "enc_width": 64, "pair_width": 16,
                      "pair_hidden": 512, "pair_noise": (0.5, 0.3, 0.3), "z_scale": 4.0, "w_pair": 1.0,
                      "w_gp": 10.0, "w_rec_z": 5.0, "w_rec_b": 5.0, "w_rec_p": 10.0, "w_rec_c": 10.0,
                      "w_info_free": 0.0, "w_recon": 0.0, "w_feat_mask": 0.0, "w_feat_adv": 1.0,

@@ -111,15 +111,17 @@ class Backend(ABC):
         return True
 
     # ---- helpers ------------------------------------------------------------------------
-    def fake_batch(self, nets, batch: dict, grad: bool, render=None, key: str = "fake") -> tuple[dict, dict]:
+    def fake_batch(self, nets, batch: dict, grad: bool, render=None, key: str = "fake",
+                   codes: dict | None = None) -> tuple[dict, dict]:
         """(outputs, codes) of this iteration's generated batch. The first phase that asks
         renders it (with gradients if it wants them); later phases get the same tensors from
         ``batch["cache"]``, which the trainer empties every iteration, and detach them.
-        ``render(nets, codes)`` defaults to :meth:`generate`."""
+        ``render(nets, codes)`` defaults to :meth:`generate`; ``codes`` (default: drawn by
+        :meth:`sample_codes`) are the codes of that first render."""
         cache = batch.setdefault("cache", {})
         if key not in cache:
             n, dev = batch["image"].shape[0], batch["image"].device
-            codes = self.sample_codes(n, device=dev)
+            codes = self.sample_codes(n, device=dev) if codes is None else codes
             with torch.set_grad_enabled(grad):
                 cache[key] = ((render or self.generate)(nets, codes), codes)
         return cache[key]

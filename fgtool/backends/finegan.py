@@ -95,6 +95,10 @@ class FineGANConfig:
     # first step of the cluster heads (the authors' loop has none; the paper trains them
     # after the GAN): later starts keep them out of most of the run's steps
     phi_start: int = 0
+    # the authors' last stage: from this step on, every second iteration trains on the
+    # hardest codes, the batch of 10 random batches whose child layer Dc's information head
+    # finds least like its own code (their 1,500 "hard negative" iterations). None: never
+    hard_start: int | None = None
     # deleted options and the value each behaved as the model does now: configs stored in
     # older checkpoints (and recipes) may still hold them at that value (config.build_dataclass)
     _retired = {"bg_real_floor": 0.0, "child_in_parent": False, "info_p_blur": 0.0, "bg_z": True,
@@ -220,6 +224,8 @@ class FineGAN(Backend):
         if cfg.ngf < 4 or cfg.ngf % 4:
             raise FgtoolError(f"model.ngf must be a positive multiple of 4 (the child stage is ngf/4 wide), "
                               f"got {cfg.ngf}")
+        if cfg.hard_start is not None and cfg.hard_start < 0:
+            raise FgtoolError(f"model.hard_start is a step, at least 0, got {cfg.hard_start}")
         self.ratio = cfg.n_child // cfg.n_parent
         self.bg_d = cfg.w_bg_adv > 0 or cfg.w_bg_aux > 0  # the background D is used at all
         self.perturb = None if cfg.perturb == "none" else perturb_ranges(cfg.perturb)
@@ -285,8 +291,33 @@ class FineGAN(Backend):
             return self._loss_d(nets, batch, step)
         return {"G": self._loss_g, "phi": self._loss_phi}[phase](nets, batch)
 
-    def _fake(self, nets, batch, grad: bool) -> tuple[dict, dict]:
-        return self.fake_batch(nets, batch, grad, render=lambda n, codes: self.generate(n, codes, perturb=True))
+    def _fake(self, nets, batch, grad: bool, step: int | None = None) -> tuple[dict, dict]:
+        codes = None
+        if self.hard_step(step) and "fake" not in batch.get("cache", {}):
+            codes = self.hard_codes(nets, batch["image"].shape[0], batch["image"].device)
+        return self.fake_batch(nets, batch, grad, render=lambda n, codes: self.generate(n, codes, perturb=True),
+                               codes=codes)
+
+    def hard_step(self, step: int | None) -> bool:
+        """Whether ``step`` trains on hard codes: every second step from ``hard_start`` (the
+        first one is an ordinary step, as the authors' count starts)."""
+        h = self.cfg.hard_start
+        return h is not None and step is not None and step >= h and (step - h) % 2 == 1
+
+    def hard_codes(self, nets, n: int, device=None, tries: int = 10) -> dict[str, Tensor]:
+        """The authors' hard-negative mining: ``tries`` batches of random codes, rendered
+        without gradients; the ``n`` whose masked child layer gets the lowest probability of
+        its own code from Dc's information head."""
+        cands, probs = [], []
+        with torch.no_grad():
+            for _ in range(tries):
+                codes = self.sample_codes(n, device=device)
+                out = self.generate(nets, codes)
+                logits = nets["Dc"].forward_info(out["child_mask"] * out["child_fg"]).float()
+                probs.append(logits.softmax(1).gather(1, codes["c"].to(logits.device)[:, None])[:, 0])
+                cands.append(codes)
+        keep = torch.cat(probs).argsort()[:n].to(cands[0]["c"].device)
+        return {k: torch.cat([cd[k] for cd in cands])[keep] for k in cands[0]}
 
     def _loss_g(self, nets, batch) -> dict[str, Tensor]:
         c = self.cfg
@@ -337,7 +368,7 @@ class FineGAN(Backend):
 
     def _loss_d(self, nets, batch, step: int = 0) -> dict[str, Tensor]:
         c = self.cfg
-        out, _ = self._fake(nets, batch, grad=True)  # G's graph is kept for the G phase
+        out, _ = self._fake(nets, batch, grad=True, step=step)  # G's graph is kept for the G phase
         fake_bg, fake_img = out["background"].detach(), out["image"].detach()
         if self.bg_d:
             Dbg = nets["Dbg"]

@@ -294,6 +294,8 @@ class MixNMatch(FineGAN):
                               "features); leave it at 0")
         if cfg.stage2_start < 0:
             raise FgtoolError(f"model.stage2_start must be >= 0 (0 = no stage 2), got {cfg.stage2_start}")
+        if cfg.hard_start is not None:
+            raise FgtoolError("model.hard_start is FineGAN's last stage; MixNMatch's authors have none")
         if not 0.0 <= cfg.soft_p <= 1.0:
             raise FgtoolError(f"model.soft_p is a share of iterations, in [0, 1], got {cfg.soft_p}")
         self.dims = {"z": cfg.z_dim, "b": cfg.n_child, "p": cfg.n_parent, "c": cfg.n_child}
