@@ -4,6 +4,7 @@ and the tests call the same functions."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -15,6 +16,7 @@ from . import checkpoint as ckpt
 from . import config as C
 from . import registry
 from .errors import FgtoolError
+from .io.paths import check_output, member
 
 Progress = Callable[[str, int, int], None] | None  # (task, done, total)
 
@@ -43,10 +45,11 @@ def resolve_config(model: str | None = None, data: str | None = None, recipe: st
 def train(model: str | None = None, data: str | None = None, recipe: str | None = None,
           sets: list[str] | None = None, out: str | None = None, resume: bool = False,
           dry_run: bool = False, progress: bool = True) -> dict:
+    stored = None
     if resume:
         if not out:
             raise FgtoolError("--resume needs --out RUN_FOLDER")
-        cfg = _resume_config(Path(out), sets, model, data, recipe)
+        cfg, stored = _resume_config(Path(out), sets, model, data, recipe)
     else:
         cfg = resolve_config(model, data, recipe, sets)
     if dry_run:
@@ -55,45 +58,63 @@ def train(model: str | None = None, data: str | None = None, recipe: str | None 
         raise FgtoolError("no training data: pass --data DIR (or set data.root in the recipe)")
     cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())  # resumable from any folder
     run = Path(out) if out else Path("runs") / cfg.model
+    check_output(run, [cfg.data.root], what="--out" if out else "run folder", folder=True)
     if run.exists() and not run.is_dir():
         raise FgtoolError(f"--out {run} is a file, not a run folder")
     if not resume and run.exists() and not _restartable(run):
         raise FgtoolError(f"run folder {run} is not empty; pass --resume to continue it, or choose another --out")
 
-    from .data.datasets import ImageDataset, make_loader, scan
+    from .data.datasets import ImageDataset, fingerprint, fingerprint_change, make_loader, scan
 
     d, t = cfg.data, cfg.train
     imageset = scan(d.root, split=d.split or None, max_images=d.max_images, skip_bad=d.skip_bad)
     if len(imageset.records) < t.batch_size:
         raise FgtoolError(f"only {len(imageset.records)} images in {d.root}, fewer than "
                           f"train.batch_size={t.batch_size}")
+    fp = fingerprint(imageset)
+    if stored and (change := fingerprint_change(stored, fp)) and not d.allow_changed:
+        raise FgtoolError(f"the data changed since {run} was trained ({change} in {d.root}); resume it on "
+                          "the same data, or pass --set data.allow_changed=true to train on from here on this data")
+    d.allow_changed = False  # a one-off consent, never stored for the next resume
     ds = ImageDataset(imageset, d.size, train=True, box_mode=_box_mode(cfg), crop_scale=d.crop_scale,
                       crop_clip=d.crop_clip,
                       pseudo_border=d.pseudo_border, flip=d.flip, seed=t.seed, skip_bad=d.skip_bad,
                       bg_crops=d.bg_crops, bg_crop_min=d.bg_crop_min)
+    from .train.lock import RunLock
+
     run.mkdir(parents=True, exist_ok=True)
-    # the resolved config lands before step 0 (and again on resume: steps may have grown)
-    ckpt.atomic_write_text(run / "config.json", cfg.to_json() + "\n")
-
-    from .train.trainer import Trainer
-
-    trainer = Trainer(cfg, run, resume=resume, progress=progress)
-
-    def loader_fn(start_step, rank, world):
-        return make_loader(ds, t.batch_size, seed=t.seed, start_step=start_step, workers=d.workers,
-                           rank=rank, world_size=world)
-
+    lock = RunLock(run) if int(os.environ.get("RANK", "0")) == 0 else None  # one writer per run folder
+    if lock:
+        lock.acquire()
     try:
-        summary = trainer.fit(loader_fn)
+        if resume and not (run / "last.pt").exists():  # the holder of the lock may have moved it
+            raise FgtoolError(f"nothing to resume in {run}: no last.pt")
+        # the resolved config lands before step 0 (and again on resume: steps may have grown)
+        ckpt.atomic_write_text(run / "config.json", cfg.to_json() + "\n")
+
+        from .train.trainer import Trainer
+
+        trainer = Trainer(cfg, run, resume=resume, progress=progress)
+        trainer.data_fingerprint = fp
+
+        def loader_fn(start_step, rank, world):
+            return make_loader(ds, t.batch_size, seed=t.seed, start_step=start_step, workers=d.workers,
+                               rank=rank, world_size=world)
+
+        try:
+            summary = trainer.fit(loader_fn)
+        finally:
+            trainer.close()
     finally:
-        trainer.close()
+        if lock:
+            lock.release()
     summary["images"] = len(imageset.records)
     summary["layout"] = imageset.layout
     return summary
 
 
 # what a run writes before its first checkpoint (fgtool's temp files start with a dot)
-_RUN_OWN = {"config.json", "metrics.jsonl", "loss_curve.png", "grids"}
+_RUN_OWN = {"config.json", "metrics.jsonl", "loss_curve.png", "grids", ".lock"}
 
 
 def _restartable(run: Path) -> bool:
@@ -134,17 +155,22 @@ def _resume_config(run: Path, sets, model, data, recipe) -> C.RunConfig:
     over = C.parse_set(sets)
     for section, values in over.items():
         for key in values:
-            if section != "train" and not (section == "data" and key in ("workers", "root", "skip_bad")):
+            if section != "train" and not (section == "data" and key in _RESUME_DATA_KEYS):
                 raise FgtoolError(f"cannot change {section}.{key} when resuming; only train.* keys, "
-                                  "data.workers, data.root and data.skip_bad")
+                                  f"{', '.join('data.' + k for k in _RESUME_DATA_KEYS)}")
     if model and model != raw["model"]["name"]:
         raise FgtoolError(f"--model {model} but {ck_path} holds '{raw['model']['name']}'")
+    raw["data"]["allow_changed"] = False  # a one-off: an earlier resume's consent is not this one's
     raw = C.merge(raw, over)
     if data:
         raw["data"]["root"] = str(data)
     cfg = C.resolve(raw)
     C.validate(cfg)
-    return cfg
+    stored = ck["extra"].get("data")
+    return cfg, (stored if isinstance(stored, dict) else None)
+
+
+_RESUME_DATA_KEYS = ("workers", "root", "skip_bad", "allow_changed")
 
 
 # ----------------------------------------------------------------------------- loading
@@ -202,6 +228,25 @@ def info(ckpt_path: str) -> dict:
             "format_version": ckpt.VERSION, "config": m.cfg.to_dict()}
 
 
+# ----------------------------------------------------------------------------- option domains
+
+
+def check_count(value, option: str, lo: int = 1, hi: int | None = None) -> None:
+    """A count option (``--n``, ``--frames``, ``--k`` ...) inside its domain, before any work."""
+    if value is None:
+        return
+    if value < lo or (hi is not None and value > hi):
+        rng = f"in {lo}..{hi}" if hi is not None else f">= {lo}"
+        raise FgtoolError(f"{option} must be {rng}, got {value}")
+
+
+def check_seed(seed: int, option: str = "--seed") -> None:
+    check_count(seed, option, 0, C.SEED_MAX)
+
+
+MAX_SAMPLES = 4096  # sample --n: a grid of 4096 images is 64 x 64 cells; more is a typo
+
+
 # ----------------------------------------------------------------------------- sample
 
 
@@ -223,11 +268,15 @@ def sample(ckpt_path: str, out: str, n: int = 64, seed: int = 0, fix: list[str] 
     """Write a sample grid (with ``--fix``/``--vary`` control) and the backend's named grids."""
     from .io.images import save_grid
 
-    m = load(ckpt_path)
-    m.backend.require("sample")
+    check_count(n, "--n", 1, MAX_SAMPLES)
+    check_seed(seed)
     outp = Path(out)
     folder = outp.parent if outp.suffix.lower() == ".png" else outp
     main_png = outp if outp.suffix.lower() == ".png" else outp / "samples.png"
+    check_output(folder, [ckpt_path, *(like or [])], folder=True, holds=False)
+    check_output(main_png, [ckpt_path, *(like or [])])
+    m = load(ckpt_path)
+    m.backend.require("sample")
     folder.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(seed)
     fixed = parse_fix(fix)
@@ -407,7 +456,7 @@ def _predict(m: Loaded, feats: dict[str, np.ndarray], k: int | None, features_: 
         return pred, conf, kk, how
     X = _select(feats, features_)
     # default k: the model's own cluster count, else the data's classes (folder names)
-    kk = k or (m.backend.n_clusters() if hasattr(m.backend, "n_clusters") else n_classes)
+    kk = k if k is not None else (m.backend.n_clusters() if hasattr(m.backend, "n_clusters") else n_classes)
     if not kk:
         raise FgtoolError("pass --k (neither the model nor the data says how many classes there are)")
     if kk < 1 or kk > len(X):
@@ -428,6 +477,10 @@ def cluster(ckpt_path: str, data: str, out: str, k: int | None = None, features_
             sheets: bool = True, workers: int = 2, progress: Progress = None) -> dict:
     from .metrics.clustering import cluster_metrics
 
+    check_count(k, "--k")
+    check_count(max_images, "--max-images", 0)
+    check_seed(seed)
+    _cluster_outputs(out, [data, ckpt_path], sheets)
     m = load(ckpt_path)
     imageset, feats = features(m, data, split, max_images, workers, progress)
     pred, conf, kk, how = _predict(m, feats, k, features_, seed, n_classes=len(imageset.classes) or 10)
@@ -438,6 +491,21 @@ def cluster(ckpt_path: str, data: str, out: str, k: int | None = None, features_
         result["metrics"] = cluster_metrics(y[y >= 0], pred[y >= 0], overcluster=how.get("overcluster"))
         result["metrics"]["label"] = label
     return result
+
+
+def _sheet_paths(out) -> tuple[Path, Path]:
+    """(folder of per-cluster sheets, overview PNG) beside the clusters JSON ``out``."""
+    outp = Path(out)
+    sheet_dir = outp.with_suffix("")
+    return sheet_dir.parent / f"{sheet_dir.name}_sheets", outp.parent / f"{outp.stem}.png"
+
+
+def _cluster_outputs(out, inputs: list, sheets: bool = True) -> None:
+    check_output(out, inputs)
+    if sheets:
+        sheet_dir, overview = _sheet_paths(out)
+        check_output(sheet_dir, inputs, folder=True, holds=False)
+        check_output(overview, inputs)
 
 
 def _write_clusters(imageset, pred: np.ndarray, out: str, k: int, extra: dict, sheets: bool = True,
@@ -458,8 +526,7 @@ def _write_clusters(imageset, pred: np.ndarray, out: str, k: int, extra: dict, s
     result = {"clusters": str(outp), "k": int(k), "n": len(items)}
     if sheets:
         order = np.argsort(-np.bincount(pred, minlength=k))
-        sheet_dir = outp.with_suffix("")
-        sheet_dir = sheet_dir.parent / f"{sheet_dir.name}_sheets"
+        sheet_dir, overview = _sheet_paths(outp)
         sheet_dir.mkdir(parents=True, exist_ok=True)
         rank = np.argsort(-conf, kind="stable") if conf is not None else np.arange(len(pred))
         paths_by = {c: [imageset.records[i].path for i in rank if pred[i] == c] for c in range(k)}
@@ -474,7 +541,6 @@ def _write_clusters(imageset, pred: np.ndarray, out: str, k: int, extra: dict, s
                 continue
             rows.extend(mem + [None] * (8 - len(mem)))
             labels.append(f"#{int(c)} n={len(paths_by[int(c)])}")
-        overview = outp.parent / f"{outp.stem}.png"
         contact_sheet(rows, overview, ncol=8, size=48, labels=labels)
         result["overview"] = str(overview)
         result["sheets"] = str(sheet_dir)
@@ -507,6 +573,10 @@ def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | 
     sources = [s for s in (ckpt_path, pred, baseline) if s]
     if len(sources) != 1:
         raise FgtoolError("pass exactly one of --ckpt, --pred or --baseline")
+    check_count(k, "--k")
+    check_count(max_images, "--max-images", 0)
+    check_count(n_fake, "--n-fake", 1, 100_000)
+    check_seed(seed)
     result: dict[str, Any] = {"data": str(data), "metrics": {}}
     overcluster = None
     cl = [x for x in names if x in CLUSTER_METRICS]
@@ -524,7 +594,7 @@ def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | 
             if y is None:
                 raise FgtoolError(f"{data} has no labels to score against")
             imgs = _load_small(imageset, 32, progress)
-            kk = k or int(y.max() + 1)
+            kk = k if k is not None else int(y.max() + 1)
             keep = y >= 0  # score only the labelled images, and only the metrics asked for
             result["metrics"] = pixel_kmeans_floor(imgs[keep], y[keep], kk, size=32, seed=seed, metrics=tuple(cl))
             result["source"] = "k-means on 32 px pixels"
@@ -579,24 +649,39 @@ def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | 
 
 
 def _read_pred(pred: str, data: str, split):
+    import warnings
+
     from .data.datasets import scan
+    from .io.paths import check_regular_input
 
     p = Path(pred)
-    if not p.is_file():
+    if not p.exists():
         raise FgtoolError(f"predictions not found: {pred}")
+    check_regular_input(p, "--pred")
     try:
         doc = json.loads(p.read_text())
         items = doc["items"] if isinstance(doc, dict) else doc
-        by_path = {str(Path(it["path"]).resolve()): int(it["cluster"]) for it in items}
-    except (ValueError, KeyError, TypeError):
+        by_path = {str(Path(it["path"]).resolve()): _cluster_id(it["cluster"], pred) for it in items}
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise FgtoolError(f"{pred} is not a clusters JSON (expected items with path and cluster)") from None
     imageset = scan(data, split=split)
     keep = [i for i, r in enumerate(imageset.records) if str(Path(r.path).resolve()) in by_path]
     if not keep:
         raise FgtoolError(f"none of the images in {pred} are in {data}")
+    if len(keep) < len(imageset.records):  # scores of a part are not scores of the set: say so
+        warnings.warn(f"{pred} covers {len(keep)} of the {len(imageset.records)} images in {data}; "
+                      f"scoring those {len(keep)} only", stacklevel=2)
     imageset = imageset.subset(keep)
     y_pred = np.array([by_path[str(Path(r.path).resolve())] for r in imageset.records])
     return imageset, y_pred
+
+
+def _cluster_id(v, pred) -> int:
+    """A cluster id from a clusters JSON: an integer (3 or 3.0), never a truncated 1.5 or a bool."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not v.is_integer()) \
+            or v < 0:
+        raise FgtoolError(f"{pred}: cluster id {v!r} is not a non-negative integer")
+    return int(v)
 
 
 def _load_small(imageset, size: int, progress: Progress = None) -> np.ndarray:
@@ -730,6 +815,18 @@ def gif(ckpt_path: str, out: str, walk: str = "z", frames: int = 24, n: int = 8,
 
     from .io.gif import write_gif
 
+    if image or source:
+        check_count(frames, "--frames", 0, MAX_FRAMES)  # 0: every frame of the source
+    else:
+        check_count(frames, "--frames", 1, MAX_FRAMES)
+        check_count(n, "--n", 1, MAX_GIF_N)
+    check_count(fps, "--fps", 1, 100)  # GIF frame delays are in 1/100 s
+    check_count(max_size, "--max-size", 0)
+    check_seed(seed)
+    inputs = [ckpt_path, image, source]
+    check_output(out, inputs)
+    if frames_dir:
+        check_output(frames_dir, inputs, what="--frames-dir", folder=True, holds=False)
     m = load(ckpt_path)
     if image or source:
         from .mixing import img2gif
@@ -772,6 +869,10 @@ def gif(ckpt_path: str, out: str, walk: str = "z", frames: int = 24, n: int = 8,
             save_image(im, Path(frames_dir) / f"frame_{i:04d}.png")
         res["frames_dir"] = str(frames_dir)
     return res
+
+
+MAX_FRAMES = 10_000  # gif --frames: over five minutes at 30 fps
+MAX_GIF_N = 64  # gif --n: samples side by side
 
 
 def _slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
@@ -831,6 +932,22 @@ def _part_palette(k: int) -> list[int]:
     return flat + [0, 0, 0] * (256 - k - 1)
 
 
+def _check_segment_outputs(outp: Path, names: list[Path], parts: bool, remove_object: bool, points: bool):
+    from .io.paths import check_replaceable
+
+    files = [outp / "overlay.png", outp / "index.json"]
+    files += [outp / "parts_overlay.png"] if parts else []
+    files += [outp / "points.json"] if points else []
+    for rel in names:
+        files.append(outp / rel)
+        if remove_object:
+            files.append(member(outp, rel.with_name(rel.stem + "_bg.png"), "mask name"))
+        if parts:
+            files.append(member(outp / "parts", rel, "mask name"))
+    for f in files:
+        check_replaceable(f, "output")
+
+
 def segment(ckpt_path: str, data: str, out: str, parts: bool = False, points: bool = False,
             batch_size: int = 32, split: str | None = None, max_images: int = 0, workers: int = 2,
             progress: Progress = None, remove_object: bool = False, refine: str = "none", tta: str = "none",
@@ -873,8 +990,14 @@ def segment(ckpt_path: str, data: str, out: str, parts: bool = False, points: bo
         raise FgtoolError(f"--out {outp} is a file, not a folder")
     if batch_size < 1:
         raise FgtoolError(f"--batch-size must be >= 1, got {batch_size}")
+    check_count(max_images, "--max-images", 0)
     imageset, ds = _eval_set(m, data, split, max_images)
-    names = _mask_names(imageset)
+    # every output is named and checked before the first is written: inside --out, never over
+    # an input, never through a symlink out of --out, only over regular files
+    check_output(outp, [data, ckpt_path], folder=True)
+    names = [member(outp, n, "mask name") for n in _mask_names(imageset)]
+    names = [n.relative_to(outp) for n in names]
+    _check_segment_outputs(outp, names, parts, remove_object, points)
     k = m.backend.n_parts() if hasattr(m.backend, "n_parts") else 0
     pal = _part_palette(k) if parts else None
     sheet_fg, sheet_parts, items, pts_doc = [], [], [], {}
@@ -976,6 +1099,7 @@ def data_synth(out: str, n: int = 6000, size: int = 64, seed: int = 0, parents: 
             raise FgtoolError(f"--obj-area takes MIN,MAX (two numbers), got {obj_area!r}") from None
         if len(obj_area) != 2:
             raise FgtoolError(f"--obj-area takes MIN,MAX (two numbers), got {len(obj_area)} values")
+    check_output(out, [], folder=True)
     cb = (lambda done, total: progress("synth", done, total)) if progress else None
     meta = synth(out, n=n, size=size, seed=seed, parents=parents, children=children, backgrounds=backgrounds,
                  bg_corr=bg_corr, obj_area=obj_area, workers=workers, progress=cb)

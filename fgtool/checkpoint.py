@@ -20,6 +20,7 @@ from typing import IO, Any, Callable
 import torch
 
 from .errors import FgtoolError, WriteFailed
+from .io.paths import check_regular_input, check_replaceable
 
 FORMAT = "fgtool-checkpoint"
 VERSION = 1
@@ -35,6 +36,7 @@ def atomic_write(path: str | Path, write: Callable[[IO], None], binary: bool = T
     even after a power cut. A failed write (disk full, read-only folder ...) removes the temp
     file, leaves the old ``path`` as it was and raises :class:`WriteFailed` naming ``path``."""
     path = Path(path)
+    check_replaceable(path)  # a device, FIFO, socket or symlink is never swapped for a file
     tmp = None
     rec = None
     try:
@@ -139,8 +141,9 @@ def load(path: str | Path) -> dict:
     p = Path(path)
     if p.is_dir():
         p = p / "last.pt"
-    if not p.is_file():
+    if not p.exists():
         raise FgtoolError(f"checkpoint not found: {path}")
+    check_regular_input(p, "checkpoint")
     try:
         with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": not for the user
             warnings.simplefilter("ignore")
@@ -189,7 +192,7 @@ def _check_model(p: Path, ck: dict) -> None:
         raise FgtoolError(f"{p} is a damaged fgtool checkpoint: header says model {name!r}, "
                           f"its config says {cfg_name!r}")
     try:
-        C.from_dict(ck["config"])
+        C.validate(C.from_dict(ck["config"]))  # the same domains as --dry-run and training
     except FgtoolError as e:
         raise FgtoolError(f"{p}: the config stored in this checkpoint does not fit this fgtool ({e})") from None
     except (TypeError, ValueError, AttributeError) as e:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import sys
 import warnings
 from typing import List, Optional
@@ -19,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import __version__
-from .errors import FgtoolError, printable
+from .errors import FgtoolError, Interrupted, printable
 
 err = Console(stderr=True)
 app = typer.Typer(
@@ -391,8 +392,11 @@ def data_synth(
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry: user errors become one line on stderr and exit code 2."""
+    Interrupted.last = None
     try:
         rv = app(args=argv, standalone_mode=False)  # typer.Exit / --help / Ctrl-C return a code
+        if rv == 130:  # typer turns Ctrl-C (and our SIGTERM) into exit code 130: say where it stopped
+            return _interrupted(Interrupted.last)
     except FgtoolError as e:
         err.print(f"fgtool: error: {e}", markup=False, highlight=False, emoji=False, soft_wrap=True)
         return 2
@@ -403,9 +407,8 @@ def main(argv: list[str] | None = None) -> int:
         msg = FgtoolError(f"{e.filename}: {e.strerror or e}" if e.filename else f"{e.strerror or e}")
         err.print(f"fgtool: error: {msg}", markup=False, highlight=False, emoji=False, soft_wrap=True)
         return 2
-    except KeyboardInterrupt:
-        err.print("fgtool: interrupted", markup=False)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (see run): one line, temp files removed
+        return _interrupted(e if isinstance(e, Interrupted) else None)
     except SystemExit as e:
         return int(e.code or 0)
     except Exception as e:
@@ -423,6 +426,13 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         raise
     return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+
+
+def _interrupted(e: Interrupted | None) -> int:
+    """One line for Ctrl-C or SIGTERM (the work's own message when it has one); 128 + signal."""
+    text = str(e) if e is not None and str(e) else "interrupted"
+    err.print(f"fgtool: {text}", markup=False, highlight=False, emoji=False, soft_wrap=True)
+    return 128 + (e.signum if e is not None else signal.SIGINT)
 
 
 _USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
@@ -446,8 +456,14 @@ def _is_click_error(e: BaseException) -> bool:
             and isinstance(getattr(e, "exit_code", None), int))
 
 
+def _on_sigterm(signum, frame) -> None:
+    """SIGTERM ends the work as Ctrl-C does: writers remove their temp files on the way out."""
+    raise Interrupted("", signum)
+
+
 def run() -> None:
     warnings.showwarning = _one_line_warning  # the process is ours: one line per warning
+    signal.signal(signal.SIGTERM, _on_sigterm)
     sys.exit(main())
 
 

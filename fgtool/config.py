@@ -51,6 +51,10 @@ class DataConfig:
     flip: bool = True  # random horizontal flips while training
     workers: int = 2  # DataLoader worker processes (0 = main thread)
     skip_bad: bool = False  # drop unreadable images with a warning instead of failing
+    # --resume refuses data that changed since the run started (another image count, other
+    # files, another layout: the run would silently train on something else); true accepts
+    # it for this resume only (a deliberate change: images added, a folder moved and edited)
+    allow_changed: bool = False
 
 
 @dataclass
@@ -339,3 +343,81 @@ def validate(cfg: RunConfig) -> None:
         raise FgtoolError(f"data.size must be a multiple of 16 and >= 16, got {cfg.data.size}")
     if cfg.data.box_mode not in ("auto", "gt", "pseudo", "none"):
         raise FgtoolError(f"data.box_mode must be auto, gt, pseudo or none, got {cfg.data.box_mode!r}")
+    _check_domains(cfg)
+
+
+SEED_MAX = 2**31 - 1  # numpy seeds take 32 bits and each process adds its rank
+
+
+def _finite(v: Any) -> bool:
+    import math
+
+    return all(_finite(x) for x in v) if isinstance(v, (list, tuple)) else \
+        not isinstance(v, float) or math.isfinite(v)
+
+
+def _check_domains(cfg: RunConfig) -> None:
+    """Every value's domain, before any work: the same for --dry-run, training and a config
+    read back from a checkpoint, so none of them meets a value the nets cannot take."""
+    t, d = cfg.train, cfg.data
+    if t.batch_size < 2:  # BatchNorm needs two values per channel in training
+        raise FgtoolError(f"train.batch_size must be >= 2 (batch statistics need two images), got {t.batch_size}")
+    if not 0 <= t.seed <= SEED_MAX:
+        raise FgtoolError(f"train.seed must be in 0..{SEED_MAX}, got {t.seed}")
+    if not (_finite(t.ema_decay) and 0.0 <= t.ema_decay <= 1.0):
+        raise FgtoolError(f"train.ema_decay must be in [0, 1] (0 disables the EMA), got {t.ema_decay}")
+    for key in ("ema_start", "keep", "threads"):
+        if getattr(t, key) < 0:
+            raise FgtoolError(f"train.{key} must be >= 0, got {getattr(t, key)}")
+    if d.max_images < 0 or d.workers < 0:
+        key = "max_images" if d.max_images < 0 else "workers"
+        raise FgtoolError(f"data.{key} must be >= 0, got {getattr(d, key)}")
+    for key, lo, hi in (("crop_scale", 0.0, None), ("pseudo_border", 0.0, 0.5), ("bg_crop_min", 0.0, 1.0)):
+        v = getattr(d, key)
+        if not _finite(v) or v < lo or (hi is not None and v > hi) or (key == "crop_scale" and v <= 0):
+            rng = f"in [{lo:g}, {hi:g}]" if hi is not None else "a finite number > 0"
+            raise FgtoolError(f"data.{key} must be {rng}, got {v}")
+    _check_model_domains(cfg)
+
+
+# model keys by name: widths and counts are positive, rates finite and positive, weights and
+# probabilities finite and non-negative; a backend's own checks (in its constructor) come after
+_POSITIVE_INT = ("n_child", "n_parent", "n_classes", "n_parts", "n_per", "overcluster", "z_dim", "cz_dim",
+                 "bg_dim", "p_dim", "c_dim", "ngf", "ndf", "top_mult", "mlp_hidden", "emb_dim", "mask_ch",
+                 "mask_blocks", "gen_ch", "gen_min_ch", "spade_hidden", "seg_width", "start_div")
+
+
+def _check_model_domains(cfg: RunConfig) -> None:
+    import torch
+
+    from . import registry
+
+    m = cfg.model_cfg
+    for f in dataclasses.fields(m):
+        v = getattr(m, f.name)
+        where = f"model.{f.name}"
+        if isinstance(v, bool) or not isinstance(v, (int, float, list, tuple)):
+            continue
+        if not _finite(v):
+            raise FgtoolError(f"{where} must be finite, got {v}")
+        if f.name in _POSITIVE_INT and isinstance(v, int) and v < 1:
+            raise FgtoolError(f"{where} must be >= 1, got {v}")
+        if f.name.startswith("lr") and isinstance(v, float) and not v > 0:
+            raise FgtoolError(f"{where} (a learning rate) must be > 0, got {v}")
+        if (f.name.startswith("w_") or f.name.startswith("aug_p_")) and isinstance(v, float) and v < 0:
+            raise FgtoolError(f"{where} must be >= 0, got {v}")
+        if f.name.startswith("aug_p_") and isinstance(v, float) and v > 1:
+            raise FgtoolError(f"{where} (a probability) must be in [0, 1], got {v}")
+        if f.name == "betas" and not all(0.0 <= b < 1.0 for b in v):
+            raise FgtoolError(f"{where} must be two numbers in [0, 1), got {v}")
+    backend = registry.get(cfg.model)
+    try:
+        b = backend(m, cfg.data.size)  # the backend's own checks (e.g. n_child a multiple of n_parent)
+        with torch.device("meta"):  # the architecture at this size, without allocating a weight
+            b.build()
+    except FgtoolError:
+        raise
+    except (ValueError, ZeroDivisionError, RuntimeError, AssertionError, TypeError, IndexError) as e:
+        why = " ".join(str(e).split())[:160] or type(e).__name__
+        raise FgtoolError(f"model {cfg.model} cannot be built with this config at data.size={cfg.data.size} "
+                          f"({why})") from None

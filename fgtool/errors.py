@@ -39,3 +39,15 @@ class WriteFailed(FgtoolError, OSError):
 
     def __str__(self) -> str:  # the one-line message, not OSError's "[Errno N] ...: 'path'"
         return str(self.args[0]) if self.args else ""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM. The message, when there is one, says where the work stopped
+    and how to continue; the CLI prints it as one line and exits with 128 + the signal number."""
+
+    last: "Interrupted | None" = None  # the newest one: the CLI's parser turns it into a bare exit code
+
+    def __init__(self, message: str = "", signum: int = 2):
+        super().__init__(printable(" ".join(str(message).split())))
+        self.signum = signum
+        Interrupted.last = self

@@ -32,8 +32,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageOps
 
+from .config import SEED_MAX
 from .errors import FgtoolError
 from .io.images import IMAGE_EXTENSIONS, list_images, load_image, save_grid, save_image, to_tensor
+from .io.paths import check_output, check_regular_input, member, resolved
 
 FACTORS = ("bg", "shape", "texture", "pose")
 MODES = ("code", "feature")
@@ -67,6 +69,7 @@ def load_reference(path, size: int, what: str = "reference") -> torch.Tensor:
         raise FgtoolError(f"{what} {path}: no such file")
     if p.is_dir():
         raise FgtoolError(f"{what} {path}: is a folder, not an image")
+    check_regular_input(p, what)  # a FIFO would block forever: never opened
     try:
         img = load_image(p)
     except FgtoolError as e:
@@ -178,9 +181,12 @@ def run_mix(m, out: str | None = None, bg=None, shape=None, texture=None, pose=N
     _check_mode(m, mode)
     opts = {"bg": _as_list(bg), "shape": _as_list(shape), "texture": _as_list(texture), "pose": _as_list(pose)}
     bases = _as_list(base)
+    if not 0 <= seed <= SEED_MAX:
+        raise FgtoolError(f"--seed must be in 0..{SEED_MAX}, got {seed}")
+    inputs = [m.path, *bases, *(p for v in opts.values() for p in v)]
     head = {"checkpoint": str(m.path), "step": m.step, "mode": mode, "seed": seed, "size": m.cfg.data.size}
     if texture_class is not None:
-        return {**head, **_run_texture_class(m, texture_class, opts, bases, out, grid, batch)}
+        return {**head, **_run_texture_class(m, texture_class, opts, bases, out, grid, batch, inputs)}
     if grid and batch:
         raise FgtoolError("--grid and --batch do not go together")
     if batch:
@@ -189,11 +195,13 @@ def run_mix(m, out: str | None = None, bg=None, shape=None, texture=None, pose=N
             raise FgtoolError(f"--batch reads the references from the CSV; drop {', '.join(given)}")
         return {**head, **_run_batch(m, batch, out or "mix_batch", mode, seed)}
     if grid:
+        check_output(_png_path(out or "mix_grid.png"), inputs)
         return {**head, **_run_grid(m, grid, opts, bases, out or "mix_grid.png", mode, seed)}
     paths = {f: _single(v, f"--{f}") for f, v in opts.items()}
     base_path = _single(bases, "--base")
     _feature_sources(mode, paths["shape"], paths["pose"])
     out_p = _png_path(out or "mix.png")
+    check_output(out_p, inputs)
     S = m.cfg.data.size
     refs = {f: (load_reference(p, S, f"--{f}")[None] if p else None) for f, p in paths.items()}
     base_t = load_reference(base_path, S, "--base")[None] if base_path else None
@@ -203,7 +211,7 @@ def run_mix(m, out: str | None = None, bg=None, shape=None, texture=None, pose=N
     return {**head, "out": str(out_p), "factors": sources, "base": base_path}
 
 
-def _run_texture_class(m, k: int, opts: dict, bases: list, out, grid, batch) -> dict:
+def _run_texture_class(m, k: int, opts: dict, bases: list, out, grid, batch, inputs) -> dict:
     """Image-to-image translation: reconstruct the --base photo with child class ``k``."""
     if not hasattr(m.backend, "translate"):
         raise FgtoolError(f"--texture-class: model '{m.cfg.model}' cannot reconstruct a photo with another class")
@@ -217,6 +225,7 @@ def _run_texture_class(m, k: int, opts: dict, bases: list, out, grid, batch) -> 
     if base_path is None:
         raise FgtoolError("--texture-class needs the photo to translate as --base")
     out_p = _png_path(out or "mix.png")
+    check_output(out_p, inputs)
     x = load_reference(base_path, m.cfg.data.size, "--base")[None].to(m.device)
     with torch.no_grad():
         img = m.backend.translate(m.nets, x, k).float().cpu()
@@ -338,6 +347,7 @@ def _run_batch(m, csv_path, out, mode: str, seed: int) -> dict:
     if folder.suffix.lower() in IMAGE_EXTENSIONS or folder.is_file():
         raise FgtoolError(f"--batch writes one image per row: --out must be a folder, got {out}")
     rows = read_batch(csv_path)
+    inputs = [m.path, csv_path]
     S = m.cfg.data.size
     # read every reference first: a bad file stops the job before anything is written
     loaded = []
@@ -349,10 +359,14 @@ def _run_batch(m, csv_path, out, mode: str, seed: int) -> dict:
         name = r["out"] or f"{i:04d}.png"
         if Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
             raise FgtoolError(f"{where} out {name!r}: expected an image file name such as mix.png")
-        loaded.append((refs, base, folder / name))
-    outs = [str(o) for _, _, o in loaded]
+        loaded.append((refs, base, member(folder, name, f"{where} out")))  # never outside --out
+        inputs += [r[k] for k in (*FACTORS, "base") if r[k]]
+    outs = [str(resolved(o)) for _, _, o in loaded]
     if len(set(outs)) != len(outs):
         raise FgtoolError(f"--batch {csv_path}: two rows write the same output file")
+    check_output(folder, inputs, folder=True, holds=False)
+    for _, _, o in loaded:
+        check_output(o, inputs, what=f"--batch {csv_path} out")
     written = []
     for i, (refs, base, o) in enumerate(loaded):
         img = mix_images(m, refs, base, mode, torch.Generator().manual_seed(seed + i))  # row i: seed + i
@@ -415,6 +429,8 @@ def read_frames(source, size: int, limit: int = 0) -> torch.Tensor:
     p = Path(source).expanduser()
     if not p.exists():
         raise FgtoolError(f"--from {source}: no such file or folder")
+    if not p.is_dir():
+        check_regular_input(p, "--from")
     if p.is_dir():
         files = list_images(p, recursive=False)
         if not files:

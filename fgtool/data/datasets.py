@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from fgtool.data.boxes import box_to_mask, crop_box_around, pseudo_box, transform_box
 from fgtool.errors import FgtoolError, printable
 from fgtool.io.images import IMAGE_EXTENSIONS, decode_image, image_size, list_images
+from fgtool.io.paths import is_special, member
 
 BOX_MODES = ("auto", "gt", "pseudo", "none")
 _SKIP_HINT = "(remove it, or pass --skip-bad / --set data.skip_bad=true to skip unreadable images)"
@@ -172,7 +173,14 @@ def _scan_cub(root: Path, split: str | None) -> ImageSet:
         raise FgtoolError(f"{root / 'images.txt'} lists no images")
     ids = sorted(table)
     img_dir = root / "images"
-    paths = [img_dir / table[i][0] for i in ids]
+    # a name that leaves images/ ("../x.png", "/etc/x.png") is refused: outputs named after it
+    # (segment's masks) would land outside their folder
+    paths = [member(img_dir, table[i][0], f"{root / 'images.txt'}: image id {i},", links=False)
+             for i in ids]
+    special = [p for p in paths if is_special(p)]
+    if special:
+        raise FgtoolError(f"{root / 'images.txt'} lists {len(special)} file(s) that are not regular files "
+                          f"(FIFO, device or socket), first: {special[0]}")
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise FgtoolError(f"{root / 'images.txt'} lists {len(missing)} missing file(s), first: {missing[0]}")
@@ -268,14 +276,58 @@ def _read_split_csv(csv_path: Path) -> dict[str, str]:
         raise FgtoolError(f"{csv_path} is not a valid CSV file ({e})") from None
 
 
+def fgtool_output(folder: Path) -> str | None:
+    """What fgtool wrote ``folder`` as (a run, a segment or cluster output), or None."""
+    try:
+        names = set(os.listdir(folder))
+    except OSError:
+        return None
+    if "config.json" in names and ({"last.pt", "metrics.jsonl", RUN_LOCK} & names
+                                   or any(n.startswith("step_") and n.endswith(".pt") for n in names)):
+        return "an fgtool run folder"
+    if "index.json" in names and "overlay.png" in names:
+        return "an fgtool segment output"
+    if folder.name.endswith("_sheets") and any(n.startswith("cluster_") for n in names):
+        return "fgtool cluster sheets"
+    return None
+
+
+RUN_LOCK = ".lock"  # the lock file of a run folder while it trains (fgtool.train)
+
+
+def _data_dirs(base: Path) -> list[str]:
+    """Visible sub-folders of ``base`` that are data: fgtool's own outputs (a run folder made
+    inside the data folder, masks, cluster sheets) are never read as images, with a warning."""
+    dirs = []
+    for d in _visible_dirs(base):
+        kind = fgtool_output(base / d)
+        if kind:
+            warnings.warn(printable(f"{base}: ignoring {d}/, {kind} (not data)"), stacklevel=4)
+            continue
+        dirs.append(d)
+    return dirs
+
+
 def _scan_folder(root: Path, split: str | None) -> ImageSet:
     base = root
-    dirs = _visible_dirs(root)
-    if dirs == ["images"]:
+    dirs = _data_dirs(root)
+    if dirs == ["images"] and not list_images(root, recursive=False):
         base = root / "images"
-        dirs = _visible_dirs(base)
+        dirs = _data_dirs(base)
     records: list[Record] = []
     classes: list[str] = []
+    top = list_images(base, recursive=False)
+    with_images = [d for d in dirs if list_images(base / d)]
+    if top and with_images:
+        more = f" and {len(with_images) - 3} more" if len(with_images) > 3 else ""
+        raise FgtoolError(printable(
+            f"{base} holds {len(top)} image(s) at its top and {len(with_images)} sub-folder(s) with images "
+            f"({', '.join(with_images[:3])}{more}): move the top-level images into a class folder to read "
+            "it as class folders, or the sub-folders out of it to read it as one flat folder"))
+    if top and dirs:  # sub-folders without images beside a flat set: said, not silently skipped
+        warnings.warn(printable(f"{base}: reading {len(top)} images as a flat folder; ignoring sub-folders "
+                                f"without images: {', '.join(dirs[:5])}"), stacklevel=3)
+        dirs = []
     if dirs:
         layout = "imagefolder"
         empty = []
@@ -292,7 +344,7 @@ def _scan_folder(root: Path, split: str | None) -> ImageSet:
                           f"{', '.join(empty[:5])}", stacklevel=3)
     else:
         layout = "flat"
-        records = [Record(p, -1) for p in list_images(base, recursive=False)]
+        records = [Record(p, -1) for p in top]
     if not records:
         raise _no_images(base)
 
@@ -749,3 +801,28 @@ def eval_loader(dataset, batch_size: int = 64, workers: int = 2) -> DataLoader:
     if workers > 0:
         kwargs.update(prefetch_factor=2)
     return _Loader(dataset, **kwargs)
+
+
+# --------------------------------------------------------------------------- fingerprint
+
+def fingerprint(imageset: ImageSet) -> dict:
+    """What a run trains on, in three plain values a checkpoint keeps: the layout, the image
+    count and a hash of the sorted image paths relative to the data root (contents are not
+    read: renaming, adding or removing a file changes it, touching pixels does not)."""
+    import hashlib
+
+    rels = sorted(os.path.relpath(r.path, imageset.root) for r in imageset.records)
+    h = hashlib.sha256("\n".join(rels).encode("utf-8", "surrogateescape")).hexdigest()
+    return {"layout": imageset.layout, "images": len(rels), "paths_sha256": h}
+
+
+def fingerprint_change(old: dict, new: dict) -> str | None:
+    """What differs between two :func:`fingerprint` s, in words, or None."""
+    changes = []
+    if old.get("layout") != new["layout"]:
+        changes.append(f"layout {old.get('layout')} -> {new['layout']}")
+    if old.get("images") != new["images"]:
+        changes.append(f"{old.get('images')} -> {new['images']} images")
+    if not changes and old.get("paths_sha256") != new["paths_sha256"]:
+        changes.append(f"the same {new['images']} images count but other file names")
+    return ", ".join(changes) or None

@@ -13,6 +13,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .paths import check_replaceable
+
 
 def _frame_to_uint8(frame) -> np.ndarray:
     if isinstance(frame, torch.Tensor):
@@ -51,6 +53,7 @@ def write_gif(frames, path, fps: float = 10, loop: int = 0) -> Path:
     if len({a.shape for a in arrs}) != 1:
         raise ValueError(f"write_gif: frames differ in size: {sorted({a.shape for a in arrs})}")
     path = Path(path)
+    check_replaceable(path)  # a device, FIFO, socket or symlink is never swapped for a file
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

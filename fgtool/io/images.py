@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from fgtool.errors import FgtoolError
+from fgtool.io.paths import check_replaceable, is_special
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 TRANSPARENT_BG = (255, 255, 255)
@@ -106,6 +107,8 @@ def max_pixels() -> int | None:
 
 def _open(path) -> Image.Image:
     """``Image.open`` with the decompression-bomb guard as a one-line error, not a warning."""
+    if isinstance(path, (str, bytes, os.PathLike)) and is_special(path):
+        raise _NotRegular()  # a FIFO would block forever, a device never ends: never opened
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -118,6 +121,11 @@ def _open(path) -> Image.Image:
         im.close()
         raise _TooLarge(f"{w}x{h} = {w * h} pixels, over the limit of {limit}")
     return im
+
+
+class _NotRegular(Exception):
+    def __init__(self):
+        super().__init__("not a regular file (a FIFO, device or socket); not opened")
 
 
 class _TooLarge(Exception):
@@ -200,15 +208,21 @@ def image_size(path) -> tuple[int, int]:
 def list_images(folder, recursive: bool = True) -> list[Path]:
     """Sorted image files under ``folder`` (extensions in ``IMAGE_EXTENSIONS``, any case).
 
-    Hidden files and hidden folders (name starting with ``.``) are skipped.
+    Hidden files and hidden folders (name starting with ``.``) are skipped, and so are FIFOs,
+    devices and sockets (with a warning; they are never opened).
     """
     folder = Path(folder)
     found: list[Path] = []
+    special: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
         for name in filenames:
             if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                found.append(Path(dirpath) / name)
+                p = Path(dirpath) / name
+                (special if is_special(p) else found).append(p)
+    if special:  # FIFOs, devices, sockets: never opened (a FIFO would block forever)
+        warnings.warn(f"skipping {len(special)} file(s) that are not regular files (FIFO, device or socket), "
+                      f"first: {sorted(special)[0]}", stacklevel=2)
     return sorted(found)
 
 
@@ -258,6 +272,7 @@ def _pil_format(path: Path) -> str:
 def _atomic_save(img: Image.Image, path, **kwargs) -> Path:
     path = Path(path)
     fmt = _pil_format(path)
+    check_replaceable(path)  # a device, FIFO, socket or symlink is never swapped for a file
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     if fmt == "JPEG" and img.mode not in ("RGB", "L"):

@@ -25,7 +25,7 @@ from torch import nn
 from .. import checkpoint as ckpt
 from ..backends.base import Backend, Phase
 from ..config import RunConfig
-from ..errors import FgtoolError, NonFiniteLoss, WriteFailed
+from ..errors import FgtoolError, Interrupted, NonFiniteLoss, WriteFailed
 from ..nn.blocks import ema_update
 
 # ----------------------------------------------------------------------------- helpers
@@ -126,6 +126,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16" else None
         self.step = 0
         self.last_good: Path | None = None
+        self.saved_step: int | None = None  # step of the newest last.pt (None: no checkpoint yet)
+        self.data_fingerprint: dict | None = None  # what the run trains on (checked by --resume)
         self._window: list[tuple[int, dict[str, str], dict[str, torch.Tensor]]] = []  # steps since last log
         if resume:
             self._load(self.out / "last.pt")
@@ -141,6 +143,8 @@ class Trainer:
     def _state(self) -> dict:
         raw = {k: getattr(v, "_orig_mod", v) for k, v in self.nets.items()}
         extra = {"scaler": self.scaler.state_dict()} if self.scaler else {}
+        if self.data_fingerprint:
+            extra["data"] = dict(self.data_fingerprint)
         return dict(config=self.cfg.to_dict(), step=self.step,
                     nets={k: v.state_dict() for k, v in raw.items()},
                     ema={k: v.state_dict() for k, v in self.ema.items()},
@@ -159,6 +163,7 @@ class Trainer:
         try:
             ckpt.save(last, **state)
             written = last
+            self.saved_step = self.step
             ckpt.save(path, **state)
         except OSError as e:  # WriteFailed: a full disk, a folder gone read-only or away
             where = f"{last} (step {self.step})" if written else (self.last_good or "none (no checkpoint yet)")
@@ -192,6 +197,7 @@ class Trainer:
         if ck["rng"]:
             set_rng_state(ck["rng"])
         self.step = ck["step"]
+        self.saved_step = self.step
         self.last_good = path
         numbered = path.parent / f"step_{self.step:07d}.pt"
         if self.step > 0 and not numbered.exists() and self.acc.is_main_process:
@@ -347,6 +353,10 @@ class Trainer:
                         self._pictures()
                     if last:
                         break
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: where it stopped, and how to go on
+            where = (f"last checkpoint step {self.saved_step}; resume: fgtool train --resume --out {self.out}"
+                     if self.saved_step is not None else "no checkpoint yet; start it again with the same command")
+            raise Interrupted(f"interrupted at step {self.step}; {where}", getattr(e, "signum", 2)) from None
         finally:
             close = getattr(getattr(loader, "_iterator", None), "_shutdown_workers", None)
             if close:
