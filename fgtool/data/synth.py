@@ -12,7 +12,16 @@ against them:
 The on-disk layout mirrors CUB-200-2011 so the real-data loaders read it unchanged:
 ``images.txt``, ``image_class_labels.txt`` (1-based), ``bounding_boxes.txt``,
 ``classes.txt``, ``images/<class>/<index>.png`` and ``segmentations/<class>/<index>.png``,
-plus ``parent_labels.txt``, ``background_labels.txt`` and ``meta.json``.
+``parts/parts.txt`` and ``parts/part_locs.txt`` (keypoints, below), plus ``parent_labels.txt``,
+``background_labels.txt`` and ``meta.json``.
+
+Keypoints: every silhouette has five fixed points (``KEYPOINTS``: the bird's beak, eye,
+tail, back and belly; the star's five tips; ...), moved by the object's pose like the
+silhouette itself. ``parts/part_locs.txt`` holds them in CUB's format,
+``<image id> <point id> <x> <y> <visible>`` (1-based ids, pixel coordinates where pixel c
+covers [c, c + 1)); ``visible`` is 1 unless the point lies outside the image (then x = y = 0,
+as CUB writes it). Point j is the j-th point of whichever silhouette the image shows;
+``meta.json`` names them per silhouette.
 
 In-memory labels (``render_one``, ``synth_arrays``, the lists in ``meta.json``) are
 0-based; the text files are 1-based like CUB.
@@ -129,6 +138,24 @@ def _roundsquare(r: float = 0.38):
     return [(np.concatenate(pts), 1)]
 
 
+# Five keypoints per silhouette, in the frame its function above draws it in (x right, y down).
+KEYPOINTS = {
+    "bird": (("beak", (1.45, -0.55)), ("eye", (0.86, -0.64)), ("tail", (-1.375, -0.35)),
+             ("back", (-0.18, -0.60)), ("belly", (0.18, 0.80))),
+    "star": tuple((f"tip{j + 1}", (round(math.cos(-math.pi / 2 + 2 * math.pi * j / 5), 4),
+                                   round(math.sin(-math.pi / 2 + 2 * math.pi * j / 5), 4))) for j in range(5)),
+    "heart": (("notch", (0.0, -0.3125)), ("left_lobe", (-0.489, -0.745)), ("right_lobe", (0.489, -0.745)),
+              ("tip", (0.0, 1.0625)), ("middle", (0.0, 0.35))),
+    "crescent": (("upper_horn", (0.512, -0.859)), ("lower_horn", (0.735, 0.678)), ("back", (-1.0, 0.0)),
+                 ("upper_back", (-0.5, -0.866)), ("lower_back", (-0.5, 0.866))),
+    "cross": (("top", (0.0, -1.0)), ("right", (1.0, 0.0)), ("bottom", (0.0, 1.0)), ("left", (-1.0, 0.0)),
+              ("middle", (0.0, 0.0))),
+    "roundsquare": (("top_left", (-0.8887, -0.8887)), ("top_right", (0.8887, -0.8887)),
+                    ("bottom_right", (0.8887, 0.8887)), ("bottom_left", (-0.8887, 0.8887)),
+                    ("middle", (0.0, 0.0))),
+}
+N_KEYPOINTS = 5
+
 _SHAPES = {"bird": _bird, "star": _star, "heart": _heart, "crescent": _crescent, "cross": _cross,
            "roundsquare": _roundsquare}
 
@@ -144,6 +171,14 @@ def _shape(name: str):
     # centred on the bounding box of the filled parts so placement maths is symmetric
     c = _shape_centre(name)
     return tuple((np.ascontiguousarray(p - c), v) for p, v in _SHAPES[name]())
+
+
+def keypoints(name: str, A: np.ndarray, t: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The silhouette's keypoints in an image of pose ``A``, ``t`` (:func:`scene`):
+    ([5, 2] pixel coordinates x, y; [5] bool, True where the point lies inside the image)."""
+    u = np.array([q for _, q in KEYPOINTS[name]], np.float64) - _shape_centre(name)
+    xy = u @ np.asarray(A, np.float64).T + np.asarray(t, np.float64)
+    return xy, ((xy >= 0) & (xy <= size)).all(1)
 
 
 def _fill(canvas: np.ndarray, parts, shift: int = 4) -> None:
@@ -467,7 +502,8 @@ def scene(i: int, seed: int, cfg: SynthConfig, shape: int | None = None):
 
 def render_one(i: int, seed: int, cfg: SynthConfig, shape: int | None = None):
     """Render image ``i``. Returns (rgb uint8 HxWx3, mask bool HxW, labels) where labels
-    holds 0-based ``child``, ``parent``, ``bg`` and ``box`` = (x, y, w, h) of the mask.
+    holds 0-based ``child``, ``parent``, ``bg``, ``box`` = (x, y, w, h) of the mask,
+    ``keypoints`` [5, 2] (x, y pixels) and ``visible`` [5] (:func:`keypoints`).
 
     ``shape`` (a parent id) draws that parent's silhouette with child ``i``'s appearance:
     shape and appearance then vary independently (the mix-fidelity probe trains on these)."""
@@ -481,7 +517,8 @@ def render_one(i: int, seed: int, cfg: SynthConfig, shape: int | None = None):
     mask = soft > 0.5
     ys, xs = np.nonzero(mask)
     box = (float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1))
-    return rgb, mask, {"child": child, "parent": parent, "bg": bg, "box": box}
+    kp, vis = keypoints(name, A, t, cfg.size)
+    return rgb, mask, {"child": child, "parent": parent, "bg": bg, "box": box, "keypoints": kp, "visible": vis}
 
 
 def _child_of(i: int, seed: int, K: int) -> int:
@@ -570,6 +607,8 @@ def _meta(n, seed, cfg: SynthConfig, complete: bool) -> dict:
         "child_appearance": [{"colour": PALETTE[h][0], "pattern": PATTERN_NAMES[p]}
                              for h, p in cfg.appearance],
         "home_background": [cfg.home_background(p) for p in range(cfg.parents)],
+        # parts/part_locs.txt: point j (1-based) of each silhouette
+        "keypoint_names": {name: [k for k, _ in KEYPOINTS[name]] for name in PARENT_NAMES[: cfg.parents]},
         "label_files_base": 1,
     }
 
@@ -623,9 +662,21 @@ def synth(out: str | Path, n: int = 6000, size: int = 64, seed: int = 0, parents
     _write("bounding_boxes.txt",
            lambda i, rel, lab: f"{i} " + " ".join(f"{v:.1f}" for v in lab["box"]) + "\n")
     (out / "classes.txt").write_text("".join(f"{k + 1} {cfg.child_name(k)}\n" for k in range(cfg.n_children)))
+    _write_keypoints(out, rows)
     meta = _meta(n, seed, cfg, True)
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
     return meta
+
+
+def _write_keypoints(out: Path, rows) -> None:
+    """``parts/parts.txt`` and ``parts/part_locs.txt`` in CUB's format (module doc)."""
+    (out / "parts").mkdir(exist_ok=True)
+    (out / "parts" / "parts.txt").write_text("".join(f"{j + 1} point{j + 1}\n" for j in range(N_KEYPOINTS)))
+    lines = []
+    for i, (_, lab) in enumerate(rows, 1):
+        for j, ((x, y), v) in enumerate(zip(lab["keypoints"], lab["visible"]), 1):
+            lines.append(f"{i} {j} {x:.2f} {y:.2f} 1\n" if v else f"{i} {j} 0.00 0.00 0\n")
+    (out / "parts" / "part_locs.txt").write_text("".join(lines))
 
 
 def synth_arrays(n: int, size: int = 64, seed: int = 0, parents: int = 4, children: int = 3,
@@ -633,7 +684,8 @@ def synth_arrays(n: int, size: int = 64, seed: int = 0, parents: int = 4, childr
                  workers: int = 1, progress: Callable[[int, int], None] | None = None) -> dict:
     """The same images as :func:`synth`, in memory: ``images`` uint8 [n,H,W,3] (RGB),
     ``masks`` bool [n,H,W], 0-based int64 ``child``, ``parent``, ``bg``, ``boxes`` float32
-    [n,4] (x, y, w, h), and ``child_to_parent`` int64 [n_children]."""
+    [n,4] (x, y, w, h), ``keypoints`` float64 [n,5,2] (x, y pixels), ``visible`` bool [n,5]
+    and ``child_to_parent`` int64 [n_children]."""
     validate(n, size, parents, children, backgrounds, bg_corr, obj_area, workers)
     cfg = SynthConfig(int(size), int(parents), int(children), int(backgrounds), float(bg_corr),
                       (float(obj_area[0]), float(obj_area[1])))
@@ -645,10 +697,13 @@ def synth_arrays(n: int, size: int = 64, seed: int = 0, parents: int = 4, childr
         "parent": np.zeros(n, np.int64),
         "bg": np.zeros(n, np.int64),
         "boxes": np.zeros((n, 4), np.float32),
+        "keypoints": np.zeros((n, N_KEYPOINTS, 2), np.float64),
+        "visible": np.zeros((n, N_KEYPOINTS), bool),
     }
     for i, rgb, mask, lab in _run(_render_to_memory, (None, n, int(seed), cfg), n, int(workers), progress):
         res["images"][i], res["masks"][i] = rgb, mask
         res["child"][i], res["parent"][i], res["bg"][i] = lab["child"], lab["parent"], lab["bg"]
         res["boxes"][i] = lab["box"]
+        res["keypoints"][i], res["visible"][i] = lab["keypoints"], lab["visible"]
     res["child_to_parent"] = np.array(cfg.child_to_parent(), np.int64)
     return res
