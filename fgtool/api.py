@@ -53,6 +53,8 @@ def train(model: str | None = None, data: str | None = None, recipe: str | None 
     else:
         cfg = resolve_config(model, data, recipe, sets)
     if dry_run:
+        if out and cfg.data.root:  # the same path rule as the run itself
+            check_output(out, [cfg.data.root], folder=True)
         return cfg.to_dict()
     if not cfg.data.root:
         raise FgtoolError("no training data: pass --data DIR (or set data.root in the recipe)")
@@ -277,8 +279,7 @@ def sample(ckpt_path: str, out: str, n: int = 64, seed: int = 0, fix: list[str] 
     check_output(main_png, [ckpt_path, *(like or [])])
     m = load(ckpt_path)
     m.backend.require("sample")
-    folder.mkdir(parents=True, exist_ok=True)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)  # the grids' writers make the folder: not before the options pass
     fixed = parse_fix(fix)
     sizes = m.backend.code_sizes() if hasattr(m.backend, "code_sizes") else {}
     for k in fixed:
@@ -556,23 +557,29 @@ SEG_METRICS = {"iou", "dice"}
 MIX_METRICS = {"mix"}  # mix fidelity on the synthetic set (fgtool/metrics/mix.py)
 REMOVAL_METRICS = {"removal"}  # object removal vs the true background, synthetic set (fgtool/metrics/removal.py)
 PART_METRICS = {"parts"}  # part consistency in the object's canonical frame, synthetic set (fgtool/metrics/parts.py)
+LANDMARK_METRICS = {"landmarks"}  # landmark regression error from part centres (fgtool/metrics/landmarks.py)
+BASELINES = {"pixels": "k-means on 32 px pixels (nmi, acc, ari)",
+             "centre": "a centred ellipse of the mean object area (iou, dice; fgtool/metrics/centre.py)"}
 
 
 def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | None = None,
              baseline: str | None = None, k: int | None = None, features_: str = "all", label: str = "class",
              split: str | None = None, max_images: int = 0, n_fake: int = 1000, inception: str | None = None,
              seed: int = 0, workers: int = 2, progress: Progress = None, refine: str = "none",
-             tta: str = "none", fill: str = "gan") -> dict:
+             tta: str = "none", fill: str = "gan", keypoints: str | None = None, eyes: str | None = None) -> dict:
     from .metrics.clustering import cluster_metrics, pixel_kmeans_floor
 
     names = [x.strip().lower() for x in metrics.split(",") if x.strip()]
-    known = CLUSTER_METRICS | GEN_METRICS | SEG_METRICS | MIX_METRICS | REMOVAL_METRICS | PART_METRICS
+    known = CLUSTER_METRICS | GEN_METRICS | SEG_METRICS | MIX_METRICS | REMOVAL_METRICS | PART_METRICS \
+        | LANDMARK_METRICS
     bad = [x for x in names if x not in known]
     if bad or not names:
         raise FgtoolError(f"unknown metric {', '.join(bad) or '(none)'}; choose from {', '.join(sorted(known))}")
     sources = [s for s in (ckpt_path, pred, baseline) if s]
     if len(sources) != 1:
         raise FgtoolError("pass exactly one of --ckpt, --pred or --baseline")
+    if baseline is not None and baseline not in BASELINES:
+        raise FgtoolError("--baseline must be " + " or ".join(f"'{b}' ({v})" for b, v in BASELINES.items()))
     check_count(k, "--k")
     check_count(max_images, "--max-images", 0)
     check_count(n_fake, "--n-fake", 1, 100_000)
@@ -586,7 +593,7 @@ def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | 
             result["source"] = str(pred)
         elif baseline:
             if baseline != "pixels":
-                raise FgtoolError("--baseline must be 'pixels' (k-means on 32 px pixels)")
+                raise FgtoolError(f"--baseline {baseline} scores masks; clustering metrics take --baseline pixels")
             from .data.datasets import scan
 
             imageset = scan(data, split=split, max_images=max_images)
@@ -620,9 +627,14 @@ def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | 
             raise FgtoolError("fid/kid need --ckpt (they score generated images)")
         result["metrics"].update(_fid(ckpt_path, data, split, n_fake, inception, seed, workers))
     seg = [x for x in names if x in SEG_METRICS]
-    if seg:
+    if seg and baseline == "centre":
+        from .metrics.centre import centre_floor
+
+        result["metrics"].update(centre_floor(data, split, max_images, progress))
+        result["source"] = BASELINES["centre"]
+    elif seg:
         if not ckpt_path:
-            raise FgtoolError("iou/dice need --ckpt of a model that can segment")
+            raise FgtoolError("iou/dice need --ckpt of a model that can segment (or --baseline centre)")
         result["metrics"].update(_seg_eval(ckpt_path, data, split, max_images, workers, refine, tta))
     if "mix" in names:
         if not ckpt_path:
@@ -645,6 +657,16 @@ def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | 
 
         result["metrics"].update(part_consistency(load(ckpt_path), data, split=split, max_images=max_images,
                                                   workers=workers, progress=progress))
+    if "landmarks" in names:
+        if not ckpt_path:
+            raise FgtoolError("landmarks needs --ckpt of a model with part centres")
+        if split is not None:
+            raise FgtoolError("landmarks fits on the train split and scores on the test split; drop --split")
+        from .metrics.landmarks import landmark_regression
+
+        result["metrics"].update(landmark_regression(load(ckpt_path), data, keypoints=keypoints, eyes=eyes,
+                                                     max_images=max_images, workers=workers, seed=seed,
+                                                     progress=progress))
     return result
 
 
@@ -988,13 +1010,13 @@ def segment(ckpt_path: str, data: str, out: str, parts: bool = False, points: bo
     outp = Path(out)
     if outp.exists() and not outp.is_dir():
         raise FgtoolError(f"--out {outp} is a file, not a folder")
-    if batch_size < 1:
-        raise FgtoolError(f"--batch-size must be >= 1, got {batch_size}")
+    check_count(batch_size, "--batch-size", 1, 4096)  # 4096 photos of 128 px: 800 MB of input alone
     check_count(max_images, "--max-images", 0)
     imageset, ds = _eval_set(m, data, split, max_images)
     # every output is named and checked before the first is written: inside --out, never over
     # an input, never through a symlink out of --out, only over regular files
-    check_output(outp, [data, ckpt_path], folder=True)
+    check_output(outp, [data], folder=True)
+    check_output(outp, [ckpt_path], folder=True, holds=False)  # masks are PNGs: beside last.pt is fine
     names = [member(outp, n, "mask name") for n in _mask_names(imageset)]
     names = [n.relative_to(outp) for n in names]
     _check_segment_outputs(outp, names, parts, remove_object, points)

@@ -343,7 +343,7 @@ def test_eval_pred_covering_part_of_the_data_warns_and_fractional_ids_are_refuse
 # ----------------------------------------------------------------------------- 9. interruption
 
 
-def test_sigterm_ends_training_with_one_line_and_resume_is_exact(synth_dir, tmp_path):
+def test_sigterm_ends_training_with_one_line_naming_the_resume(synth_dir, tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     argv = [sys.executable, "-m", "fgtool", "train", "--model", "finegan", "--data", str(synth_dir), "--recipe",
