@@ -197,14 +197,22 @@ def cluster(
 @app.command(name="eval", epilog="Examples: fgtool eval --metric nmi,acc --ckpt runs/fg/last.pt --data data/synth\n\n"
                                  "fgtool eval --metric nmi --pred clusters.json --data data/synth\n\n"
                                  "fgtool eval --metric nmi,acc --baseline pixels --data ../shared/data/cub100\n\n"
-                                 "fgtool eval --metric iou,dice,parts --ckpt runs/gs/last.pt --data data/synth")
+                                 "fgtool eval --metric iou,dice,parts --ckpt runs/gs/last.pt --data data/synth\n\n"
+                                 "fgtool eval --metric landmarks --ckpt runs/gs/last.pt --data data/synth\n\n"
+                                 "fgtool eval --metric iou,dice --baseline centre --data data/synth")
 def eval_(
     metric: str = typer.Option(..., "--metric", help="Comma list: nmi, nmi_max, acc, ari, fid, kid, iou, dice, mix, "
-                                                     "removal, parts (part consistency, synthetic set)."),
+                                                     "removal, parts (part consistency, synthetic set), "
+                                                     "landmarks (regression from part centres)."),
     data: str = typer.Option(..., "--data", "-d"),
     ckpt: Optional[str] = typer.Option(None, "--ckpt"),
     pred: Optional[str] = typer.Option(None, "--pred", help="clusters.json from `fgtool cluster`."),
-    baseline: Optional[str] = typer.Option(None, "--baseline", help="'pixels': k-means on 32 px pixels."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="'pixels': k-means on 32 px pixels; "
+                                           "'centre': a centred ellipse of the mean object area (iou, dice)."),
+    keypoints: Optional[str] = typer.Option(None, "--keypoints", help="landmarks: a part_locs.txt or a CSV "
+                                            "path,x1,y1,... (default: DATA/parts/part_locs.txt)."),
+    eyes: Optional[str] = typer.Option(None, "--eyes", help="landmarks: normalise by the distance of these two "
+                                       "keypoints, e.g. 1,2 (inter-ocular on faces); default: the view's side."),
     k: Optional[int] = typer.Option(None, "--k"),
     features: str = typer.Option("all", "--features"),
     label: str = typer.Option("class", "--label", help="class, parent or bg."),
@@ -229,7 +237,8 @@ def eval_(
     with _Bars(quiet) as bars, skip_bad_images(skip_bad):
         res = api.evaluate(metric, data, ckpt_path=ckpt, pred=pred, baseline=baseline, k=k, features_=features,
                            label=label, split=split, max_images=max_images, n_fake=n_fake, inception=inception,
-                           seed=seed, progress=bars, refine=refine, tta=tta, fill=fill)
+                           seed=seed, progress=bars, refine=refine, tta=tta, fill=fill, keypoints=keypoints,
+                           eyes=eyes)
     _emit(res, as_json, "eval")
 
 
