@@ -642,7 +642,8 @@ def test_real_file_size_limit_stops_training_in_one_line(synth_dir, tmp_path):
     line = one_error_line(p.stderr)
     assert f"could not write checkpoint {run / 'last.pt'} at step 2 (File too large)" in line
     assert "last good checkpoint: none (no checkpoint yet)" in line
-    assert sorted(x.name for x in run.iterdir()) == ["config.json", "metrics.jsonl"]  # no .pt, no .tmp
+    # no .pt, no .tmp (.lock: the run folder's lock file, released when the process ended)
+    assert sorted(x.name for x in run.iterdir()) == [".lock", "config.json", "metrics.jsonl"]
 
 
 # ----------------------------------------------------------------------------- user data
