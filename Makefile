@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Synthetic data -> short FineGAN run -> grids, layer sheet, clusters, metrics, GIF (about 8 min on 2 cores)
+# Synthetic data -> C3-GAN run -> grids, layer sheet, clusters, metrics, GIFs (about 8 min on 2 cores)
 demo: $(STAMP)
 	bash assets/demo.sh $(DEMO)
 
