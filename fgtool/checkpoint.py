@@ -12,8 +12,11 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import signal
 import tempfile
+import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Callable
 
@@ -30,11 +33,43 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
+@contextmanager
+def signals_held():
+    """Ctrl-C and SIGTERM that arrive inside the block are delivered when it ends. An
+    interrupt raised inside ``torch.save`` leaves its zip writer half-closed, which then fails
+    with "RuntimeError: unexpected pos ..." in place of the interrupt; held, the write
+    finishes and the interrupt ends the run right after, with that checkpoint kept."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in old:
+        signal.signal(s, lambda signum, frame: got.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        if got:
+            handler = old[got[0]]
+            if callable(handler):
+                handler(got[0], None)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), got[0])
+
+
 def atomic_write(path: str | Path, write: Callable[[IO], None], binary: bool = True) -> Path:
     """Write through ``write(file)`` to a temp file beside ``path``, fsync, then rename and fsync
     the folder: a reader (or a resumed run) sees the old file or the new one, never half of one,
     even after a power cut. A failed write (disk full, read-only folder ...) removes the temp
-    file, leaves the old ``path`` as it was and raises :class:`WriteFailed` naming ``path``."""
+    file, leaves the old ``path`` as it was and raises :class:`WriteFailed` naming ``path``.
+    Ctrl-C and SIGTERM wait for the write to end (:func:`signals_held`)."""
+    with signals_held():
+        return _atomic_write(path, write, binary)
+
+
+def _atomic_write(path: str | Path, write: Callable[[IO], None], binary: bool) -> Path:
     path = Path(path)
     check_replaceable(path)  # a device, FIFO, socket or symlink is never swapped for a file
     tmp = None

@@ -396,3 +396,24 @@ def test_check_output_rules(tmp_path):
     os.symlink(data, tmp_path / "alias")  # a symlink to the data is the data
     with pytest.raises(FgtoolError, match="lies inside"):
         check_output(tmp_path / "alias" / "m", [data], folder=True)
+
+
+def test_an_interrupt_during_a_checkpoint_write_waits_for_it(tmp_path):
+    """SIGTERM (or Ctrl-C) that arrives while a checkpoint is written is held until the file
+    is complete, then ends the work: the file loads, and no temp file is left."""
+    from fgtool.errors import Interrupted
+
+    target = tmp_path / "last.pt"
+    old = signal.signal(signal.SIGTERM, lambda signum, frame: (_ for _ in ()).throw(Interrupted("", signum)))
+    try:
+        def write(f):
+            torch.save({"a": torch.zeros(1000)}, f)
+            os.kill(os.getpid(), signal.SIGTERM)  # mid-write, as a real signal arrives
+            time.sleep(0.05)
+            f.write(b"")
+        with pytest.raises(Interrupted):
+            ckpt.atomic_write(target, write)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert torch.load(target, weights_only=True)["a"].shape == (1000,)
+    assert not list(tmp_path.glob("*.tmp"))

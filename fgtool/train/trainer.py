@@ -154,6 +154,10 @@ class Trainer:
     def save(self) -> Path:
         if not self.acc.is_main_process:
             return self.out / "last.pt"
+        with ckpt.signals_held():  # Ctrl-C or SIGTERM ends the run after both files and the bookkeeping
+            return self._save()
+
+    def _save(self) -> Path:
         state = self._state()
         path = self.out / f"step_{self.step:07d}.pt"
         last = self.out / "last.pt"
