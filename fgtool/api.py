@@ -15,6 +15,7 @@ import torch
 from . import checkpoint as ckpt
 from . import config as C
 from . import registry
+from .backends.base import CentroidClusterer, ObjectRemover, PartSegmenter
 from .errors import FgtoolError
 from .io.paths import check_output, member
 
@@ -281,7 +282,7 @@ def sample(ckpt_path: str, out: str, n: int = 64, seed: int = 0, fix: list[str] 
     m.backend.require("sample")
     g = torch.Generator().manual_seed(seed)  # the grids' writers make the folder: not before the options pass
     fixed = parse_fix(fix)
-    sizes = m.backend.code_sizes() if hasattr(m.backend, "code_sizes") else {}
+    sizes = m.backend.code_sizes()
     for k in fixed:
         if k not in sizes or sizes[k] == 0:
             raise FgtoolError(f"--fix {k}: categorical codes of {m.cfg.model} are "
@@ -319,7 +320,7 @@ def _like_grid(m: Loaded, paths: list[str], g: torch.Generator, out: Path, ncol:
     from .data.datasets import ImageDataset, scan
     from .io.images import save_grid
 
-    if not hasattr(m.backend, "assign"):
+    if not isinstance(m.backend, CentroidClusterer):
         raise FgtoolError(f"--like needs a model that assigns images to clusters; {m.cfg.model} does not")
     d = m.cfg.data
     rows, labels = [], []
@@ -399,7 +400,7 @@ def features(m: Loaded, data: str, split: str | None = None, max_images: int = 0
     imageset, ds = _eval_set(m, data, split, max_images)
     feats: dict[str, list] = {}
     done = 0
-    direct = hasattr(m.backend, "assign")
+    direct = isinstance(m.backend, CentroidClusterer)
     for batch in _batches(ds, workers=workers):
         x = batch["image"].to(m.device)
         fb = m.backend.cluster_features(m.nets, x)
@@ -457,7 +458,7 @@ def _predict(m: Loaded, feats: dict[str, np.ndarray], k: int | None, features_: 
         return pred, conf, kk, how
     X = _select(feats, features_)
     # default k: the model's own cluster count, else the data's classes (folder names)
-    kk = k if k is not None else (m.backend.n_clusters() if hasattr(m.backend, "n_clusters") else n_classes)
+    kk = k if k is not None else (m.backend.n_clusters() or n_classes)
     if not kk:
         raise FgtoolError("pass --k (neither the model nor the data says how many classes there are)")
     if kk < 1 or kk > len(X):
@@ -762,7 +763,7 @@ def _masks(m: "Loaded", x: torch.Tensor, tta: str = "none"):
     ``tta="flip"``: the mean of the maps of ``x`` and of its mirror image, mirrored back."""
     from .nn.refine import flip_average
 
-    parts = hasattr(m.backend, "segment_parts")
+    parts = isinstance(m.backend, PartSegmenter)
     seg = m.backend.segment_parts if parts else m.backend.segment
 
     def fn(v):
@@ -909,8 +910,7 @@ def _slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 
 def _require_segmenter(m: Loaded) -> None:
     m.backend.require("segment")
-    ready = getattr(m.backend, "segment_ready", None)
-    if ready is not None and not ready(m.step):
+    if not m.backend.segment_ready(m.step):
         start = getattr(m.cfg.model_cfg, "seg_start", None)
         when = f"model.seg_start={start}" if start else "model.seg_start=0: no segmenter stage"
         raise FgtoolError(f"{m.path} (step {m.step}) has no trained segmenter yet ({when}); "
@@ -1001,11 +1001,11 @@ def segment(ckpt_path: str, data: str, out: str, parts: bool = False, points: bo
     m = load(ckpt_path)
     _require_segmenter(m)
     name = m.cfg.model
-    if parts and not hasattr(m.backend, "segment_parts"):
+    if parts and not isinstance(m.backend, PartSegmenter):
         raise FgtoolError(f"--parts: model '{name}' segments the foreground only")
-    if points and not (hasattr(m.backend, "segment_parts") and hasattr(m.backend, "part_centres")):
+    if points and not isinstance(m.backend, PartSegmenter):
         raise FgtoolError(f"--points: model '{name}' has no parts to place points on")
-    if remove_object and not hasattr(m.backend, "remove_object"):
+    if remove_object and not isinstance(m.backend, ObjectRemover):
         raise FgtoolError(f"--remove-object: model '{name}' has no background generator for real photos")
     outp = Path(out)
     if outp.exists() and not outp.is_dir():
@@ -1020,7 +1020,7 @@ def segment(ckpt_path: str, data: str, out: str, parts: bool = False, points: bo
     names = [member(outp, n, "mask name") for n in _mask_names(imageset)]
     names = [n.relative_to(outp) for n in names]
     _check_segment_outputs(outp, names, parts, remove_object, points)
-    k = m.backend.n_parts() if hasattr(m.backend, "n_parts") else 0
+    k = m.backend.n_parts() if isinstance(m.backend, PartSegmenter) else 0
     pal = _part_palette(k) if parts else None
     sheet_fg, sheet_parts, items, pts_doc = [], [], [], {}
     done, n_sheet = 0, 64

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageOps
 
+from .backends.base import FeatureEncoder, Translator
 from .config import SEED_MAX
 from .errors import FgtoolError
 from .io.images import IMAGE_EXTENSIONS, list_images, load_image, save_grid, save_image, to_tensor
@@ -90,7 +91,7 @@ def _check_mode(m, mode: str) -> None:
         raise FgtoolError(f"--mode must be code or feature, got {mode!r}")
     if mode == "feature":
         be = m.backend
-        if not hasattr(be, "shape_features"):
+        if not isinstance(be, FeatureEncoder):
             raise FgtoolError(f"model '{m.cfg.model}' has no feature mode; use --mode code")
         if not be.feature_ready(m.step):
             start = getattr(m.cfg.model_cfg, "stage2_start", 0)
@@ -213,7 +214,7 @@ def run_mix(m, out: str | None = None, bg=None, shape=None, texture=None, pose=N
 
 def _run_texture_class(m, k: int, opts: dict, bases: list, out, grid, batch, inputs) -> dict:
     """Image-to-image translation: reconstruct the --base photo with child class ``k``."""
-    if not hasattr(m.backend, "translate"):
+    if not isinstance(m.backend, Translator):
         raise FgtoolError(f"--texture-class: model '{m.cfg.model}' cannot reconstruct a photo with another class")
     given = [f"--{f}" for f, v in opts.items() if v] + (["--grid"] if grid else []) + (["--batch"] if batch else [])
     if given:

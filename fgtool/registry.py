@@ -1,7 +1,8 @@
 """Backends by name. ``--model finegan`` resolves here and nowhere else.
 
-A backend registers itself with ``@register``; its capabilities are read off the
-methods it implements, so the CLI can refuse a command a model cannot do in one line.
+A backend registers itself with ``@register``; its capabilities are read off the ability
+protocols it declares (fgtool/backends/base.py), so the CLI can refuse a command a model
+cannot do in one line.
 """
 
 from __future__ import annotations

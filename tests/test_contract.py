@@ -14,7 +14,20 @@ import torch
 from conftest import TINY
 
 from fgtool import api, registry
-from fgtool.backends.base import Backend, Grid
+from fgtool.backends.base import (
+    CAPABILITIES,
+    PROTOCOLS,
+    Backend,
+    CentroidClusterer,
+    Clusterer,
+    Encoder,
+    FeatureEncoder,
+    Grid,
+    ObjectRemover,
+    PartSegmenter,
+    Segmenter,
+    Translator,
+)
 from fgtool.train.trainer import Trainer, phase_params, resolve_module
 
 MODELS = registry.names()
@@ -136,3 +149,112 @@ def test_save_load_gives_identical_samples(name, tmp_path, synth_dir):
     assert m.step == 1
     info = api.info(str(tmp_path / "run" / "last.pt"))
     assert info["model"] == name and info["config"]["data"]["size"] == cfg.data.size
+
+
+# ----------------------------------------------------------------------------- ability protocols
+
+
+def _built(name, root):
+    cfg = _cfg(name, root)
+    b = registry.get(name)(cfg.model_cfg, cfg.data.size)
+    torch.manual_seed(0)
+    nets = b.build()
+    for m in nets.values():
+        m.eval()
+    return b, nets, cfg.data.size
+
+
+def _own_abstract(proto) -> set[str]:
+    return {k for k, v in vars(proto).items() if getattr(v, "__isabstractmethod__", False)}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_capabilities_follow_the_declared_protocols(name):
+    cls = registry.get(name)
+    assert not getattr(cls, "__abstractmethods__", None), "a declared protocol method is missing"
+    declared = [cap for cap, proto in CAPABILITIES.items() if issubclass(cls, proto)]
+    assert cls.capabilities() == ["train", "sample", "gif", *declared]
+    for cap, proto in CAPABILITIES.items():
+        # an ability is declared or absent: no backend implements a protocol's methods without it
+        if not issubclass(cls, proto):
+            assert not _own_abstract(proto) <= set(dir(cls)), f"{name} implements {cap} undeclared"
+
+
+def test_declared_abilities_per_model():
+    caps = {n: set(registry.capabilities(n)) - {"train", "sample", "gif"} for n in MODELS}
+    assert caps["finegan"] == {"cluster"}
+    assert caps["c3gan"] == {"cluster", "centroids"}
+    assert caps["mixnmatch"] == {"cluster", "mix", "feature-mix"}
+    assert caps["ganseg"] == {"segment", "parts"}
+    assert caps["onegan"] == {"cluster", "mix", "segment", "remove", "translate"}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_declared_protocols_return_their_shapes(name, synth_dir):
+    b, nets, s = _built(name, synth_dir)
+    n = 4
+    x = torch.rand(n, 3, s, s, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    sizes = b.code_sizes()
+    assert isinstance(sizes, dict) and all(isinstance(v, int) and v >= 0 for v in sizes.values())
+    assert set(sizes) <= set(b.sample_codes(2, torch.Generator().manual_seed(0)))
+    checked = 0
+    with torch.no_grad():
+        if isinstance(b, Clusterer):
+            feats = b.cluster_features(nets, x)
+            assert isinstance(feats, dict) and feats
+            for k, v in feats.items():
+                assert v.ndim == 2 and v.shape[0] == n and v.is_floating_point() and torch.isfinite(v).all(), k
+            k = b.n_clusters()
+            assert k is None or (isinstance(k, int) and k >= 1)
+            checked += 1
+        if isinstance(b, CentroidClusterer):
+            k = b.n_clusters()
+            idx, conf = b.assign(nets, x)
+            assert idx.shape == (n,) and idx.dtype == torch.int64 and 0 <= idx.min() and idx.max() < k
+            assert conf.shape == (n,) and conf.min() >= 0 and conf.max() <= 1
+            idx2, conf2 = b.assign(nets, x, b.cluster_features(nets, x))
+            assert torch.equal(idx, idx2) and torch.allclose(conf, conf2)
+            c = b.centroids(nets)
+            assert c.ndim == 2 and c.shape[0] == k
+            assert torch.allclose(c.norm(dim=1), torch.ones(k), atol=1e-5)
+            checked += 1
+        if isinstance(b, Encoder):
+            soft, hard = b.encode(nets, x), b.encode(nets, x, hard=True)
+            assert set(soft) == set(sizes) == set(hard), (set(soft), sizes)
+            for k, size in sizes.items():
+                if size == 0:
+                    assert soft[k].ndim == 2 and soft[k].shape[0] == n, k
+                else:
+                    assert soft[k].shape == (n, size), (k, soft[k].shape, size)
+                    assert torch.allclose(soft[k].sum(1), torch.ones(n), atol=1e-5), k
+                    assert hard[k].shape == (n,) and 0 <= hard[k].min() and hard[k].max() < size, k
+                    assert torch.equal(hard[k], soft[k].argmax(1)), k
+            checked += 1
+        if isinstance(b, FeatureEncoder):
+            f = b.shape_features(nets, x)
+            assert f.ndim == 4 and f.shape[0] == n
+            assert b.feature_ready(0) is False
+            checked += 1
+        if isinstance(b, Segmenter):
+            fg = b.segment(nets, x)
+            assert fg.shape == (n, 1, s, s) and fg.min() >= 0 and fg.max() <= 1
+            assert isinstance(b.segment_ready(10**6), bool)
+            checked += 1
+        if isinstance(b, PartSegmenter):
+            k = b.n_parts()
+            probs = b.segment_parts(nets, x)
+            assert probs.shape == (n, k + 1, s, s)
+            assert torch.allclose(probs.sum(1), torch.ones(n, s, s), atol=1e-4)
+            assert torch.allclose(b.segment(nets, x), 1 - probs[:, k:], atol=1e-6)
+            assert b.part_centres(probs).shape == (n, k, 2)
+            checked += 1
+        if isinstance(b, ObjectRemover):
+            y = b.remove_object(nets, x)
+            assert y.shape == (n, 3, s, s) and y.min() >= -1 and y.max() <= 1
+            checked += 1
+        if isinstance(b, Translator):
+            assert sizes.get("c", 0) >= 1
+            y = b.translate(nets, x, sizes["c"] - 1)
+            assert y.shape == (n, 3, s, s) and y.min() >= -1 and y.max() <= 1
+            checked += 1
+    assert checked == sum(issubclass(type(b), p) for p in PROTOCOLS)

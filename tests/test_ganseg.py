@@ -756,13 +756,20 @@ def test_resume_across_seg_start_is_bit_identical(synth_dir, tmp_path):
 def test_capabilities(capsys):
     res = run_json(capsys, "models")
     gs = [r for r in res if r["name"] == "ganseg"]
-    assert gs and gs[0]["capabilities"] == ["train", "sample", "gif", "segment"]
+    assert gs and gs[0]["capabilities"] == ["train", "sample", "gif", "segment", "parts"]
     rc, out, _ = run_cli(capsys, "segment", "--help")
     assert rc == 0 and "--parts" in out and "--points" in out and "fgtool segment --ckpt" in out
 
 
 def test_parts_and_points_need_a_backend_with_parts(capsys, run, synth_dir, tmp_path, monkeypatch):
-    monkeypatch.delattr(GANSeg, "segment_parts")  # a foreground-only segmenter
+    # a foreground-only segmenter: the command's part protocol is one that GANSeg does not declare
+    from fgtool import api
+    from fgtool.backends.base import PartSegmenter
+
+    class NoParts(PartSegmenter):
+        pass
+
+    monkeypatch.setattr(api, "PartSegmenter", NoParts)
     for flag, msg in (("--parts", "segments the foreground only"), ("--points", "no parts to place points on")):
         rc, out, err = run_cli(capsys, "segment", "--ckpt", run / "last.pt", "--data", synth_dir,
                                "--out", tmp_path / "m", flag, "--quiet")

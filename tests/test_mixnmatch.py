@@ -296,7 +296,7 @@ def test_stage2_starts_at_the_configured_step_and_resumes_exactly(synth_dir, tmp
 def test_capabilities(capsys):
     res = run_json(capsys, "models")
     mnm = [r for r in res if r["name"] == "mixnmatch"]
-    assert mnm and mnm[0]["capabilities"] == ["train", "sample", "gif", "cluster", "mix"]
+    assert mnm and mnm[0]["capabilities"] == ["train", "sample", "gif", "cluster", "mix", "feature-mix"]
 
 
 def test_code_mix_of_one_image_is_its_reconstruction(capsys, run, tmp_path):

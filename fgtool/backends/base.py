@@ -51,17 +51,6 @@ def as_rgb(x: Tensor) -> Tensor:
     return x.repeat(1, 3, 1, 1) * 2 - 1 if x.shape[1] == 1 else x
 
 
-# capability name -> the method that provides it
-CAPABILITIES = {
-    "train": "loss",
-    "sample": "generate",
-    "gif": "generate",
-    "cluster": "cluster_features",
-    "mix": "encode",
-    "segment": "segment",
-}
-
-
 class Backend(ABC):
     """Base class of every model. Subclasses set ``name`` and ``Config`` and register."""
 
@@ -94,15 +83,10 @@ class Backend(ABC):
     def generate(self, nets: dict[str, nn.Module], codes: dict[str, Tensor]) -> dict[str, Tensor]:
         """Return {"image": [N,3,H,W] in [-1,1], plus layers and masks}."""
 
-    # ---- optional capabilities (checked by :meth:`capabilities`) ------------------------
-    def encode(self, nets, images: Tensor) -> dict[str, Tensor]:  # pragma: no cover - optional
-        raise NotImplementedError
-
-    def cluster_features(self, nets, images: Tensor) -> Tensor:  # pragma: no cover - optional
-        raise NotImplementedError
-
-    def segment(self, nets, images: Tensor) -> Tensor:  # pragma: no cover - optional
-        raise NotImplementedError
+    def code_sizes(self) -> dict[str, int]:
+        """The code schema of :meth:`sample_codes`: code name -> number of categories
+        (0: a continuous code). ``fgtool sample --fix/--vary`` accept the categorical ones."""
+        return {}
 
     def ema_active(self, name: str, step: int) -> bool:
         """Whether the EMA of net ``name`` follows it at ``step``. Where this turns false the
@@ -134,11 +118,9 @@ class Backend(ABC):
 
     @classmethod
     def capabilities(cls) -> list[str]:
-        caps = []
-        for cap, method in CAPABILITIES.items():
-            if getattr(cls, method) is not getattr(Backend, method, None):
-                caps.append(cap)
-        return caps
+        """What the model can do: the base contract's commands, then one name per ability
+        protocol (below) the class declares, in the order of :data:`CAPABILITIES`."""
+        return ["train", "sample", "gif"] + [cap for cap, proto in CAPABILITIES.items() if issubclass(cls, proto)]
 
     @classmethod
     def require(cls, cap: str) -> None:
@@ -146,3 +128,119 @@ class Backend(ABC):
             raise FgtoolError(
                 f"model '{cls.name}' cannot {cap}; it can: {', '.join(cls.capabilities())}"
             )
+
+
+# ---- optional abilities ------------------------------------------------------------------
+# A backend declares an ability by subclassing its protocol next to Backend, e.g.
+# ``class OneGAN(Backend, Encoder, Clusterer, Segmenter, ObjectRemover, Translator)``.
+# Generic code checks ``isinstance(backend, Segmenter)`` (or ``Backend.require``) and calls
+# the protocol's methods; it never probes a backend for a method by name.
+# tests/test_contract.py checks every registered model against each protocol it declares.
+
+
+class Clusterer(ABC):
+    """``cluster``: per-image features to cluster real photos with."""
+
+    @abstractmethod
+    def cluster_features(self, nets, images: Tensor) -> dict[str, Tensor]:
+        """Feature groups by name, each [N, D] float (e.g. {"parent": ..., "child": ...})."""
+
+    def n_clusters(self) -> int | None:
+        """The model's own number of clusters (the default ``--k``); None: it has none."""
+        return None
+
+
+class CentroidClusterer(Clusterer):
+    """``centroids``: a clusterer with learned centroids that assigns images itself (C3-GAN)."""
+
+    @abstractmethod
+    def assign(self, nets, images: Tensor, feats: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """(cluster ids [N] int64 in 0..n_clusters()-1, confidences [N] in [0, 1]); ``feats``:
+        this batch's :meth:`cluster_features`, so they are not computed twice."""
+
+    @abstractmethod
+    def centroids(self, nets) -> Tensor:
+        """The centroids [n_clusters(), D], L2-normalised."""
+
+    @abstractmethod
+    def n_clusters(self) -> int: ...
+
+
+class Encoder(ABC):
+    """``mix``: photos -> codes in the schema of :meth:`Backend.code_sizes`."""
+
+    @abstractmethod
+    def encode(self, nets, images: Tensor, hard: bool = False) -> dict[str, Tensor]:
+        """Every key of ``code_sizes()``: a continuous code (size 0) as [N, D]; a categorical
+        code of K categories as softmax vectors [N, K], or (``hard``) argmax indices [N]."""
+
+
+class FeatureEncoder(Encoder):
+    """``feature-mix``: an encoder with a pixel-aligned shape-feature extractor trained in a
+    later stage (MixNMatch's feature mode)."""
+
+    @abstractmethod
+    def shape_features(self, nets, images: Tensor) -> Tensor:
+        """The shape-and-pose feature map [N, C, h, w] of each photo."""
+
+    @abstractmethod
+    def feature_ready(self, step: int) -> bool:
+        """Whether a checkpoint at ``step`` holds a trained extractor."""
+
+
+class Segmenter(ABC):
+    """``segment``: foreground masks of photos."""
+
+    @abstractmethod
+    def segment(self, nets, images: Tensor) -> Tensor:
+        """Foreground probability [N, 1, H, W] in [0, 1]."""
+
+    def segment_ready(self, step: int) -> bool:
+        """Whether a checkpoint at ``step`` holds a trained segmenter."""
+        return True
+
+
+class PartSegmenter(Segmenter):
+    """``parts``: part maps and their centres (GANSeg)."""
+
+    @abstractmethod
+    def segment_parts(self, nets, images: Tensor) -> Tensor:
+        """Softmax over K + 1 labels [N, K+1, H, W]; the last channel is the background."""
+
+    @abstractmethod
+    def part_centres(self, probs: Tensor, min_mass: float = 0.002) -> Tensor:
+        """Centres [N, K, 2] of :meth:`segment_parts` maps in [-1, 1]; NaN for a missing part."""
+
+    @abstractmethod
+    def n_parts(self) -> int:
+        """K, the number of parts (background not counted)."""
+
+
+class ObjectRemover(ABC):
+    """``remove``: each photo with its object removed."""
+
+    @abstractmethod
+    def remove_object(self, nets, images: Tensor, fill: str = "gan") -> Tensor:
+        """[N, 3, H, W] in [-1, 1]."""
+
+
+class Translator(ABC):
+    """``translate``: a photo re-rendered with another fine class (its code ``c``)."""
+
+    @abstractmethod
+    def translate(self, nets, images: Tensor, child: Tensor | int) -> Tensor:
+        """[N, 3, H, W] in [-1, 1]; ``child`` an int or [N] ids in 0..code_sizes()["c"]-1."""
+
+
+# capability name -> the protocol that provides it (train, sample and gif: every Backend)
+CAPABILITIES: dict[str, type] = {
+    "cluster": Clusterer,
+    "mix": Encoder,
+    "segment": Segmenter,
+    "parts": PartSegmenter,
+    "centroids": CentroidClusterer,
+    "feature-mix": FeatureEncoder,
+    "remove": ObjectRemover,
+    "translate": Translator,
+}
+PROTOCOLS: tuple[type, ...] = tuple(CAPABILITIES.values())

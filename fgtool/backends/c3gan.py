@@ -44,7 +44,7 @@ from ..nn.blocks import (
 from ..nn.compose import composite, full_code, one_hot
 from ..nn.losses import at_least_fp32, binary_entropy, cosine_logits, nt_xent
 from ..registry import register
-from .base import Backend, Grid, Phase, as_rgb
+from .base import Backend, CentroidClusterer, Grid, Phase, as_rgb
 
 
 @dataclass
@@ -174,7 +174,7 @@ class C3Discriminator(nn.Module):
 
 
 @register
-class C3GAN(Backend):
+class C3GAN(Backend, CentroidClusterer):
     name = "c3gan"
     Config = C3GANConfig
     ema = ("G",)

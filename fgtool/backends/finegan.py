@@ -46,7 +46,7 @@ from ..nn.blocks import (
 from ..nn.compose import child_parent_codes, composite, full_code, one_hot
 from ..nn.losses import background_real_terms, bce, binary_entropy
 from ..registry import register
-from .base import Backend, Grid, Phase, as_rgb
+from .base import Backend, Clusterer, Grid, Phase, as_rgb
 
 
 @dataclass
@@ -209,7 +209,7 @@ class GeneratorFG(nn.Module):
 
 
 @register
-class FineGAN(Backend):
+class FineGAN(Backend, Clusterer):
     name = "finegan"
     Config = FineGANConfig
     ema = ("G",)

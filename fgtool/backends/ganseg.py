@@ -68,7 +68,7 @@ from ..nn.selftrain import (
     soft_dice_loss,
 )
 from ..registry import register
-from .base import Backend, Grid, Phase, as_rgb
+from .base import Backend, Grid, PartSegmenter, Phase, as_rgb
 
 SEG_ARCHS = ("small", *TorchvisionSegmenter.ARCHS)
 
@@ -602,7 +602,7 @@ def gradient_penalty(D: nn.Module, real: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @register
-class GANSeg(Backend):
+class GANSeg(Backend, PartSegmenter):
     name = "ganseg"
     Config = GANSegConfig
     ema = ("G",)  # not S: an EMA that starts averaging at ema_start would mix in the untrained S

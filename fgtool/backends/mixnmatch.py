@@ -59,7 +59,7 @@ from ..nn.blocks import (
 from ..nn.compose import one_hot
 from ..nn.losses import bce
 from ..registry import register
-from .base import Phase
+from .base import FeatureEncoder, Phase
 from .finegan import FineGAN, FineGANConfig, GeneratorFG
 
 CODES = ("z", "b", "p", "c")
@@ -281,7 +281,7 @@ def _pair_gap(critic: nn.Module, real: tuple[Tensor, Tensor], fake: tuple[Tensor
 
 
 @register
-class MixNMatch(FineGAN):
+class MixNMatch(FineGAN, FeatureEncoder):
     name = "mixnmatch"
     Config = MixNMatchConfig
     ema = ("G",)

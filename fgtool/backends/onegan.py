@@ -86,7 +86,7 @@ from ..nn.selftrain import (
     teacher_probs,
 )
 from ..registry import register
-from .base import Backend, Grid, Phase, as_rgb
+from .base import Backend, Clusterer, Encoder, Grid, ObjectRemover, Phase, Segmenter, Translator, as_rgb
 
 PATHS = ("rf", "rr")  # reconstruction of fakes, of reals
 
@@ -369,7 +369,7 @@ def copy_weights(dst: nn.Module, src: nn.Module) -> None:
 
 
 @register
-class OneGAN(Backend):
+class OneGAN(Backend, Encoder, Clusterer, Segmenter, ObjectRemover, Translator):
     name = "onegan"
     Config = OneGANConfig
     ema = ("G", "E")  # segmentation runs the encoders with the generators: average both

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backends.base import PartSegmenter
 from ..errors import FgtoolError
 
 # ----------------------------------------------------------------------------- the metric on arrays
@@ -281,7 +282,7 @@ def landmark_regression(m, data: str, keypoints: str | None = None, eyes: str | 
     centre alone, the reference that the part centres should beat."""
     from ..api import _require_segmenter
 
-    if not (hasattr(m.backend, "segment_parts") and hasattr(m.backend, "part_centres")):
+    if not isinstance(m.backend, PartSegmenter):
         raise FgtoolError(f"--metric landmarks: model '{m.cfg.model}' has no part centres")
     _require_segmenter(m)
     pair = parse_eyes(eyes)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from ..backends.base import FeatureEncoder
 from ..errors import FgtoolError
 
 
@@ -188,7 +189,8 @@ def mix_fidelity(m, data: str, n_pairs: int = 1000, seed: int = 0, probe_images:
                 cache[int(i)] = ds[int(i)]
         return torch.stack([cache[int(i)][key] for i in idx])
 
-    modes = ["code"] + (["feature"] if getattr(m.backend, "feature_ready", lambda s: False)(m.step) else [])
+    ready = isinstance(m.backend, FeatureEncoder) and m.backend.feature_ready(m.step)
+    modes = ["code"] + (["feature"] if ready else [])
     mixed = {k: [] for k in modes}
     pose = {k: [] for k in modes}
     chunk = 64

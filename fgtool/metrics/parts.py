@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..backends.base import PartSegmenter
 from ..data.synth import config_from_meta
 from ..errors import FgtoolError
 from .mix import synth_meta
@@ -152,7 +153,7 @@ def part_consistency(m, data: str | Path, split: str | None = None, max_images: 
     from ..data.synth import PARENT_NAMES, scene
     from ..io.images import image_size
 
-    if not hasattr(m.backend, "segment_parts"):
+    if not isinstance(m.backend, PartSegmenter):
         raise FgtoolError(f"--metric parts: model '{m.cfg.model}' has no part segmenter")
     _require_segmenter(m)
     meta = synth_meta(data, "parts")

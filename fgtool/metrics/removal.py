@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..backends.base import ObjectRemover
 from ..data.synth import config_from_meta
 from ..errors import FgtoolError
 from .mix import synth_meta
@@ -78,7 +79,7 @@ def removal_error(m, data: str | Path, bg_root: str | Path | None = None, split:
     ``fill``: passed to ``remove_object`` (OneGAN: "gan" or "inpaint")."""
     from ..api import _batches, _eval_set
 
-    if not hasattr(m.backend, "remove_object"):
+    if not isinstance(m.backend, ObjectRemover):
         raise FgtoolError(f"--metric removal: model '{m.cfg.model}' cannot remove objects")
     synth_meta(data, "removal")
     tmp = None
