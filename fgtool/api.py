@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,8 +15,14 @@ from . import checkpoint as ckpt
 from . import config as C
 from . import registry
 from .backends.base import CentroidClusterer, ObjectRemover, PartSegmenter
+from .data.evalset import batches as _batches
+from .data.evalset import box_mode as _box_mode
+from .data.evalset import eval_set as _eval_set
+from .data.evalset import view_region as _view_region
 from .errors import FgtoolError
 from .io.paths import check_output, member
+from .loading import Loaded, load
+from .loading import require_segmenter as _require_segmenter
 
 Progress = Callable[[str, int, int], None] | None  # (task, done, total)
 
@@ -140,13 +145,6 @@ def _restartable(run: Path) -> bool:
         return False
 
 
-def _box_mode(cfg: C.RunConfig) -> str:
-    """data.box_mode "auto" means full images for a model that never uses boxes (C3-GAN)."""
-    if cfg.data.box_mode == "auto" and not registry.get(cfg.model).uses_boxes:
-        return "none"
-    return cfg.data.box_mode
-
-
 def _resume_config(run: Path, sets, model, data, recipe) -> C.RunConfig:
     if recipe:
         raise FgtoolError("--resume continues a run with its own config; drop --recipe (use --set train.steps=N)")
@@ -174,52 +172,6 @@ def _resume_config(run: Path, sets, model, data, recipe) -> C.RunConfig:
 
 
 _RESUME_DATA_KEYS = ("workers", "root", "skip_bad", "allow_changed")
-
-
-# ----------------------------------------------------------------------------- loading
-
-
-@dataclass
-class Loaded:
-    cfg: C.RunConfig
-    backend: Any
-    nets: dict
-    step: int
-    path: Path
-
-    @property
-    def device(self) -> torch.device:
-        return next(next(iter(self.nets.values())).parameters()).device
-
-
-def load(path: str | Path, device: str | None = None) -> Loaded:
-    """Rebuild a model from its checkpoint alone (EMA weights where present), eval mode."""
-    ck = ckpt.load(path)
-    cfg = C.from_dict(ck["config"])
-    backend_cls = registry.get(cfg.model)
-    backend = backend_cls(cfg.model_cfg, cfg.data.size)
-    nets = backend.build()
-    if backend.inference_nets:  # discriminators are training-only: don't build what isn't used
-        nets = {k: v for k, v in nets.items() if k in backend.inference_nets}
-    missing = [k for k in nets if k not in ck["nets"]]
-    if missing:
-        raise FgtoolError(f"{path}: checkpoint lacks the weights of {', '.join(missing)}")
-    try:
-        for k, sd in ck["nets"].items():
-            if k in nets:
-                nets[k].load_state_dict(sd)
-        for k, sd in ck["ema"].items():
-            if k in nets:
-                nets[k].load_state_dict(sd)
-    except (RuntimeError, KeyError) as e:
-        reason = str(e).splitlines()[0][:100]
-        raise FgtoolError(f"{path}: weights do not fit the model described in it ({reason})") from None
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    for m in nets.values():
-        m.to(dev).eval()
-        if cfg.train.channels_last:  # same memory format as training: same numbers
-            m.to(memory_format=torch.channels_last)
-    return Loaded(cfg, backend, nets, ck["step"], Path(path))
 
 
 def info(ckpt_path: str) -> dict:
@@ -373,24 +325,6 @@ def _vary_grid(m: Loaded, g, fixed: dict, vary: str, n: int):
 
 
 # ----------------------------------------------------------------------------- features / cluster
-
-
-def _eval_set(m: "Loaded", data: str, split: str | None = None, max_images: int = 0, with_masks: bool = False):
-    """Real images seen the way the model saw them in training (same size, boxes, crops)."""
-    from .data.datasets import ImageDataset, scan
-
-    d = m.cfg.data
-    imageset = scan(data, split=split, max_images=max_images)
-    ds = ImageDataset(imageset, d.size, train=False, box_mode=_box_mode(m.cfg), crop_scale=d.crop_scale,
-                      crop_clip=d.crop_clip,
-                      pseudo_border=d.pseudo_border, flip=False, with_masks=with_masks)
-    return imageset, ds
-
-
-def _batches(ds, batch_size: int = 64, workers: int = 2):
-    from .data.datasets import eval_loader
-
-    yield from eval_loader(ds, batch_size=batch_size, workers=workers)
 
 
 @torch.no_grad()
@@ -908,15 +842,6 @@ def _slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 # ----------------------------------------------------------------------------- other commands
 
 
-def _require_segmenter(m: Loaded) -> None:
-    m.backend.require("segment")
-    if not m.backend.segment_ready(m.step):
-        start = getattr(m.cfg.model_cfg, "seg_start", None)
-        when = f"model.seg_start={start}" if start else "model.seg_start=0: no segmenter stage"
-        raise FgtoolError(f"{m.path} (step {m.step}) has no trained segmenter yet ({when}); "
-                          "train past that step first")
-
-
 def _mask_names(imageset) -> list[Path]:
     """Output names: the image's path relative to the data root (CUB: to images/), as .png;
     two images that would share a name (a.jpg, a.png) keep their extension (a.jpg.png)."""
@@ -931,17 +856,6 @@ def _mask_names(imageset) -> list[Path]:
     stems = [r.with_suffix(".png") for r in rels]
     dup = {s for s in stems if stems.count(s) > 1}
     return [r.with_name(r.name + ".png") if s in dup else s for r, s in zip(rels, stems)]
-
-
-def _view_region(ds, rec, w: int, h: int) -> tuple[float, float, float, float]:
-    """(l, t, r, b) of the photo that an eval-mode :class:`ImageDataset` maps onto its S x S
-    input: the object crop for a model that uses real boxes, else the centre crop."""
-    import random
-
-    rng = random.Random(0)  # eval views draw nothing from it
-    if ds.use_real and rec.box is not None:
-        return ds._object_view(rec.box, w, h, rng).region
-    return ds._full_view(w, h, rng).region
 
 
 def _part_palette(k: int) -> list[int]:

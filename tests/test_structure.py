@@ -18,7 +18,8 @@ def _backend_methods() -> set[str]:
     for cls in [Backend, *PROTOCOLS, *(registry.get(n) for n in registry.names())]:
         for klass in cls.__mro__:
             if klass.__module__.startswith("fgtool.backends"):
-                names |= {k for k, v in vars(klass).items() if callable(v) or isinstance(v, (staticmethod, classmethod))}
+                names |= {k for k, v in vars(klass).items()
+                          if callable(v) or isinstance(v, (staticmethod, classmethod))}
     return names
 
 
@@ -55,3 +56,100 @@ def test_no_backend_method_probes_outside_backends():
             continue
         bad += [f"{p.relative_to(PKG.parent)}:{hit}" for hit in probes(p.read_text(), methods)]
     assert not bad, "use the protocols in fgtool/backends/base.py:\n" + "\n".join(bad)
+
+
+# ----------------------------------------------------------------------------- import cycles
+
+
+def module_name(path: Path, root: Path = PKG) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(root: Path = PKG) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports, at any depth (function-level imports
+    too), with relative imports resolved; ``from pkg import name`` counts as an import of
+    ``pkg.name`` where that is a module, else of ``pkg``."""
+    files = {module_name(p, root): p for p in root.rglob("*.py")}
+    top = root.name
+    graph: dict[str, set[str]] = {}
+    for mod, path in files.items():
+        package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")
+                    base = base[:len(base) - (node.level - 1)]
+                    src = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    src = node.module or ""
+                targets = [f"{src}.{a.name}" if f"{src}.{a.name}" in files else src for a in node.names]
+            else:
+                continue
+            for t in targets:
+                while t and t not in files:  # import a.b.c of a function-less path: the nearest module
+                    t = t.rpartition(".")[0]
+                if t and (t == top or t.startswith(top + ".")) and t != mod:
+                    deps.add(t)
+        graph[mod] = deps
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_cycle_check_finds_cycles(tmp_path):
+    pkg = tmp_path / "fgtool"
+    (pkg / "metrics").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "metrics" / "__init__.py").write_text("")
+    (pkg / "api.py").write_text("from .metrics.mix import score\n")
+    (pkg / "metrics" / "mix.py").write_text("def score():\n    from ..api import _helper\n")
+    (pkg / "other.py").write_text("import fgtool.metrics.mix\nfrom fgtool import api\n")
+    g = import_graph(pkg)
+    assert g["fgtool.api"] == {"fgtool.metrics.mix"}
+    assert g["fgtool.metrics.mix"] == {"fgtool.api"}
+    assert g["fgtool.other"] == {"fgtool.metrics.mix", "fgtool.api"}
+    assert cycles(g) == [["fgtool.api", "fgtool.metrics.mix"]]
+    (pkg / "metrics" / "mix.py").write_text("def score():\n    from ..io import _helper\n")
+    assert cycles(import_graph(pkg)) == []
+
+
+def test_no_import_cycles_inside_the_package():
+    found = cycles(import_graph())
+    assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)

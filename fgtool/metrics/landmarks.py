@@ -244,8 +244,10 @@ def _centres(m, imageset, kps, workers: int, progress=None):
     [N, P], view sides [N]) in view coordinates, for the images of ``imageset`` with keypoints."""
     import torch
 
-    from ..api import _batches, _box_mode, _view_region
     from ..data.datasets import ImageDataset
+    from ..data.evalset import batches as _batches
+    from ..data.evalset import box_mode as _box_mode
+    from ..data.evalset import view_region as _view_region
     from ..io.images import image_size
     from .parts import mass_centres
 
@@ -280,7 +282,7 @@ def landmark_regression(m, data: str, keypoints: str | None = None, eyes: str | 
     """The landmark regression error of a loaded part model ``m`` on ``data`` (module doc).
     Also ``landmark_error_fg_centre``: the same regression from the predicted foreground's
     centre alone, the reference that the part centres should beat."""
-    from ..api import _require_segmenter
+    from ..loading import require_segmenter as _require_segmenter
 
     if not isinstance(m.backend, PartSegmenter):
         raise FgtoolError(f"--metric landmarks: model '{m.cfg.model}' has no part centres")

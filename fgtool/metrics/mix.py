@@ -152,16 +152,16 @@ def mix_fidelity(m, data: str, n_pairs: int = 1000, seed: int = 0, probe_images:
     in code mode and, for a checkpoint past stage 2, in feature mode too. Pose: where the
     set has masks, ``*_pose_iou`` is the IoU between the mix's generated object mask and B's
     true mask (B gives shape and pose, so a mix that keeps B's pose puts its object there)."""
-    from .. import api
+    from ..data.evalset import eval_set
     from ..mixing import mix_images
     from .segmentation import fg_iou
 
     m.backend.require("mix")
     meta = synth_meta(data)
-    imageset, ds = api._eval_set(m, data)
+    imageset, ds = eval_set(m, data)
     with_masks = imageset.has_masks
     if with_masks:
-        imageset, ds = api._eval_set(m, data, with_masks=True)
+        imageset, ds = eval_set(m, data, with_masks=True)
     parent = np.array([r.parent for r in imageset.records])
     child = np.array([r.label for r in imageset.records])
     if (parent < 0).any() or (child < 0).any():

@@ -149,9 +149,12 @@ def consistency(canon: np.ndarray, fg: np.ndarray, gt: np.ndarray, families: np.
 def part_consistency(m, data: str | Path, split: str | None = None, max_images: int = 0,
                      workers: int = 0, min_mass: float = 0.002, progress=None) -> dict:
     """Part consistency of a loaded model ``m`` (``backend.segment_parts``) on a synthetic set."""
-    from ..api import _batches, _eval_set, _require_segmenter, _view_region
+    from ..data.evalset import batches as _batches
+    from ..data.evalset import eval_set as _eval_set
+    from ..data.evalset import view_region as _view_region
     from ..data.synth import PARENT_NAMES, scene
     from ..io.images import image_size
+    from ..loading import require_segmenter as _require_segmenter
 
     if not isinstance(m.backend, PartSegmenter):
         raise FgtoolError(f"--metric parts: model '{m.cfg.model}' has no part segmenter")

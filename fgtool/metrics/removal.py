@@ -77,7 +77,8 @@ def removal_error(m, data: str | Path, bg_root: str | Path | None = None, split:
 
     ``bg_root``: a folder from :func:`clean_backgrounds` (rendered into a temp folder if None);
     ``fill``: passed to ``remove_object`` (OneGAN: "gan" or "inpaint")."""
-    from ..api import _batches, _eval_set
+    from ..data.evalset import batches as _batches
+    from ..data.evalset import eval_set as _eval_set
 
     if not isinstance(m.backend, ObjectRemover):
         raise FgtoolError(f"--metric removal: model '{m.cfg.model}' cannot remove objects")
