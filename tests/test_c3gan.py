@@ -13,6 +13,7 @@ from conftest import TINY
 
 from fgtool import api
 from fgtool.backends.c3gan import C3GAN
+from fgtool.data.evalset import box_mode
 from fgtool.metrics.clustering import acc
 from fgtool.nn.augment import color_jitter, random_affine, simclr_view
 from fgtool.nn.blocks import CodeConv, tile
@@ -139,7 +140,7 @@ def test_overcluster_accuracy_repeats_each_class():
 def test_trained_tiny_model_clusters_with_confidences(tmp_path, synth_dir):
     run = tmp_path / "run"
     api.train("c3gan", str(synth_dir), str(TINY), ["train.steps=2"], str(run), progress=False)
-    assert api._box_mode(api.resolve_config("c3gan", str(synth_dir), str(TINY), [])) == "none"
+    assert box_mode(api.resolve_config("c3gan", str(synth_dir), str(TINY), [])) == "none"
     res = api.cluster(str(run / "last.pt"), str(synth_dir), str(tmp_path / "c.json"), workers=0)
     doc = json.loads((tmp_path / "c.json").read_text())
     assert doc["method"] == "centroids" and doc["k"] == 6 and doc["overcluster"] == 2

@@ -23,6 +23,7 @@ import fgtool
 from fgtool import api
 from fgtool import checkpoint as ckpt
 from fgtool.cli import main
+from fgtool.commands.sample import _vary_grid
 from fgtool.io.gif import read_gif
 
 COMMANDS = [["train"], ["sample"], ["mix"], ["cluster"], ["segment"], ["eval"], ["gif"], ["info"], ["models"],
@@ -253,7 +254,7 @@ def test_sample_fix_parent_vary_child(capsys, trained, tmp_path):
     gen = m.backend.generate
     m.backend.generate = lambda nets, codes: (seen.update(codes), gen(nets, codes))[1]
     with torch.no_grad():
-        imgs, ncol, rows, cols = api._vary_grid(m, torch.Generator().manual_seed(0), {"p": 1}, "c", 64)
+        imgs, ncol, rows, cols = _vary_grid(m, torch.Generator().manual_seed(0), {"p": 1}, "c", 64)
     assert cols == ["c=3", "c=4", "c=5"] and ncol == 3
     assert imgs.shape[0] == ncol * len(rows)
     assert (seen["p"] == 1).all() and seen["c"].tolist()[:3] == [3, 4, 5]

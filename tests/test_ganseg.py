@@ -16,6 +16,7 @@ from PIL import Image
 from fgtool import api
 from fgtool import checkpoint as ckpt
 from fgtool.backends.ganseg import GANSeg, r1_penalty, soft_dice_loss
+from fgtool.commands.segment import _masks
 from fgtool.errors import FgtoolError
 from fgtool.io.images import PART_PALETTE
 from fgtool.metrics.segmentation import seg_metrics
@@ -689,10 +690,10 @@ def test_tta_flip_averages_the_photo_and_its_mirror(capsys, run, synth_dir, tmp_
     with torch.no_grad():
         probs = m.backend.segment_parts(m.nets, x).float()
         mirror = m.backend.segment_parts(m.nets, x.flip(-1)).float().flip(-1)
-        fg, pr = api._masks(m, x, "flip")
+        fg, pr = _masks(m, x, "flip")
         assert torch.allclose(pr, (probs + mirror) / 2, atol=1e-6)
         assert torch.allclose(fg, 1 - (probs[:, -1:] + mirror[:, -1:]) / 2, atol=1e-6)
-        plain, _ = api._masks(m, x)
+        plain, _ = _masks(m, x)
     assert (plain - fg).abs().max() > 1e-3  # the tiny model is not mirror-symmetric: the mean differs
     gt = np.stack([np.asarray(Image.open(synth_dir / "segmentations" / i.relative_to(synth_dir / "images")))
                    > 127 for i in images])
@@ -763,13 +764,13 @@ def test_capabilities(capsys):
 
 def test_parts_and_points_need_a_backend_with_parts(capsys, run, synth_dir, tmp_path, monkeypatch):
     # a foreground-only segmenter: the command's part protocol is one that GANSeg does not declare
-    from fgtool import api
     from fgtool.backends.base import PartSegmenter
+    from fgtool.commands import segment
 
     class NoParts(PartSegmenter):
         pass
 
-    monkeypatch.setattr(api, "PartSegmenter", NoParts)
+    monkeypatch.setattr(segment, "PartSegmenter", NoParts)
     for flag, msg in (("--parts", "segments the foreground only"), ("--points", "no parts to place points on")):
         rc, out, err = run_cli(capsys, "segment", "--ckpt", run / "last.pt", "--data", synth_dir,
                                "--out", tmp_path / "m", flag, "--quiet")

@@ -16,6 +16,7 @@ from conftest import TINY, run_json, train_tiny
 from fgtool import api
 from fgtool import checkpoint as ckpt
 from fgtool.backends.onegan import OneGAN
+from fgtool.data.evalset import eval_set
 from fgtool.errors import FgtoolError
 from fgtool.nn.blocks import GLULayerNorm
 from fgtool.nn.compose import mixup, sample_beta
@@ -342,7 +343,7 @@ def test_segment_and_remove_object_on_a_trained_model(run, synth_dir):
     m = api.load(run / "last.pt", device="cpu")
     assert set(m.nets) == {"G", "E"}
     assert {"train", "sample", "cluster", "mix", "segment"} <= set(OneGAN.capabilities())
-    _, ds = api._eval_set(m, str(synth_dir), with_masks=True)
+    _, ds = eval_set(m, str(synth_dir), with_masks=True)
     x = torch.stack([ds[i]["image"] for i in range(8)])
     with torch.no_grad():
         mask = m.backend.segment(m.nets, x)
@@ -436,7 +437,7 @@ def test_removal_metric_scores_an_oracle_and_the_model(capsys, run, synth_dir, t
 
     m = api.load(run / "last.pt", device="cpu")
     bg = clean_backgrounds(synth_dir, tmp_path / "bg")
-    _, ds_bg = api._eval_set(m, str(bg))
+    _, ds_bg = eval_set(m, str(bg))
     truth = torch.stack([ds_bg[i]["image"] for i in range(len(ds_bg))])
     seen = {"i": 0}
 
@@ -629,7 +630,7 @@ def test_segmenter_stage_trains_resumes_and_segments(capsys, synth_dir, tmp_path
     assert all(torch.equal(v, a["nets"]["G"][k]) for k, v in g3["G"].items())  # the GAN stopped
     m = api.load(full / "last.pt", device="cpu")
     assert set(m.nets) == {"G", "E", "S"} and m.backend.has_segmenter(m.nets)
-    _, ds = api._eval_set(m, str(synth_dir), with_masks=True)
+    _, ds = eval_set(m, str(synth_dir), with_masks=True)
     x = torch.stack([ds[i]["image"] for i in range(6)])
     with torch.no_grad():
         assert torch.allclose(m.backend.segment(m.nets, x), m.nets["S"](x).softmax(1)[:, :1])
@@ -705,7 +706,7 @@ def test_remove_object_fill_options(capsys, run, synth_dir, tmp_path):
     from fgtool.nn.refine import inpaint
 
     m = api.load(run / "last.pt", device="cpu")
-    _, ds = api._eval_set(m, str(synth_dir))
+    _, ds = eval_set(m, str(synth_dir))
     x = torch.stack([ds[i]["image"] for i in range(4)])
     with torch.no_grad():
         filled = m.backend.remove_object(m.nets, x, fill="inpaint")

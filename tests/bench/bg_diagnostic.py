@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from fgtool import api
 from fgtool import checkpoint as ckpt
 from fgtool.data.datasets import ImageDataset, eval_loader, scan
+from fgtool.data.evalset import box_mode
 
 
 def main(path: str, data: str) -> dict:
@@ -51,7 +52,7 @@ def main(path: str, data: str) -> dict:
                           "mask_mean": float(mask.mean()),
                           "bg_spatial_std": float(out["background"].float().std((2, 3)).mean())}
         d = m.cfg.data
-        ds = ImageDataset(scan(data, max_images=256), d.size, train=True, box_mode=api._box_mode(m.cfg),
+        ds = ImageDataset(scan(data, max_images=256), d.size, train=True, box_mode=box_mode(m.cfg),
                           crop_scale=d.crop_scale, pseudo_border=d.pseudo_border, flip=False)
         b = next(iter(eval_loader(ds, batch_size=256, workers=0)))
         ra, rx = D(b.get("full", b["image"]))

@@ -1,0 +1,1 @@
+"""One module per CLI command; :mod:`fgtool.api` re-exports their functions."""

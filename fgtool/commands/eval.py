@@ -1,0 +1,247 @@
+"""``fgtool eval``: clustering, generation, segmentation, mixing, removal, part and landmark metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.evalset import batches, eval_set
+from ..errors import FgtoolError
+from ..loading import load, require_segmenter
+from .cluster import _labels, _predict, features
+from .options import Progress, check_count, check_seed
+from .segment import _check_fill, _check_mask_options, _masks, _refined
+
+CLUSTER_METRICS = {"nmi", "nmi_max", "acc", "ari"}
+
+GEN_METRICS = {"fid", "kid"}
+
+SEG_METRICS = {"iou", "dice"}
+
+MIX_METRICS = {"mix"}  # mix fidelity on the synthetic set (fgtool/metrics/mix.py)
+
+REMOVAL_METRICS = {"removal"}  # object removal vs the true background, synthetic set (fgtool/metrics/removal.py)
+
+PART_METRICS = {"parts"}  # part consistency in the object's canonical frame, synthetic set (fgtool/metrics/parts.py)
+
+LANDMARK_METRICS = {"landmarks"}  # landmark regression error from part centres (fgtool/metrics/landmarks.py)
+
+BASELINES = {"pixels": "k-means on 32 px pixels (nmi, acc, ari)",
+             "centre": "a centred ellipse of the mean object area (iou, dice; fgtool/metrics/centre.py)"}
+
+
+def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | None = None,
+             baseline: str | None = None, k: int | None = None, features_: str = "all", label: str = "class",
+             split: str | None = None, max_images: int = 0, n_fake: int = 1000, inception: str | None = None,
+             seed: int = 0, workers: int = 2, progress: Progress = None, refine: str = "none",
+             tta: str = "none", fill: str = "gan", keypoints: str | None = None, eyes: str | None = None) -> dict:
+    from ..metrics.clustering import cluster_metrics, pixel_kmeans_floor
+
+    names = [x.strip().lower() for x in metrics.split(",") if x.strip()]
+    known = CLUSTER_METRICS | GEN_METRICS | SEG_METRICS | MIX_METRICS | REMOVAL_METRICS | PART_METRICS \
+        | LANDMARK_METRICS
+    bad = [x for x in names if x not in known]
+    if bad or not names:
+        raise FgtoolError(f"unknown metric {', '.join(bad) or '(none)'}; choose from {', '.join(sorted(known))}")
+    sources = [s for s in (ckpt_path, pred, baseline) if s]
+    if len(sources) != 1:
+        raise FgtoolError("pass exactly one of --ckpt, --pred or --baseline")
+    if baseline is not None and baseline not in BASELINES:
+        raise FgtoolError("--baseline must be " + " or ".join(f"'{b}' ({v})" for b, v in BASELINES.items()))
+    check_count(k, "--k")
+    check_count(max_images, "--max-images", 0)
+    check_count(n_fake, "--n-fake", 1, 100_000)
+    check_seed(seed)
+    result: dict[str, Any] = {"data": str(data), "metrics": {}}
+    overcluster = None
+    cl = [x for x in names if x in CLUSTER_METRICS]
+    if cl:
+        if pred:
+            imageset, y_pred = _read_pred(pred, data, split)
+            result["source"] = str(pred)
+        elif baseline:
+            if baseline != "pixels":
+                raise FgtoolError(f"--baseline {baseline} scores masks; clustering metrics take --baseline pixels")
+            from ..data.datasets import scan
+
+            imageset = scan(data, split=split, max_images=max_images)
+            y = _labels(imageset, label)
+            if y is None:
+                raise FgtoolError(f"{data} has no labels to score against")
+            imgs = _load_small(imageset, 32, progress)
+            kk = k if k is not None else int(y.max() + 1)
+            keep = y >= 0  # score only the labelled images, and only the metrics asked for
+            result["metrics"] = pixel_kmeans_floor(imgs[keep], y[keep], kk, size=32, seed=seed, metrics=tuple(cl))
+            result["source"] = "k-means on 32 px pixels"
+            result["k"] = kk
+            result["metrics"]["label"] = label
+            return result
+        else:
+            m = load(ckpt_path)
+            imageset, feats = features(m, data, split, max_images, workers, progress)
+            y_pred, _, kk, how = _predict(m, feats, k, features_, seed, n_classes=len(imageset.classes))
+            overcluster = how.get("overcluster")
+            result.update(source=str(ckpt_path), k=int(kk), **how)
+        y = _labels(imageset, label)
+        if y is None:
+            raise FgtoolError(f"{data} has no labels (folder names or image_class_labels.txt) to score against")
+        keep = y >= 0
+        scores = cluster_metrics(y[keep], y_pred[keep], metrics=tuple(cl), overcluster=overcluster)
+        result["metrics"].update(scores)
+        result["metrics"]["label"] = label
+    gen = [x for x in names if x in GEN_METRICS]
+    if gen:
+        if not ckpt_path:
+            raise FgtoolError("fid/kid need --ckpt (they score generated images)")
+        result["metrics"].update(_fid(ckpt_path, data, split, n_fake, inception, seed, workers))
+    seg = [x for x in names if x in SEG_METRICS]
+    if seg and baseline == "centre":
+        from ..metrics.centre import centre_floor
+
+        result["metrics"].update(centre_floor(data, split, max_images, progress))
+        result["source"] = BASELINES["centre"]
+    elif seg:
+        if not ckpt_path:
+            raise FgtoolError("iou/dice need --ckpt of a model that can segment (or --baseline centre)")
+        result["metrics"].update(_seg_eval(ckpt_path, data, split, max_images, workers, refine, tta))
+    if "mix" in names:
+        if not ckpt_path:
+            raise FgtoolError("mix needs --ckpt of a model that can mix")
+        from ..metrics.mix import mix_fidelity
+
+        result["metrics"].update(mix_fidelity(load(ckpt_path), data, n_pairs=n_fake, seed=seed, progress=progress))
+    if "removal" in names:
+        if not ckpt_path:
+            raise FgtoolError("removal needs --ckpt of a model that can remove objects")
+        from ..metrics.removal import removal_error
+
+        _check_fill(fill)
+        result["metrics"].update(removal_error(load(ckpt_path), data, split=split, max_images=max_images,
+                                               workers=workers, fill=fill))
+    if "parts" in names:
+        if not ckpt_path:
+            raise FgtoolError("parts needs --ckpt of a model with a part segmenter")
+        from ..metrics.parts import part_consistency
+
+        result["metrics"].update(part_consistency(load(ckpt_path), data, split=split, max_images=max_images,
+                                                  workers=workers, progress=progress))
+    if "landmarks" in names:
+        if not ckpt_path:
+            raise FgtoolError("landmarks needs --ckpt of a model with part centres")
+        if split is not None:
+            raise FgtoolError("landmarks fits on the train split and scores on the test split; drop --split")
+        from ..metrics.landmarks import landmark_regression
+
+        result["metrics"].update(landmark_regression(load(ckpt_path), data, keypoints=keypoints, eyes=eyes,
+                                                     max_images=max_images, workers=workers, seed=seed,
+                                                     progress=progress))
+    return result
+
+
+def _read_pred(pred: str, data: str, split):
+    import warnings
+
+    from ..data.datasets import scan
+    from ..io.paths import check_regular_input
+
+    p = Path(pred)
+    if not p.exists():
+        raise FgtoolError(f"predictions not found: {pred}")
+    check_regular_input(p, "--pred")
+    try:
+        doc = json.loads(p.read_text())
+        items = doc["items"] if isinstance(doc, dict) else doc
+        by_path = {str(Path(it["path"]).resolve()): _cluster_id(it["cluster"], pred) for it in items}
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        raise FgtoolError(f"{pred} is not a clusters JSON (expected items with path and cluster)") from None
+    imageset = scan(data, split=split)
+    keep = [i for i, r in enumerate(imageset.records) if str(Path(r.path).resolve()) in by_path]
+    if not keep:
+        raise FgtoolError(f"none of the images in {pred} are in {data}")
+    if len(keep) < len(imageset.records):  # scores of a part are not scores of the set: say so
+        warnings.warn(f"{pred} covers {len(keep)} of the {len(imageset.records)} images in {data}; "
+                      f"scoring those {len(keep)} only", stacklevel=2)
+    imageset = imageset.subset(keep)
+    y_pred = np.array([by_path[str(Path(r.path).resolve())] for r in imageset.records])
+    return imageset, y_pred
+
+
+def _cluster_id(v, pred) -> int:
+    """A cluster id from a clusters JSON: an integer (3 or 3.0), never a truncated 1.5 or a bool."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not v.is_integer()) \
+            or v < 0:
+        raise FgtoolError(f"{pred}: cluster id {v!r} is not a non-negative integer")
+    return int(v)
+
+
+def _load_small(imageset, size: int, progress: Progress = None) -> np.ndarray:
+    from ..io.images import load_image
+
+    out = np.zeros((len(imageset.records), size, size, 3), np.uint8)
+    for i, r in enumerate(imageset.records):
+        out[i] = np.asarray(load_image(r.path).resize((size, size), resample=2))
+        if progress and i % 200 == 0:
+            progress("load", i, len(imageset.records))
+    return out
+
+
+def _fid(ckpt_path, data, split, n_fake, inception, seed, workers) -> dict:
+    from ..metrics.fid import InceptionFeatures, fid_kid, resolve_inception_weights
+
+    resolve_inception_weights(inception)  # clear error before any work
+    m = load(ckpt_path)
+    model = InceptionFeatures(inception).to(m.device)
+    _, ds = eval_set(m, data, split)
+    g = torch.Generator().manual_seed(seed)
+
+    def fakes():
+        left = n_fake
+        while left > 0:
+            b = min(50, left)
+            with torch.no_grad():
+                yield m.backend.generate(m.nets, m.backend.sample_codes(b, g))["image"].float().cpu()
+            left -= b
+
+    reals = (b["image"] for b in batches(ds, 50, workers))
+    return fid_kid(reals, fakes(), model, device=str(m.device), kid_subset_size=min(1000, n_fake))
+
+
+def _seg_eval(ckpt_path, data, split, max_images, workers, refine: str = "none", tta: str = "none") -> dict:
+    from ..metrics.segmentation import seg_metrics
+
+    _check_mask_options(refine, tta)
+    m = load(ckpt_path)
+    require_segmenter(m)
+    imageset, ds = eval_set(m, data, split, max_images, with_masks=True)
+    if not imageset.has_masks:
+        raise FgtoolError(f"{data} has no segmentations/ to score against")
+    preds, gts = [], []
+    with torch.no_grad():
+        for b in batches(ds, 64, workers):
+            x = b["image"].to(m.device)
+            preds.append(_refined(x, _masks(m, x, tta)[0], None, refine)[0].cpu())
+            gts.append(b["mask"])
+    bgs = [r.bg for r in imageset.records]
+    if all(b < 0 for b in bgs):
+        return seg_metrics(torch.cat(preds)[:, 0] > 0.5, torch.cat(gts)[:, 0] > 0.5)
+    # background labels known (the synthetic set): where the masks fail, by background class
+    names, classes = None, None
+    try:
+        meta = json.loads((imageset.root / "meta.json").read_text())
+        names, classes = meta.get("backgrounds"), meta.get("child_names")
+    except (OSError, ValueError, AttributeError):
+        pass
+    pred, gt = torch.cat(preds)[:, 0] > 0.5, torch.cat(gts)[:, 0] > 0.5
+    res = seg_metrics(pred, gt, groups=bgs, names=names)
+    res["iou_by_background"] = res.pop("iou_by_group")
+    if names and classes:  # the synthetic set: which class on which background fails
+        labels = [r.label for r in imageset.records]
+        nb = len(names)
+        cells = [c * nb + b if c >= 0 and b >= 0 else -1 for c, b in zip(labels, bgs)]
+        res["iou_by_class_background"] = seg_metrics(
+            pred, gt, groups=cells, names=[f"{c}/{b}" for c in classes for b in names])["iou_by_group"]
+    return res
