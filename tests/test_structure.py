@@ -66,6 +66,25 @@ def module_name(path: Path, root: Path = PKG) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _type_checking(node: ast.AST) -> bool:
+    t = node.test if isinstance(node, ast.If) else None
+    return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (
+        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node of ``tree`` except the bodies of ``if TYPE_CHECKING:`` (imports for
+    annotations only, never run)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        for child in ast.iter_child_nodes(node):
+            if _type_checking(node) and child in node.body:
+                continue
+            todo.append(child)
+
+
 def import_graph(root: Path = PKG) -> dict[str, set[str]]:
     """Module -> the package's modules it imports, at any depth (function-level imports
     too), with relative imports resolved; ``from pkg import name`` counts as an import of
@@ -76,7 +95,7 @@ def import_graph(root: Path = PKG) -> dict[str, set[str]]:
     for mod, path in files.items():
         package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
         deps: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        for node in _runtime_nodes(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
@@ -148,8 +167,24 @@ def test_the_cycle_check_finds_cycles(tmp_path):
     assert cycles(g) == [["fgtool.api", "fgtool.metrics.mix"]]
     (pkg / "metrics" / "mix.py").write_text("def score():\n    from ..io import _helper\n")
     assert cycles(import_graph(pkg)) == []
+    # an import for annotations only is no cycle
+    (pkg / "metrics" / "mix.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                                             "    from ..api import Thing\nelse:\n    import fgtool.other\n")
+    assert import_graph(pkg)["fgtool.metrics.mix"] == {"fgtool.other"}
 
 
 def test_no_import_cycles_inside_the_package():
     found = cycles(import_graph())
     assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+# ----------------------------------------------------------------------------- file size
+
+
+MAX_LINES = 600
+
+
+def test_no_module_over_600_lines():
+    long = {str(p.relative_to(PKG.parent)): n for p in sorted(PKG.rglob("*.py"))
+            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"split these modules (over {MAX_LINES} lines): {long}"

@@ -12,7 +12,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from ..data.datasets import RUN_LOCK
+from ..data.layouts import RUN_LOCK
 from ..errors import FgtoolError
 
 
