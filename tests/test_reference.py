@@ -38,6 +38,14 @@ def _close(ours: torch.Tensor, ref: torch.Tensor, what: str, rtol: float = 1e-5,
     assert torch.allclose(ours, ref, rtol=rtol, atol=atol), f"{what}: max |diff| {err:.3g}"
 
 
+def _check_grads(grads: dict, refs: dict) -> None:
+    """The same parameters get gradients in each step, and the same gradient summaries."""
+    for name, ref in refs.items():
+        assert set(grads[name]) == set(ref), f"{name} step: {sorted(set(grads[name]) ^ set(ref))[:6]}"
+        for k, v in ref.items():
+            _close(grads[name][k], v, f"{name}-step gradient of {k}")
+
+
 def _check_shapes(nets: dict, ref: dict) -> None:
     """Every tensor of every net has the authors' shape (under the key mapping), and every
     net the authors' parameter count."""
@@ -160,10 +168,7 @@ def test_finegan_one_iteration_equals_the_authors(finegan_fixture):
             _close(o.reshape(r.shape), r, f"{key} call {i}")
 
     # the same parameters get gradients, and the same gradients
-    for name, ref in (("D", fx["grads_d"]), ("G", fx["grads_g"])):
-        assert set(grads[name]) == set(ref), f"{name} step: {sorted(set(grads[name]) ^ set(ref))[:6]}"
-        for k, v in ref.items():
-            _close(grads[name][k], v, f"{name}-step gradient of {k}")
+    _check_grads(grads, {"D": fx["grads_d"], "G": fx["grads_g"]})
 
 
 def test_finegan_paper_architecture_has_the_authors_shapes():
@@ -267,11 +272,7 @@ def test_mixnmatch_one_iteration_equals_the_authors(mixnmatch_fixture):
                 o = sig(o)
             _close(o.reshape(r.shape), r, f"{key} call {i}")
 
-    for name in ("D", "Dpair", "G"):
-        ref = fx["grads"][name]
-        assert set(grads[name]) == set(ref), f"{name} step: {sorted(set(grads[name]) ^ set(ref))[:6]}"
-        for k, v in ref.items():
-            _close(grads[name][k], v, f"{name}-step gradient of {k}")
+    _check_grads(grads, {name: fx["grads"][name] for name in ("D", "Dpair", "G")})
 
 
 def test_mixnmatch_paper_architecture_has_the_authors_shapes():
@@ -334,11 +335,7 @@ def test_mixnmatch_stage2_one_iteration_equals_the_authors(mixnmatch_stage2_fixt
         assert len(calls[key]) == len(refs), f"{key}: {len(calls[key])} calls, the authors' step makes {len(refs)}"
         for i, (o, r) in enumerate(zip(calls[key], refs)):
             _close(torch.sigmoid(o) if key == "Dfeat" else o, r, f"{key} call {i}")
-    for name in ("Dfeat", "S"):
-        ref = fx["grads"][name]
-        assert set(grads[name]) == set(ref), f"{name} step: {sorted(set(grads[name]) ^ set(ref))[:6]}"
-        for k, v in ref.items():
-            _close(grads[name][k], v, f"{name}-step gradient of {k}")
+    _check_grads(grads, {name: fx["grads"][name] for name in ("Dfeat", "S")})
 
 
 def test_mixnmatch_stage2_paper_nets_have_the_authors_parameter_counts():

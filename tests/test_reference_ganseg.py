@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_reference import _close, _summary
 from torch import nn
 
 from fgtool.backends.ganseg import GANSeg, GANSegConfig
@@ -24,20 +25,6 @@ from fgtool.nn.blocks import eval_mode
 from fgtool.train.trainer import phase_params
 
 FIX = Path(__file__).parent / "fixtures"
-TOL = dict(rtol=1e-5, atol=1e-5)
-
-
-def _summary(t: torch.Tensor) -> torch.Tensor:
-    t = t.detach().double()
-    p = torch.sin(torch.arange(t.numel(), dtype=torch.float64) * 0.7 + 0.3).view_as(t)
-    return torch.stack([t.sum(), (t * t).sum(), (t * p).sum()])
-
-
-def _close(ours: torch.Tensor, ref: torch.Tensor, what: str) -> None:
-    ours, ref = ours.detach().double(), ref.detach().double()
-    assert ours.shape == ref.shape, f"{what}: shape {tuple(ours.shape)} vs {tuple(ref.shape)}"
-    err = (ours - ref).abs().max().item()
-    assert torch.allclose(ours, ref, **TOL), f"{what}: max |diff| {err:.3g}"
 
 
 @pytest.fixture(scope="module")
