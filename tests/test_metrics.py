@@ -60,6 +60,20 @@ def test_nmi_max_hand_computed():
     assert abs(expected_max - expected_arith) > 0.05
 
 
+def test_nmi_max_equals_the_old_values():
+    """nmi_max is sklearn's average_method="max" now; the numbers are those of the former
+    log2 contingency-table code (recorded from it), to 1e-12."""
+    rng = np.random.default_rng(11)
+    cases = [(Y, P), ([0] * 4, [0] * 4), ([0, 1, 0, 1], [0] * 4), (["a", "b", "b"], [5, 9, 9])]
+    cases += [(rng.integers(0, kc, n), rng.integers(0, kp, n)) for n, kc, kp in [(40, 3, 5), (200, 10, 12),
+                                                                               (1000, 20, 20)]]
+    old = [0.42061983571430495, 1.0, 0.0, 0.9999999999999998, 0.10112365656815517, 0.09285275218119596,
+           0.059917555693573044]
+    for (y, p), want in zip(cases, old):
+        assert nmi(y, p, "max") == pytest.approx(want, abs=1e-12)
+        assert nmi(y, p, "max") == normalized_mutual_info_score(y, p, average_method="max")
+
+
 def test_nmi_permutation_invariance_perfect_and_degenerate():
     y = [0, 0, 1, 1, 2, 2]
     relabelled = [7, 7, 3, 3, 5, 5]
