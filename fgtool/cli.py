@@ -201,8 +201,8 @@ def cluster(
                                  "fgtool eval --metric landmarks --ckpt runs/gs/last.pt --data data/synth\n\n"
                                  "fgtool eval --metric iou,dice --baseline centre --data data/synth")
 def eval_(
-    metric: str = typer.Option(..., "--metric", help="Comma list: nmi, nmi_max, acc, ari, fid, kid, iou, dice, mix, "
-                                                     "removal, parts (part consistency, synthetic set), "
+    metric: str = typer.Option(..., "--metric", help="Comma list: nmi, nmi_max, acc, ari, fid, kid, is, iou, dice, "
+                                                     "mix, removal, parts (part consistency, synthetic set), "
                                                      "landmarks (regression from part centres)."),
     data: str = typer.Option(..., "--data", "-d"),
     ckpt: Optional[str] = typer.Option(None, "--ckpt"),
@@ -218,9 +218,11 @@ def eval_(
     label: str = typer.Option("class", "--label", help="class, parent or bg."),
     split: Optional[str] = typer.Option(None, "--split"),
     max_images: int = typer.Option(0, "--max-images"),
-    n_fake: int = typer.Option(1000, "--n-fake", help="Generated images for FID/KID; mixed pairs for mix."),
+    n_fake: int = typer.Option(1000, "--n-fake", help="Generated images for FID/KID/IS; mixed pairs for mix."),
     inception: Optional[str] = typer.Option(None, "--inception-weights",
-                                            help="torchvision inception_v3 state dict (or FGTOOL_INCEPTION_WEIGHTS)."),
+                                            help="fid, kid, is: the file pt_inception-2015-12-05-6726825d.pth "
+                                                 "(or FGTOOL_INCEPTION_WEIGHTS=FILE); docs/usage.md says where "
+                                                 "to get it."),
     seed: int = typer.Option(0, "--seed"),
     refine: str = REFINE_OPT,
     tta: str = TTA_OPT,
@@ -229,7 +231,7 @@ def eval_(
     skip_bad: bool = SKIP_BAD_OPT,
     as_json: bool = JSON_OPT,
 ):
-    """Score clusters (NMI, ACC, ARI), generation (FID, KID), segmentation (IoU, DICE, part consistency),
+    """Score clusters (NMI, ACC, ARI), generation (FID, KID, IS), segmentation (IoU, DICE, part consistency),
     mixing or object removal."""
     from . import api
     from .data.datasets import skip_bad_images

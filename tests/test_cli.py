@@ -325,7 +325,7 @@ def test_eval_pixel_baseline(capsys, synth_dir):
     (["--metric", "nmi,wat"], "unknown metric wat"),
     (["--metric", "nmi"], "pass exactly one of --ckpt, --pred or --baseline"),
     (["--metric", "nmi", "--baseline", "colours"], "--baseline must be 'pixels'"),
-    (["--metric", "fid", "--baseline", "pixels"], "fid/kid need --ckpt"),
+    (["--metric", "fid", "--baseline", "pixels"], "fid, kid and is need --ckpt"),
 ])
 def test_eval_bad_arguments(capsys, synth_dir, extra, needle):
     rc, out, err = run_cli(capsys, "eval", "--data", synth_dir, "--quiet", *extra)

@@ -18,7 +18,7 @@ from .segment import _check_fill, _check_mask_options, _masks, _refined
 
 CLUSTER_METRICS = {"nmi", "nmi_max", "acc", "ari"}
 
-GEN_METRICS = {"fid", "kid"}
+GEN_METRICS = {"fid", "kid", "is"}  # on the 2015-12-05 Inception (fgtool/metrics/fid.py)
 
 SEG_METRICS = {"iou", "dice"}
 
@@ -96,8 +96,8 @@ def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | 
     gen = [x for x in names if x in GEN_METRICS]
     if gen:
         if not ckpt_path:
-            raise FgtoolError("fid/kid need --ckpt (they score generated images)")
-        result["metrics"].update(_fid(ckpt_path, data, split, n_fake, inception, seed, workers))
+            raise FgtoolError("fid, kid and is need --ckpt (they score generated images)")
+        result["metrics"].update(_generation(gen, ckpt_path, data, split, n_fake, inception, seed, workers))
     seg = [x for x in names if x in SEG_METRICS]
     if seg and baseline == "centre":
         from ..metrics.centre import centre_floor
@@ -189,13 +189,14 @@ def _load_small(imageset, size: int, progress: Progress = None) -> np.ndarray:
     return out
 
 
-def _fid(ckpt_path, data, split, n_fake, inception, seed, workers) -> dict:
-    from ..metrics.fid import InceptionFeatures, fid_kid, resolve_inception_weights
+def _generation(names, ckpt_path, data, split, n_fake, inception, seed, workers) -> dict:
+    from ..metrics.fid import IS_SPLITS, InceptionFeatures, generation_metrics, resolve_inception_weights
 
     resolve_inception_weights(inception)  # clear error before any work
+    if "is" in names and n_fake < IS_SPLITS:
+        raise FgtoolError(f"is needs --n-fake of at least {IS_SPLITS} (it scores {IS_SPLITS} splits)")
     m = load(ckpt_path)
     model = InceptionFeatures(inception).to(m.device)
-    _, ds = eval_set(m, data, split)
     g = torch.Generator().manual_seed(seed)
 
     def fakes():
@@ -206,8 +207,12 @@ def _fid(ckpt_path, data, split, n_fake, inception, seed, workers) -> dict:
                 yield m.backend.generate(m.nets, m.backend.sample_codes(b, g))["image"].float().cpu()
             left -= b
 
-    reals = (b["image"] for b in batches(ds, 50, workers))
-    return fid_kid(reals, fakes(), model, device=str(m.device), kid_subset_size=min(1000, n_fake))
+    reals = None
+    if {"fid", "kid"} & set(names):
+        _, ds = eval_set(m, data, split)
+        reals = (b["image"] for b in batches(ds, 50, workers))
+    return generation_metrics(reals, fakes(), model, metrics=names, device=str(m.device),
+                              kid_subset_size=min(1000, n_fake))
 
 
 def _seg_eval(ckpt_path, data, split, max_images, workers, refine: str = "none", tta: str = "none") -> dict:

@@ -1,4 +1,4 @@
-"""Evaluation metrics: clustering (NMI/ACC/ARI), foreground masks (IoU/DICE), FID/KID."""
+"""Evaluation metrics: clustering (NMI/ACC/ARI), foreground masks (IoU/DICE), FID/KID/IS."""
 
 from fgtool.metrics.clustering import (
     acc,
@@ -13,8 +13,9 @@ from fgtool.metrics.fid import (
     extract_features,
     feature_stats,
     fid_from_features,
-    fid_kid,
     frechet_distance,
+    generation_metrics,
+    inception_score,
     kid_from_features,
     resolve_inception_weights,
 )
@@ -31,8 +32,9 @@ __all__ = [
     "extract_features",
     "feature_stats",
     "fid_from_features",
-    "fid_kid",
     "frechet_distance",
+    "generation_metrics",
+    "inception_score",
     "kid_from_features",
     "resolve_inception_weights",
     "dice",
