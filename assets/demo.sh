@@ -18,7 +18,7 @@ echo "== 2/6 train C3-GAN for $STEPS steps (32 px, bf16; progress below)" >&2
 if [ -f "$OUT/run/last.pt" ]; then
   $FG train --resume --out "$OUT/run" --set train.steps=$STEPS --json > "$OUT/train.json"
 else
-  $FG train --model c3gan --data "$OUT/data" --recipe recipes/synth-c3gan.toml --out "$OUT/run" \
+  $FG train --model c3gan --data "$OUT/data" --recipe synth-c3gan --out "$OUT/run" \
     --set train.steps=$STEPS --set train.sample_every=250 --set train.ckpt_every=250 \
     --set model.ndf=32 --set model.overcluster=1 --json > "$OUT/train.json"
 fi

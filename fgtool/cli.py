@@ -27,7 +27,7 @@ app = typer.Typer(
     name="fgtool",
     help="Unsupervised fine-grained image modelling: FineGAN, MixNMatch, OneGAN, C3-GAN, GANSeg.\n\n"
          "Quick start:\n\n  fgtool data synth --out data/synth --n 2000 --size 32\n\n"
-         "  fgtool train --model finegan --data data/synth --recipe recipes/synth-finegan.toml --out runs/fg\n\n"
+         "  fgtool train --model finegan --data data/synth --recipe synth-finegan --out runs/fg\n\n"
          "  fgtool sample --ckpt runs/fg/last.pt --out runs/fg/sample.png",
     no_args_is_help=True,
     add_completion=False,
@@ -112,11 +112,12 @@ class _Bars:
 
 
 @app.command(epilog="Example: fgtool train --model finegan --data data/synth "
-                    "--recipe recipes/synth-finegan.toml --out runs/fg --set train.steps=2000")
+                    "--recipe synth-finegan --out runs/fg --set train.steps=2000")
 def train(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Backend name (see `fgtool models`)."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Image folder: ImageFolder, CUB layout or flat."),
-    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="TOML recipe ([data] [train] [model])."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="A shipped recipe's name (see `fgtool "
+                                         "recipes`) or a TOML file ([data] [train] [model])."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override: section.key=value (repeatable)."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<model>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from last.pt."),
@@ -364,6 +365,20 @@ def models(as_json: bool = JSON_OPT):
     err.print(table)
 
 
+@app.command(epilog="Examples: fgtool recipes\n\nfgtool train --model c3gan --data photos/ --recipe cub-cpu-c3gan "
+                    "--out runs/c3")
+def recipes(as_json: bool = typer.Option(False, "--json", help="Print name, description and path as JSON.")):
+    """List the recipes that ship with fgtool (use one with --recipe NAME)."""
+    from .config import list_recipes
+
+    res = list_recipes()
+    if as_json:
+        sys.stdout.write(json.dumps(res, indent=2) + "\n")
+        return
+    width = max(len(r["name"]) for r in res)
+    sys.stdout.write("".join(f"{r['name']:<{width}}  {r['description']}\n" for r in res))
+
+
 @app.command(epilog="Example: fgtool version")
 def version():
     """Print the fgtool version."""
@@ -423,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:
         return int(e.code or 0)
     except Exception as e:
-        # click usage errors (typer >= 0.24 vendors click as typer._click, so match by shape)
+        # click usage errors (whether typer vendors click or uses the package)
         if _is_click_error(e):
             if type(e).__name__ == "NoArgsIsHelpError":  # bare `fgtool` / `fgtool data`: the help
                 e.show()
@@ -433,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
             hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
             err.print(f"fgtool: error: {msg}{hint}", markup=False, highlight=False, emoji=False, soft_wrap=True)
             return 2 if int(getattr(e, "exit_code", 1)) == 2 else int(getattr(e, "exit_code", 1))
-        if type(e).__name__ == "Abort" and type(e).__module__.split(".")[0] in ("click", "typer"):
+        if isinstance(e, typer.Abort):
             return 1
         raise
     return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
@@ -458,13 +473,15 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
         pass
 
 
-def _is_click_error(e: BaseException) -> bool:
-    import click
+def _click_exception() -> type:
+    """click's base ClickException as this typer uses it: typer >= 0.24 vendors click as
+    typer._click, older typer re-exports the click package; either way typer.BadParameter
+    derives from it, so fgtool needs no import of click itself."""
+    return next(k for k in typer.BadParameter.__mro__ if k.__name__ == "ClickException")
 
-    if isinstance(e, click.exceptions.ClickException):
-        return True
-    return (type(e).__module__.split(".")[0] == "typer" and callable(getattr(e, "format_message", None))
-            and isinstance(getattr(e, "exit_code", None), int))
+
+def _is_click_error(e: BaseException) -> bool:
+    return isinstance(e, _click_exception())
 
 
 def _on_sigterm(signum, frame) -> None:

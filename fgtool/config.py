@@ -232,18 +232,47 @@ def parse_set(items: list[str] | None) -> dict[str, dict[str, Any]]:
     return out
 
 
+# the recipes that ship inside the package: --recipe NAME finds fgtool/recipes/NAME.toml
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.toml"))
+
+
+def recipe_description(path: str | Path) -> str:
+    """A recipe's one-line summary: its first line, a comment."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = f.readline().strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return first.lstrip("#").strip() if first.startswith("#") else ""
+
+
+def list_recipes() -> list[dict[str, str]]:
+    """The shipped recipes: name, one-line description and file."""
+    return [{"name": n, "description": recipe_description(RECIPES_DIR / f"{n}.toml"),
+             "path": str(RECIPES_DIR / f"{n}.toml")} for n in recipe_names()]
+
+
+def find_recipe(path: str | Path) -> Path:
+    """A recipe file: ``path`` itself when it is a file, else the shipped recipe of that name
+    (``tiny`` or ``tiny.toml``)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    name = p.name[:-5] if p.name.endswith(".toml") else p.name
+    if len(p.parts) == 1 and (RECIPES_DIR / f"{name}.toml").is_file():
+        return RECIPES_DIR / f"{name}.toml"
+    raise FgtoolError(f"recipe not found: {path} (not a file, nor a recipe name: "
+                      f"{', '.join(recipe_names())}; see fgtool recipes)")
+
+
 def load_recipe(path: str | Path | None) -> dict[str, dict[str, Any]]:
     if path is None:
         return {}
-    p = Path(path)
-    if not p.is_file() and p.suffix == "" and len(p.parts) == 1:
-        # --recipe tiny -> recipes/tiny.toml here or in the source tree
-        for base in (Path.cwd() / "recipes", Path(__file__).resolve().parents[1] / "recipes"):
-            if (base / f"{p.name}.toml").is_file():
-                p = base / f"{p.name}.toml"
-                break
-    if not p.is_file():
-        raise FgtoolError(f"recipe not found: {path}")
+    p = find_recipe(path)
     try:
         with open(p, "rb") as f:
             data = tomllib.load(f)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "recipes" / "tiny.toml"
+TINY = ROOT / "fgtool" / "recipes" / "tiny.toml"
 CUB100 = ROOT.parent / "shared" / "data" / "cub100"
 
 torch.set_num_threads(1)  # steadier and no oversubscription on 2-core CI machines
@@ -84,7 +84,7 @@ def image_folder(synth_dir: Path, dest: Path, n: int) -> Path:
 
 
 def train_tiny(model: str, out: Path, data: Path, *sets: str, resume: bool = False) -> dict:
-    """`fgtool train` on recipes/tiny.toml (or `--resume`) through the CLI; returns its JSON report."""
+    """`fgtool train` on fgtool/recipes/tiny.toml (or `--resume`) through the CLI; returns its JSON report."""
     import io
     import json
     from contextlib import redirect_stdout

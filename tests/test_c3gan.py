@@ -169,7 +169,7 @@ def test_trained_tiny_model_clusters_with_confidences(tmp_path, synth_dir):
 
 
 def test_authors_options_build_their_widths_init_and_iteration():
-    """The options recipes/c3gan-cub.toml sets (tests/test_reference_c3gan.py proves them
+    """The options fgtool/recipes/c3gan-cub.toml sets (tests/test_reference_c3gan.py proves them
     equal to the authors' code at 128 px); here what each does at the tiny setting."""
     from fgtool.backends.c3gan import binary_entropy_bits, generator_widths
 

@@ -1,4 +1,4 @@
-"""The backend contract, run over every registered backend with recipes/tiny.toml.
+"""The backend contract, run over every registered backend with fgtool/recipes/tiny.toml.
 
 A new backend gets these tests for free: it builds, one step of every phase runs and
 moves only the modules that phase trains, outputs have the right shapes, and a saved

@@ -398,7 +398,7 @@ def test_mix_codes_from_photos(run, synth_dir):
 
 
 def test_paper_recipe_matches_the_paper():
-    recipe = Path(__file__).resolve().parents[1] / "recipes" / "onegan-cub.toml"
+    recipe = Path(__file__).resolve().parents[1] / "fgtool" / "recipes" / "onegan-cub.toml"
     cfg = api.resolve_config(None, "/data", str(recipe), [])
     m, t = cfg.model_cfg, cfg.train
     assert cfg.model == "onegan"

@@ -5,11 +5,57 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import one_error_line, run_cli
 
 from fgtool import api, registry
-from fgtool.config import load_recipe
+from fgtool.config import RECIPES_DIR, find_recipe, load_recipe
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.toml"))
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "fgtool" / "recipes").glob("*.toml"))
+
+
+def test_recipes_ship_inside_the_package():
+    assert RECIPES_DIR == Path(api.__file__).resolve().parent / "recipes"
+    assert not (Path(__file__).resolve().parents[1] / "recipes").exists()  # one copy only
+    assert {p.stem for p in RECIPES} >= {"tiny", "synth-finegan", "c3gan-cub", "cub-cpu-c3gan"}
+
+
+def test_recipe_by_name_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no recipes/ here: the name finds the shipped file
+    assert find_recipe("tiny") == RECIPES_DIR / "tiny.toml"
+    assert find_recipe("synth-finegan.toml") == RECIPES_DIR / "synth-finegan.toml"
+    cfg = api.resolve_config("finegan", "/data", "synth-finegan", [])
+    assert (cfg.data.size, cfg.model_cfg.ngf) == (32, 16)
+    own = tmp_path / "mine.toml"  # a path still works, and a file wins over a shipped name
+    own.write_text("[train]\nsteps = 7\n")
+    assert api.resolve_config("finegan", "/data", str(own), []).train.steps == 7
+    (tmp_path / "tiny").write_text("[train]\nsteps = 9\n")
+    assert api.resolve_config("finegan", "/data", "tiny", []).train.steps == 9
+
+
+def test_unknown_recipe_name_lists_the_shipped_ones(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run_cli(capsys, "train", "--model", "finegan", "--data", tmp_path, "--recipe", "synth-fingan",
+                           "--dry-run")
+    line = one_error_line(err)
+    assert rc == 2 and out == ""
+    assert line.startswith("fgtool: error: recipe not found: synth-fingan (") and "synth-finegan" in line
+    assert line.endswith("see fgtool recipes)")
+
+
+def test_recipes_command_lists_name_and_description(capsys):
+    import json
+
+    rc, out, err = run_cli(capsys, "recipes")
+    assert rc == 0 and err == ""
+    rows = [line.split(None, 1) for line in out.splitlines()]
+    assert [r[0] for r in rows] == [p.stem for p in RECIPES]
+    assert dict(rows)["tiny"] == "Tiny config every backend honours: 32 px, narrow nets, a few steps. The tests use it."
+    rc, out, _ = run_cli(capsys, "recipes", "--json")
+    res = json.loads(out)
+    assert rc == 0 and [r["name"] for r in res] == [p.stem for p in RECIPES]
+    for r in res:  # every recipe opens with a one-line summary
+        assert r["description"].endswith(".") and 20 < len(r["description"]) <= 100, r
+        assert Path(r["path"]) == RECIPES_DIR / f"{r['name']}.toml"
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
@@ -39,7 +85,7 @@ FINEGAN_AUTHORS = {"w_bg_aux": 1.0, "w_child_adv": 1.0, "w_info_p": 1.0, "w_info
 
 
 def test_finegan_paper_recipe_switches_every_deviation_off():
-    """recipes/finegan-cub.toml is the model tests/test_reference.py proves equal to the
+    """fgtool/recipes/finegan-cub.toml is the model tests/test_reference.py proves equal to the
     authors' code; the cluster heads (ours; the paper trains them after the GAN) only
     start in the last 5% of the run."""
     cfg = api.resolve_config(None, "/data", str(RECIPES[0].parent / "finegan-cub.toml"), [])
@@ -65,7 +111,7 @@ MIXNMATCH_AUTHORS = {**FINEGAN_AUTHORS, "hard_start": None, "enc_width": 64, "pa
 
 
 def test_mixnmatch_paper_recipe_switches_every_deviation_off():
-    """recipes/mixnmatch-cub.toml is the stage-1 model tests/test_reference.py proves equal to
+    """fgtool/recipes/mixnmatch-cub.toml is the stage-1 model tests/test_reference.py proves equal to
     the authors' code (encoders, critics and their penalty included)."""
     cfg = api.resolve_config(None, "/data", str(RECIPES[0].parent / "mixnmatch-cub.toml"), [])
     m = cfg.model_cfg

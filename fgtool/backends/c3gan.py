@@ -13,7 +13,7 @@ Losses (paper eq. 6, weights 5, 1, 1, 0.1, 1; tau 0.1):
   G:  -D(fake) + 5 info(fake) + info(mask * fake) + binary entropy(m) + hinge(mean m in [0.1, 0.9])
 with info(x) = CE(softmax(cos(h(x), l) / tau), c).
 
-With the options recipes/c3gan-cub.toml sets (shared_fake, g_widths, d_first_bias,
+With the options fgtool/recipes/c3gan-cub.toml sets (shared_fake, g_widths, d_first_bias,
 mask_entropy, conv_bias_init; no EMA) this is the authors' code (naver-ai/c3-gan), tensor
 for tensor: tests/test_reference_c3gan.py, docs/models/c3gan.md.
 """
@@ -73,7 +73,7 @@ class C3GANConfig:
     aug_p_jitter: float = 0.8
     aug_p_gray: float = 0.2
     info_warmup: int = 0  # steps over which the info weights ramp up from 0 (paper: 0)
-    # Deviations from the authors' code (recipes/c3gan-cub.toml sets each to the authors' value;
+    # Deviations from the authors' code (fgtool/recipes/c3gan-cub.toml sets each to the authors' value;
     # tests/test_reference_c3gan.py proves that setting equal to their code):
     # one generator render per iteration: G steps first, D re-uses that fake detached.
     # False: the authors' iteration, D steps first on a fake of its own, then G on new codes

@@ -18,7 +18,7 @@ the paper architecture):
 * peak RSS of training at batch 16, 128 px (bf16 variant's process);
 * later stages (MixNMatch's stage 2, GANSeg's segmenter, OneGAN's Phase II with reals):
   the fast path timed once from the step where the stage starts (``STAGES``);
-* ``tiny``: recipes/tiny.toml, fp32 and bf16 (a smoke number for CI-sized machines).
+* ``tiny``: fgtool/recipes/tiny.toml, fp32 and bf16 (a smoke number for CI-sized machines).
 
 Usage: python tests/bench/bench.py [--models finegan,c3gan] [--sizes 64,128] [--rounds 3]
        [--iters 3] [--threads 1] [--quick] [--compile] [--out bench.json]
@@ -94,7 +94,7 @@ def child(args) -> dict:
 
     torch.set_num_threads(args.threads)
     sets = list(args.set or [])
-    cfg = api.resolve_config(args.model, "/nonexistent", str(ROOT / "recipes" / "tiny.toml") if args.tiny else None,
+    cfg = api.resolve_config(args.model, "/nonexistent", "tiny" if args.tiny else None,
                              sets)
     s, n = cfg.data.size, cfg.train.batch_size
     tr = Trainer(cfg, "/tmp/fgtool-bench", progress=False)

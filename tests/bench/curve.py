@@ -1,6 +1,6 @@
 """A learning curve: train a recipe in chunks and score clusters after each chunk.
 
-    python tests/bench/curve.py --data DATA --recipe recipes/synth-finegan.toml --out runs/curve \\
+    python tests/bench/curve.py --data DATA --recipe synth-finegan --out runs/curve \\
         --every 1000 --steps 20000 --csv docs/experiments/finegan-curve.csv [--set key=value ...]
 
 After every ``--every`` steps it resumes the run to the next chunk's end, then scores the
