@@ -197,6 +197,7 @@ def cluster(
 
 @app.command(name="eval", epilog="Examples: fgtool eval --metric nmi,acc --ckpt runs/fg/last.pt --data data/synth\n\n"
                                  "fgtool eval --metric nmi --pred clusters.json --data data/synth\n\n"
+                                 "fgtool eval --metric iou,dice --pred masks/ --data data/synth\n\n"
                                  "fgtool eval --metric nmi,acc --baseline pixels --data ../shared/data/cub100\n\n"
                                  "fgtool eval --metric iou,dice,parts --ckpt runs/gs/last.pt --data data/synth\n\n"
                                  "fgtool eval --metric landmarks --ckpt runs/gs/last.pt --data data/synth\n\n"
@@ -207,7 +208,10 @@ def eval_(
                                                      "landmarks (regression from part centres)."),
     data: str = typer.Option(..., "--data", "-d"),
     ckpt: Optional[str] = typer.Option(None, "--ckpt"),
-    pred: Optional[str] = typer.Option(None, "--pred", help="clusters.json from `fgtool cluster`."),
+    pred: Optional[str] = typer.Option(None, "--pred", help="nmi, acc, ari: cluster ids from `fgtool cluster` or "
+                                       "another tool, as JSON or CSV (path,cluster; paths absolute or relative "
+                                       "to --data); iou, dice: a folder of mask PNGs named like the images, "
+                                       "as `fgtool segment` writes them."),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="'pixels': k-means on 32 px pixels; "
                                            "'centre': a centred ellipse of the mean object area (iou, dice)."),
     keypoints: Optional[str] = typer.Option(None, "--keypoints", help="landmarks: a part_locs.txt or a CSV "

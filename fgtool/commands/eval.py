@@ -50,6 +50,8 @@ def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | 
     sources = [s for s in (ckpt_path, pred, baseline) if s]
     if len(sources) != 1:
         raise FgtoolError("pass exactly one of --ckpt, --pred or --baseline")
+    if pred is not None:
+        _check_pred(pred, names)
     if baseline is not None and baseline not in BASELINES:
         raise FgtoolError("--baseline must be " + " or ".join(f"'{b}' ({v})" for b, v in BASELINES.items()))
     check_count(k, "--k")
@@ -61,7 +63,9 @@ def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | 
     cl = [x for x in names if x in CLUSTER_METRICS]
     if cl:
         if pred:
-            imageset, y_pred = _read_pred(pred, data, split)
+            from ..metrics.predictions import read_clusters
+
+            imageset, y_pred = read_clusters(pred, data, split)
             result["source"] = str(pred)
         elif baseline:
             if baseline != "pixels":
@@ -104,9 +108,15 @@ def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | 
 
         result["metrics"].update(centre_floor(data, split, max_images, progress))
         result["source"] = BASELINES["centre"]
+    elif seg and pred:
+        from ..metrics.predictions import mask_scores
+
+        result["metrics"].update(mask_scores(pred, data, split, max_images, progress))
+        result["source"] = str(pred)
     elif seg:
         if not ckpt_path:
-            raise FgtoolError("iou/dice need --ckpt of a model that can segment (or --baseline centre)")
+            raise FgtoolError("iou/dice need --ckpt of a model that can segment, --pred with a folder of masks "
+                              "or --baseline centre")
         result["metrics"].update(_seg_eval(ckpt_path, data, split, max_images, workers, refine, tta))
     if "mix" in names:
         if not ckpt_path:
@@ -142,40 +152,17 @@ def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | 
     return result
 
 
-def _read_pred(pred: str, data: str, split):
-    import warnings
-
-    from ..data.datasets import scan
-    from ..io.paths import check_regular_input
-
+def _check_pred(pred: str, names: list[str]) -> None:
+    """--pred is a clusters file for clustering metrics and a folder of masks for iou/dice."""
     p = Path(pred)
     if not p.exists():
         raise FgtoolError(f"predictions not found: {pred}")
-    check_regular_input(p, "--pred")
-    try:
-        doc = json.loads(p.read_text())
-        items = doc["items"] if isinstance(doc, dict) else doc
-        by_path = {str(Path(it["path"]).resolve()): _cluster_id(it["cluster"], pred) for it in items}
-    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
-        raise FgtoolError(f"{pred} is not a clusters JSON (expected items with path and cluster)") from None
-    imageset = scan(data, split=split)
-    keep = [i for i, r in enumerate(imageset.records) if str(Path(r.path).resolve()) in by_path]
-    if not keep:
-        raise FgtoolError(f"none of the images in {pred} are in {data}")
-    if len(keep) < len(imageset.records):  # scores of a part are not scores of the set: say so
-        warnings.warn(f"{pred} covers {len(keep)} of the {len(imageset.records)} images in {data}; "
-                      f"scoring those {len(keep)} only", stacklevel=2)
-    imageset = imageset.subset(keep)
-    y_pred = np.array([by_path[str(Path(r.path).resolve())] for r in imageset.records])
-    return imageset, y_pred
-
-
-def _cluster_id(v, pred) -> int:
-    """A cluster id from a clusters JSON: an integer (3 or 3.0), never a truncated 1.5 or a bool."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not v.is_integer()) \
-            or v < 0:
-        raise FgtoolError(f"{pred}: cluster id {v!r} is not a non-negative integer")
-    return int(v)
+    other = [x for x in names if x not in (SEG_METRICS if p.is_dir() else CLUSTER_METRICS)]
+    if other and p.is_dir():
+        raise FgtoolError(f"--pred {pred} is a folder of masks: it scores iou and dice, not {', '.join(other)}")
+    if other:
+        raise FgtoolError(f"--pred {pred} is a clusters file: it scores nmi, nmi_max, acc and ari, not "
+                          f"{', '.join(other)} (iou and dice take a folder of mask PNGs)")
 
 
 def _load_small(imageset, size: int, progress: Progress = None) -> np.ndarray:
