@@ -138,6 +138,34 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def share(src: str | Path, dst: str | Path) -> Path:
+    """Give ``dst`` the content of ``src`` without a second copy on disk: a hard link, made at
+    a temp name and renamed over ``dst`` (a reader sees the old ``dst`` or the new one). Files
+    are only ever replaced, never written in place, so the two names stay equal until one is
+    replaced. Where the file system has no hard links, an atomic copy."""
+    src, dst = Path(src), Path(dst)
+    with signals_held():
+        check_replaceable(dst)
+        tmp = str(dst.parent / f".{dst.name}.{os.urandom(4).hex()}.tmp")
+        try:
+            os.link(src, tmp)
+        except OSError:  # FAT, some network shares: no hard links
+            return atomic_write(dst, lambda f: _copy_into(src, f))
+        try:
+            os.replace(tmp, dst)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        _fsync_dir(dst.parent)
+    return dst
+
+
+def _copy_into(src: Path, f: IO) -> None:
+    with open(src, "rb") as s:
+        while chunk := s.read(1 << 22):
+            f.write(chunk)
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 

@@ -128,6 +128,9 @@ def train(
 ):
     """Train a model on a folder of images; checkpoints, grids and metrics go to --out.
 
+    Precision: train.precision from the recipe or --set, else accelerate launch --mixed_precision
+    (or accelerate config), else auto: bf16 where the device has it natively, fp32 otherwise.
+
     Several processes: torchrun --nproc_per_node N -m fgtool train ..., or
     accelerate launch [--cpu] --num_processes N -m fgtool train ... (train.batch_size is global).
     """

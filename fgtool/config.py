@@ -61,7 +61,9 @@ class DataConfig:
 class TrainConfig:
     steps: int = 1000  # total optimiser iterations (resume may extend it)
     batch_size: int = 16  # global batch across processes
-    precision: str = "no"  # no | fp16 | bf16 (autocast; fp16 needs a GPU)
+    # auto | no | fp16 | bf16 (autocast; fp16 needs a GPU). auto: accelerate launch's
+    # --mixed_precision when launched by it, else bf16 where the device has it, else fp32
+    precision: str = "auto"
     channels_last: bool = True  # NHWC convolutions: faster on CPU/GPU with autocast
     seed: int = 0  # seeds codes, data order and augmentation: same seed, same run
     ema_decay: float = 0.999  # EMA of the generator; 0 disables
@@ -69,7 +71,7 @@ class TrainConfig:
     log_every: int = 10  # steps between metrics.jsonl rows (and the NaN check)
     sample_every: int = 500  # steps between fixed-seed sample grids
     ckpt_every: int = 500  # steps between numbered checkpoints (last.pt too)
-    keep: int = 0  # numbered checkpoints to keep; 0 keeps all
+    keep: int = 3  # numbered checkpoints to keep (the newest); 0 keeps all
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
     compile: bool = False  # torch.compile the nets (GPU; experimental)
     fused_adam: bool = True  # one fused Adam kernel per phase; false = the per-tensor loop
@@ -363,8 +365,8 @@ def from_dict(d: dict) -> RunConfig:
 
 def validate(cfg: RunConfig) -> None:
     t = cfg.train
-    if t.precision not in ("no", "fp16", "bf16"):
-        raise FgtoolError(f"train.precision must be no, fp16 or bf16, got {t.precision!r}")
+    if t.precision not in ("auto", "no", "fp16", "bf16"):
+        raise FgtoolError(f"train.precision must be auto, no, fp16 or bf16, got {t.precision!r}")
     for key in ("steps", "batch_size", "log_every", "sample_every", "ckpt_every"):
         if getattr(t, key) < 1:
             raise FgtoolError(f"train.{key} must be >= 1, got {getattr(t, key)}")

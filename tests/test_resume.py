@@ -134,11 +134,76 @@ def test_resume_without_a_run(capsys, tmp_path, setup):
         assert list(run.iterdir()) == []
 
 
+# ----------------------------------------------------------------------------- last.pt and train.keep
+
+
+def _pt_files(run: Path) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.stat().st_ino, p.stat().st_nlink) for p in sorted(run.glob("*.pt"))}
+
+
+def test_last_is_the_newest_step_file_not_a_copy(capsys, synth_dir, tmp_path):
+    """6 steps with a checkpoint each: the default train.keep=3 leaves steps 4-6, and last.pt is
+    the same file as step_0000006.pt (one inode, two names): 3 checkpoints' worth of disk, not 4
+    (or 7). --ckpt RUN/last.pt, --resume and the older step files keep working."""
+    run = tmp_path / "run"
+    api.train("finegan", str(synth_dir), str(TINY), ["train.steps=6", "train.ckpt_every=1", "train.sample_every=100"],
+              str(run), progress=False)
+    files = _pt_files(run)
+    assert list(files) == ["last.pt", "step_0000004.pt", "step_0000005.pt", "step_0000006.pt"]
+    assert files["last.pt"] == files["step_0000006.pt"] and files["last.pt"][1] == 2
+    assert len({ino for ino, _ in files.values()}) == 3
+    assert files["step_0000005.pt"][1] == 1
+    assert json.loads((run / "config.json").read_text())["train"]["keep"] == 3
+
+    capsys.readouterr()
+    assert main(["info", "--ckpt", str(run / "last.pt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 6
+    assert main(["sample", "--ckpt", str(run / "last.pt"), "--out", str(tmp_path / "s.png"), "--n", "4",
+                 "--no-grids", "--json"]) == 0
+    assert (tmp_path / "s.png").stat().st_size > 0
+
+    before6 = hashlib.sha1((run / "step_0000006.pt").read_bytes()).hexdigest()
+    api.train(out=str(run), resume=True, sets=["train.steps=8"], progress=False)
+    files = _pt_files(run)
+    assert list(files) == ["last.pt", "step_0000006.pt", "step_0000007.pt", "step_0000008.pt"]
+    assert files["last.pt"] == files["step_0000008.pt"]
+    assert files["step_0000006.pt"][1] == 1  # last.pt was replaced, never written into
+    assert hashlib.sha1((run / "step_0000006.pt").read_bytes()).hexdigest() == before6
+    assert ckpt.load(run / "step_0000006.pt")["step"] == 6 and ckpt.load(run / "last.pt")["step"] == 8
+
+
+def test_without_hard_links_last_is_an_equal_copy(synth_dir, tmp_path, monkeypatch):
+    def no_links(src, dst):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    run = tmp_path / "run"
+    api.train("finegan", str(synth_dir), str(TINY), ["train.steps=2", "train.ckpt_every=1", "train.sample_every=100"],
+              str(run), progress=False)
+    files = _pt_files(run)
+    assert list(files) == ["last.pt", "step_0000001.pt", "step_0000002.pt"]
+    assert {n for _, n in files.values()} == {1} and files["last.pt"] != files["step_0000002.pt"]
+    assert (run / "last.pt").read_bytes() == (run / "step_0000002.pt").read_bytes()
+    assert not list(run.glob(".*.tmp"))
+
+
+def test_resume_restores_a_missing_step_file_as_a_link(synth_dir, tmp_path):
+    """A kill after last.pt and before its step file: resume puts the step file back, linked."""
+    run = tmp_path / "run"
+    api.train("finegan", str(synth_dir), str(TINY), ["train.steps=2", "train.sample_every=100"], str(run),
+              progress=False)
+    (run / "step_0000002.pt").unlink()
+    api.train(out=str(run), resume=True, sets=["train.steps=4"], progress=False)
+    files = _pt_files(run)
+    assert list(files) == ["last.pt", "step_0000002.pt", "step_0000004.pt"]
+    assert ckpt.load(run / "step_0000002.pt")["step"] == 2 and files["last.pt"] == files["step_0000004.pt"]
+
+
 # ----------------------------------------------------------------------------- SIGKILL + resume
 
 
 N = 10
-SETS = [f"train.steps={N}", "train.ckpt_every=2", "train.sample_every=1000", "data.workers=0"]
+SETS = [f"train.steps={N}", "train.ckpt_every=2", "train.sample_every=1000", "data.workers=0", "train.keep=0"]
 
 
 def test_sigkill_then_resume_equals_uninterrupted_run(synth_dir, tmp_path):
@@ -188,7 +253,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(synth_dir, tmp_path):
 
 RANDOM_N = 12
 RANDOM_SETS = [f"train.steps={RANDOM_N}", "train.ckpt_every=1", "train.log_every=1", "train.sample_every=1000",
-               "data.workers=0"]
+               "data.workers=0", "train.keep=0"]  # every checkpoint kept, to compare each one
 
 
 def _newest_step(run: Path) -> int:

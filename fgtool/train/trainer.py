@@ -27,6 +27,7 @@ from ..backends.base import Backend, Phase
 from ..config import RunConfig
 from ..errors import FgtoolError, Interrupted, NonFiniteLoss, WriteFailed
 from ..nn.blocks import ema_update
+from . import precision
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -101,9 +102,11 @@ class Trainer:
         if t.threads > 0:
             torch.set_num_threads(t.threads)
         cpu = not torch.cuda.is_available()
-        if t.precision == "fp16" and cpu:
-            raise FgtoolError("train.precision=fp16 needs a GPU; on a CPU use bf16 or no")
-        self.acc = Accelerator(mixed_precision=t.precision, cpu=cpu)
+        self.precision, source = precision.resolve(t.precision)
+        if self.precision == "fp16" and cpu:
+            how = "train.precision=fp16" if source == "train.precision" else "accelerate's mixed precision fp16"
+            raise FgtoolError(f"{how} needs a GPU; on a CPU use bf16 or no")
+        self.acc = Accelerator(mixed_precision=self.precision, cpu=cpu)
         self.device = self.acc.device
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         if t.batch_size % self.world:
@@ -123,7 +126,7 @@ class Trainer:
         fused = {"fused": True} if t.fused_adam else {"foreach": False}
         self.opts = {ph.name: torch.optim.Adam(phase_params(self.nets, ph), lr=ph.lr, betas=ph.betas, **fused)
                      for ph in self.phases}
-        self.scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16" else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.step = 0
         self.last_good: Path | None = None
         self.saved_step: int | None = None  # step of the newest last.pt (None: no checkpoint yet)
@@ -161,14 +164,15 @@ class Trainer:
         state = self._state()
         path = self.out / f"step_{self.step:07d}.pt"
         last = self.out / "last.pt"
-        # last.pt first: a kill between the two writes leaves a resumable run (the numbered file is
-        # restored on resume); the other order could leave step_N.pt without any last.pt
+        # last.pt first: a kill between the two leaves a resumable run (the numbered file is
+        # restored on resume); the other order could leave step_N.pt without any last.pt.
+        # step_N.pt is a hard link to the same file, not a second copy
         written = None
         try:
             ckpt.save(last, **state)
             written = last
             self.saved_step = self.step
-            ckpt.save(path, **state)
+            ckpt.share(last, path)
         except OSError as e:  # WriteFailed: a full disk, a folder gone read-only or away
             where = f"{last} (step {self.step})" if written else (self.last_good or "none (no checkpoint yet)")
             raise WriteFailed(f"could not write checkpoint {e.filename or path} at step {self.step} "
@@ -206,7 +210,7 @@ class Trainer:
         numbered = path.parent / f"step_{self.step:07d}.pt"
         if self.step > 0 and not numbered.exists() and self.acc.is_main_process:
             # killed between the writes of last.pt and step_N.pt: restore the numbered copy
-            ckpt.atomic_write(numbered, lambda f: f.write(path.read_bytes()))
+            ckpt.share(path, numbered)
             self.last_good = numbered
 
     # ------------------------------------------------------------------ one iteration
@@ -429,7 +433,7 @@ class Trainer:
         return {"run": str(self.out), "model": self.cfg.model, "step": self.step,
                 "checkpoint": str(self.out / "last.pt"),
                 "sec_per_it": round(sec_per_it, 4), "device": str(self.device),
-                "precision": self.cfg.train.precision, "processes": self.world}
+                "precision": self.precision, "processes": self.world}
 
 
 _OWN_TEMP = re.compile(r"\.(?:last\.pt|step_\d+\.pt|config\.json|metrics\.jsonl|[\w-]+\.png)\..+\.tmp")
