@@ -122,7 +122,8 @@ def train(
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<model>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from last.pt."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress: no bar on a terminal, no plain "
+                               "lines (one per log row) in a batch log."),
     skip_bad: bool = SKIP_BAD_OPT,
     as_json: bool = JSON_OPT,
 ):

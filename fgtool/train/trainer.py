@@ -28,6 +28,7 @@ from ..config import RunConfig
 from ..errors import FgtoolError, Interrupted, NonFiniteLoss, WriteFailed
 from ..nn.blocks import ema_update
 from . import precision
+from .progress import Progress
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -335,7 +336,7 @@ class Trainer:
         seen: dict[str, int] = {}
         count, t0, t_log = 0, time.time(), time.time()
         start_step = self.step
-        bar = _Bar(t.steps, self.step, enabled=self.progress and self.acc.is_main_process)
+        bar = Progress(t.steps, self.step, enabled=self.progress and self.acc.is_main_process)
         try:
             with bar:
                 for batch in loader:
@@ -465,41 +466,3 @@ def _truncate_metrics(path: Path, step: int) -> None:
             if json.loads(line).get("step", 0) <= step:
                 keep.append(line)
     ckpt.atomic_write_text(path, "".join(x + "\n" for x in keep))
-
-
-class _Bar:
-    """Rich progress bar on stderr with ETA and the latest loss parts."""
-
-    def __init__(self, total: int, start: int, enabled: bool):
-        self.enabled, self.total, self.start = enabled, total, start
-        self.p = None
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self.p = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                              TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                              console=Console(stderr=True), transient=False)
-            self.p.__enter__()
-            self.task = self.p.add_task("train", total=self.total, completed=self.start, info="")
-        return self
-
-    def update(self, step: int, row: dict) -> None:
-        if self.p:
-            keys = [k for k in row if k.endswith("/loss")] + [k for k in ("info_c", "phi_acc_c", "it_s") if k in row]
-            info = " ".join(f"{k.replace('/loss', '')}={row[k]:.3g}" for k in keys)
-            self.p.update(self.task, completed=step, info=info)
-
-    def __exit__(self, *exc):
-        if self.p:
-            self.p.__exit__(*exc)
-        return False
