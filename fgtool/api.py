@@ -17,6 +17,7 @@ from .commands.eval import (
     SEG_METRICS,
     evaluate,
 )
+from .commands.export import export
 from .commands.gif import MAX_FRAMES, MAX_GIF_N, gif
 from .commands.info import info, models
 from .commands.mix import mix
@@ -34,6 +35,7 @@ __all__ = [
     "CLUSTER_METRICS",
     "data_synth",
     "evaluate",
+    "export",
     "features",
     "FILL",
     "GEN_METRICS",

@@ -237,11 +237,11 @@ def load(path: str | Path) -> dict:
     for key in ("nets", "ema", "optim", "rng", "extra"):
         if not isinstance(ck.setdefault(key, {}), dict):
             raise FgtoolError(f"{p} is an fgtool checkpoint with a damaged '{key}' entry")
-    _check_model(p, ck)
+    check_model(p, ck)
     return ck
 
 
-def _check_model(p: Path, ck: dict) -> None:
+def check_model(p: Path, ck: dict) -> None:
     """The checkpoint's backend must exist here, and its config must resolve (no unknown keys)."""
     from . import config as C
     from . import registry

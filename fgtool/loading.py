@@ -10,7 +10,7 @@ import torch
 
 from . import checkpoint as ckpt
 from . import config as C
-from . import registry
+from . import export, registry
 from .errors import FgtoolError
 
 
@@ -28,8 +28,9 @@ class Loaded:
 
 
 def load(path: str | Path, device: str | None = None) -> Loaded:
-    """Rebuild a model from its checkpoint alone (EMA weights where present), eval mode."""
-    ck = ckpt.load(path)
+    """Rebuild a model from its checkpoint or from an export (:mod:`fgtool.export`) alone (EMA
+    weights where present), eval mode."""
+    ck = export.read(path) if export.is_export(path) else ckpt.load(path)
     cfg = C.from_dict(ck["config"])
     backend_cls = registry.get(cfg.model)
     backend = backend_cls(cfg.model_cfg, cfg.data.size)

@@ -126,9 +126,9 @@ def test_train_writes_a_complete_run(trained, synth_dir):
 def test_dry_run_prints_config_and_creates_nothing(capsys, synth_dir, tmp_path):
     out_dir = tmp_path / "never"
     rc, out, err = run_cli(capsys, "train", "--model", "finegan", "--data", synth_dir, "--recipe", TINY,
-                           "--out", out_dir, "--set", "train.steps=7", "--dry-run")
+                           "--out", out_dir, "--set", "train.steps=7", "--dry-run", "--json")
     assert rc == 0, err
-    cfg = json.loads(out)
+    cfg = json.loads(out)["config"]
     assert cfg["train"]["steps"] == 7 and cfg["data"]["size"] == 32 and cfg["model"]["name"] == "finegan"
     assert cfg == json.loads(api.resolve_config("finegan", str(synth_dir), str(TINY), ["train.steps=7"]).to_json())
     assert not out_dir.exists()
@@ -324,7 +324,7 @@ def test_eval_pixel_baseline(capsys, synth_dir):
 @pytest.mark.parametrize("extra, needle", [
     (["--metric", "nmi,wat"], "unknown metric wat"),
     (["--metric", "nmi"], "pass exactly one of --ckpt, --pred or --baseline"),
-    (["--metric", "nmi", "--baseline", "colours"], "--baseline must be 'pixels'"),
+    (["--metric", "nmi", "--baseline", "colours"], "'colours' is not one of 'pixels', 'centre'"),
     (["--metric", "fid", "--baseline", "pixels"], "fid, kid and is need --ckpt"),
 ])
 def test_eval_bad_arguments(capsys, synth_dir, extra, needle):
@@ -363,9 +363,11 @@ def test_info(capsys, trained):
     assert set(res["params"]) == {"G", "Dbg", "Dp", "Dc", "phi_p", "phi_c"}
     assert all(v > 0 for v in res["params"].values())
     assert res["config"] == json.loads((trained["run"] / "config.json").read_text())
-    # without --json the table goes to stderr and stdout stays empty
+    # without --json a table on stdout: one tab-separated row per value when stdout is not a terminal
     rc, out, err = run_cli(capsys, "info", "--ckpt", trained["ckpt"])
-    assert rc == 0 and out == "" and "finegan" in err and "capabilities" in err
+    rows = dict(line.split("\t", 1) for line in out.splitlines())
+    assert rc == 0 and err == "" and rows["model"] == "finegan" and rows["step"] == "4"
+    assert rows["capabilities"] == "['train', 'sample', 'gif', 'cluster']" and rows["config.model.ngf"] == "8"
     # a run folder stands for its last.pt
     assert run_json(capsys, "info", "--ckpt", trained["run"])["step"] == 4
 

@@ -462,11 +462,11 @@ def test_grid_sheet(capsys, run, tmp_path, monkeypatch):
 def test_grid_and_mode_errors(capsys, run, tmp_path):
     x = run["refs"][0]
     cases = [
-        (["--grid", "colour", "--base", x], "--grid must name the factor"),
+        (["--grid", "colour", "--base", x], "'colour' is not one of 'bg', 'shape', 'texture', 'pose'"),
         (["--grid", "pose", "--base", x], "--grid pose needs the references"),
         (["--grid", "pose", "--pose", x], "needs the row references"),
         (["--texture", x, "--texture", x], "--texture given 2 times"),
-        (["--mode", "fancy"], "--mode must be code or feature"),
+        (["--mode", "fancy"], "'fancy' is not one of 'code', 'feature'"),
         (["--mode", "feature", "--shape", x, "--pose", run["refs"][1]], "takes shape and pose together"),
         (["--batch", tmp_path / "rows.csv"], "--out must be a folder"),
         (["--batch", tmp_path / "rows.csv", "--texture", x], "drop --texture"),

@@ -38,27 +38,12 @@ def train(model: str | None = None, data: str | None = None, recipe: str | None 
         cfg, stored = _resume_config(Path(out), sets, model, data, recipe)
     else:
         cfg = resolve_config(model, data, recipe, sets)
+    run, imageset = _prepare(cfg, out, resume)
     if dry_run:
-        if out and cfg.data.root:  # the same path rule as the run itself
-            check_output(out, [cfg.data.root], folder=True)
-        return cfg.to_dict()
-    if not cfg.data.root:
-        raise FgtoolError("no training data: pass --data DIR (or set data.root in the recipe)")
-    cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())  # resumable from any folder
-    run = Path(out) if out else Path("runs") / cfg.model
-    check_output(run, [cfg.data.root], what="--out" if out else "run folder", folder=True)
-    if run.exists() and not run.is_dir():
-        raise FgtoolError(f"--out {run} is a file, not a run folder")
-    if not resume and run.exists() and not _restartable(run):
-        raise FgtoolError(f"run folder {run} is not empty; pass --resume to continue it, or choose another --out")
-
-    from ..data.datasets import ImageDataset, fingerprint, fingerprint_change, make_loader, scan
-
+        return _plan(cfg, run, imageset)
     d, t = cfg.data, cfg.train
-    imageset = scan(d.root, split=d.split or None, max_images=d.max_images, skip_bad=d.skip_bad)
-    if len(imageset.records) < t.batch_size:
-        raise FgtoolError(f"only {len(imageset.records)} images in {d.root}, fewer than "
-                          f"train.batch_size={t.batch_size}")
+    from ..data.datasets import ImageDataset, fingerprint, fingerprint_change, make_loader
+
     fp = fingerprint(imageset)
     if stored and (change := fingerprint_change(stored, fp)) and not d.allow_changed:
         raise FgtoolError(f"the data changed since {run} was trained ({change} in {d.root}); resume it on "
@@ -99,6 +84,42 @@ def train(model: str | None = None, data: str | None = None, recipe: str | None 
     summary["images"] = len(imageset.records)
     summary["layout"] = imageset.layout
     return summary
+
+
+def _prepare(cfg: C.RunConfig, out: str | None, resume: bool):
+    """(run folder, scanned data): every check a run makes before it writes anything, the same
+    for ``--dry-run``."""
+    if not cfg.data.root:
+        raise FgtoolError("no training data: pass --data DIR (or set data.root in the recipe)")
+    cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())  # resumable from any folder
+    run = Path(out) if out else Path("runs") / cfg.model
+    check_output(run, [cfg.data.root], what="--out" if out else "run folder", folder=True)
+    if run.exists() and not run.is_dir():
+        raise FgtoolError(f"--out {run} is a file, not a run folder")
+    if not resume and run.exists() and not _restartable(run):
+        raise FgtoolError(f"run folder {run} is not empty; pass --resume to continue it, or choose another --out")
+    from ..data.datasets import scan
+
+    d, t = cfg.data, cfg.train
+    imageset = scan(d.root, split=d.split or None, max_images=d.max_images, skip_bad=d.skip_bad)
+    if len(imageset.records) < t.batch_size:
+        raise FgtoolError(f"only {len(imageset.records)} images in {d.root}, fewer than "
+                          f"train.batch_size={t.batch_size}")
+    return run, imageset
+
+
+def _plan(cfg: C.RunConfig, run: Path, imageset) -> dict:
+    """What ``train --dry-run`` reports: the data as scanned, the device and precision, the config."""
+    import torch
+
+    recs = imageset.records
+    device = f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
+    return {"model": cfg.model, "out": str(run),
+            "data": {"root": cfg.data.root, "layout": imageset.layout, "images": len(recs),
+                     "classes": len(imageset.classes), "boxes": sum(r.box is not None for r in recs),
+                     "masks": sum(r.mask_path is not None for r in recs)},
+            "device": device, "precision": cfg.train.precision, "steps": cfg.train.steps,
+            "batch_size": cfg.train.batch_size, "config": cfg.to_dict()}
 
 
 # what a run writes before its first checkpoint (fgtool's temp files start with a dot)
