@@ -142,6 +142,7 @@ COMMANDS = st.one_of(
                                         "../refs/link.csv", "../refs/fifo.png", "../refs/missing.csv"])),
         req("--out", st.sampled_from(["mixes", "../data", "../refs", "mixes/sub", "/dev/null", "..", "../outside"]))),
     cmd("info", req("--ckpt", CKPT["finegan"])),
+    cmd("export", req("--ckpt", CKPT["mixnmatch"]), req("--out", outs(".safetensors", ""))),
     cmd("train", st.just(["--model", "finegan", "--recipe", str(TINY), "--quiet", "--set", "train.sample_every=100"]),
         req("--data", DATA), req("--out", outs("")), st.lists(SETS, max_size=2).map(
             lambda xs: [a for s in xs for a in ("--set", s)]),
