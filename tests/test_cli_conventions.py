@@ -21,6 +21,7 @@ from guard_helpers import tiny_ckpt
 import fgtool
 from fgtool import api, cli, mixing, registry
 from fgtool.loading import load
+from fgtool.train import precision
 
 
 def _commands():
@@ -127,7 +128,7 @@ def test_dry_run_scans_the_data_and_writes_nothing(capsys, synth_dir, tmp_path, 
                            "masks": 48}
     assert res["out"] == str(Path("runs") / "finegan") and res["model"] == "finegan"
     assert res["device"] == ("cpu" if not torch.cuda.is_available() else res["device"])
-    assert res["precision"] == res["config"]["train"]["precision"] and res["steps"] == 4
+    assert (res["precision"], res["precision_from"], res["steps"]) == ("no", "train.precision", 4)  # tiny: fp32
     assert res["config"]["model"]["ngf"] == 8
     assert list(tmp_path.iterdir()) == []
     # without --json: a table of the same numbers on stdout, and no config
@@ -136,6 +137,16 @@ def test_dry_run_scans_the_data_and_writes_nothing(capsys, synth_dir, tmp_path, 
     rows = dict(line.split("\t") for line in out.splitlines())
     assert rc == 0 and err == "" and rows["data.images"] == "48" and rows["data.classes"] == "6"
     assert rows["device"] == res["device"] and "config.model.ngf" not in rows
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_dry_run_reports_the_precision_auto_resolves_to(capsys, synth_dir, monkeypatch, bf16):
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    monkeypatch.setattr(precision, "device_has_bf16", lambda: bf16)
+    res = run_json(capsys, "train", "--model", "finegan", "--data", synth_dir, "--recipe", TINY, "--set",
+                   "train.precision=auto", "--out", "never", "--dry-run")
+    assert (res["precision"], res["precision_from"]) == ("bf16" if bf16 else "no", "auto")
+    assert res["config"]["train"]["precision"] == "auto"
 
 
 def test_dry_run_refuses_a_missing_data_folder_and_too_few_images(capsys, synth_dir, tmp_path):

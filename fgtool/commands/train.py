@@ -112,13 +112,16 @@ def _plan(cfg: C.RunConfig, run: Path, imageset) -> dict:
     """What ``train --dry-run`` reports: the data as scanned, the device and precision, the config."""
     import torch
 
+    from ..train.precision import resolve
+
+    prec, source = resolve(cfg.train.precision)
     recs = imageset.records
     device = f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
     return {"model": cfg.model, "out": str(run),
             "data": {"root": cfg.data.root, "layout": imageset.layout, "images": len(recs),
                      "classes": len(imageset.classes), "boxes": sum(r.box is not None for r in recs),
                      "masks": sum(r.mask_path is not None for r in recs)},
-            "device": device, "precision": cfg.train.precision, "steps": cfg.train.steps,
+            "device": device, "precision": prec, "precision_from": source, "steps": cfg.train.steps,
             "batch_size": cfg.train.batch_size, "config": cfg.to_dict()}
 
 
