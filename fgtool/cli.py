@@ -120,6 +120,10 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress: no bar on a terminal, no plain "
                                "lines (one per log row) in a batch log."),
     skip_bad: bool = SKIP_BAD_OPT,
+    report_to: Optional[str] = typer.Option(None, "--report-to", help="Also log losses and sample grids to: "
+                                            "tensorboard (pip install 'fgtool[tensorboard]'), wandb, csv "
+                                            "(RUN/metrics.csv), or none (default; metrics.jsonl is always "
+                                            "written). Same as --set train.report_to=..."),
     as_json: bool = JSON_OPT,
 ):
     """Train a model on a folder of images; checkpoints, grids and metrics go to --out.
@@ -138,6 +142,8 @@ def train(
         raise typer.Exit(code)
     if skip_bad:
         set_ = [*(set_ or []), "data.skip_bad=true"]
+    if report_to is not None:
+        set_ = [*(set_ or []), f"train.report_to={report_to}"]
     res = api.train(model, data, recipe, set_, out, resume=resume, dry_run=dry_run, progress=not quiet)
     if dry_run and not as_json:
         res = {k: v for k, v in res.items() if k != "config"}

@@ -75,6 +75,8 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
     compile: bool = False  # torch.compile the nets (GPU; experimental)
     fused_adam: bool = True  # one fused Adam kernel per phase; false = the per-tensor loop
+    # trackers beside metrics.jsonl (--report-to): none, csv, tensorboard, wandb; comma list
+    report_to: str = "none"
 
 
 # Keys every recipe may use. The model section is validated against the backend's Config.
@@ -252,6 +254,20 @@ def recipe_description(path: str | Path) -> str:
     return first.lstrip("#").strip() if first.startswith("#") else ""
 
 
+TRACKERS = ("none", "csv", "tensorboard", "wandb")
+
+
+def report_to(value: str) -> list[str]:
+    """``train.report_to``: ``"csv,tensorboard"`` -> ["csv", "tensorboard"]; ``"none"`` -> []."""
+    names = [v.strip().lower() for v in str(value).split(",") if v.strip()]
+    bad = [n for n in names if n not in TRACKERS]
+    if bad or not names or ("none" in names and len(names) > 1):
+        what = f"unknown tracker {bad[0]!r}" if bad else f"{value!r}"
+        raise FgtoolError(f"train.report_to: {what}; choose none, csv, tensorboard or wandb (several: "
+                          "csv,tensorboard)")
+    return [n for n in dict.fromkeys(names) if n != "none"]
+
+
 def list_recipes() -> list[dict[str, str]]:
     """The shipped recipes: name, one-line description and file."""
     return [{"name": n, "description": recipe_description(RECIPES_DIR / f"{n}.toml"),
@@ -397,6 +413,7 @@ def _check_domains(cfg: RunConfig) -> None:
         raise FgtoolError(f"train.seed must be in 0..{SEED_MAX}, got {t.seed}")
     if not (_finite(t.ema_decay) and 0.0 <= t.ema_decay <= 1.0):
         raise FgtoolError(f"train.ema_decay must be in [0, 1] (0 disables the EMA), got {t.ema_decay}")
+    report_to(t.report_to)
     for key in ("ema_start", "keep", "threads"):
         if getattr(t, key) < 0:
             raise FgtoolError(f"train.{key} must be >= 0, got {getattr(t, key)}")

@@ -6,7 +6,8 @@ import io
 import json
 import re
 
-from conftest import TINY, run_cli
+import pytest
+from conftest import TINY, one_error_line, run_cli
 
 from fgtool.train.progress import Progress, plain_line
 
@@ -51,3 +52,79 @@ def test_batch_log_has_one_line_per_log_row(capsys, synth_dir, tmp_path):
     rc, _, err = run_cli(capsys, "train", "--model", "finegan", "--data", synth_dir, "--recipe", TINY,
                          "--out", tmp_path / "quiet", "--quiet")
     assert rc == 0 and "train step" not in err
+
+
+# ----------------------------------------------------------------------------- --report-to
+
+
+def _train(capsys, synth_dir, run, *extra):
+    return run_cli(capsys, "train", "--model", "finegan", "--data", synth_dir, "--recipe", TINY, "--out", run,
+                   "--quiet", "--set", "train.steps=6", *extra)
+
+
+def _jsonl(run):
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_report_to_csv_mirrors_metrics_jsonl_and_resumes(capsys, synth_dir, tmp_path):
+    import csv
+
+    run = tmp_path / "run"
+    rc, _, err = _train(capsys, synth_dir, run, "--report-to", "csv")
+    assert rc == 0, err
+    with open(run / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    jl = _jsonl(run)
+    assert [int(r["step"]) for r in rows] == [r["step"] for r in jl] == [2, 4, 6]
+    assert list(rows[0]) == list(jl[0])  # same columns, same order
+    for r, j in zip(rows, jl):
+        assert {k: float(v) for k, v in r.items()} == {k: float(v) for k, v in j.items()}
+    assert json.loads((run / "config.json").read_text())["train"]["report_to"] == "csv"
+
+    with open(run / "metrics.csv", "a") as f:  # a row written after the last checkpoint, then a kill
+        f.write("7" + ",1" * (len(rows[0]) - 1) + "\n")
+    rc, _, err = run_cli(capsys, "train", "--resume", "--out", run, "--quiet", "--set", "train.steps=8")
+    assert rc == 0, err
+    with open(run / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [r["step"] for r in _jsonl(run)] == [2, 4, 6, 8]
+
+
+def test_report_to_tensorboard_logs_losses_and_grids(capsys, synth_dir, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    rc, _, err = _train(capsys, synth_dir, run, "--report-to", "tensorboard")
+    assert rc == 0, err
+    ev = EventAccumulator(str(run / "tensorboard" / "fgtool"), size_guidance={"images": 0, "scalars": 0}).Reload()
+    jl = _jsonl(run)
+    for key in ("G/loss", "D/loss", "info_c"):
+        got = [(e.step, e.value) for e in ev.Scalars(key)]
+        assert got == [(r["step"], pytest.approx(r[key], rel=1e-6)) for r in jl], key
+    images = {tag: [e.step for e in ev.Images(tag)] for tag in ev.Tags()["images"]}
+    assert images == {"grids/samples": [4, 6], "grids/layers": [4, 6]}, images
+    im = ev.Images("grids/samples")[-1]
+    assert im.width > 32 and im.height > 32
+
+
+def test_report_to_default_none_and_bad_values(capsys, synth_dir, tmp_path, monkeypatch):
+    rc, _, err = _train(capsys, synth_dir, tmp_path / "plain")
+    assert rc == 0, err
+    assert not (tmp_path / "plain" / "metrics.csv").exists() and not (tmp_path / "plain" / "tensorboard").exists()
+
+    rc, out, err = _train(capsys, synth_dir, tmp_path / "bad", "--report-to", "tensorbored")
+    assert rc == 2 and out == "" and not (tmp_path / "bad").exists()
+    assert "train.report_to: unknown tracker 'tensorbored'; choose none, csv, tensorboard or wandb" in \
+        one_error_line(err)
+
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("tensorboard", "tensorboardX", "wandb") else real(name, *a))
+    for tracker in ("tensorboard", "wandb"):
+        rc, out, err = _train(capsys, synth_dir, tmp_path / tracker, "--report-to", f"csv,{tracker}")
+        assert rc == 2 and out == "" and not (tmp_path / tracker).exists()
+        assert one_error_line(err) == (f"fgtool: error: --report-to {tracker} needs {tracker}, which is not "
+                                       f"installed: pip install 'fgtool[{tracker}]'")

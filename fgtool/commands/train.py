@@ -38,6 +38,9 @@ def train(model: str | None = None, data: str | None = None, recipe: str | None 
         cfg, stored = _resume_config(Path(out), sets, model, data, recipe)
     else:
         cfg = resolve_config(model, data, recipe, sets)
+    from ..train.trackers import check_installed
+
+    check_installed(C.report_to(cfg.train.report_to))  # before anything is written
     run, imageset = _prepare(cfg, out, resume)
     if dry_run:
         return _plan(cfg, run, imageset)
@@ -126,7 +129,7 @@ def _plan(cfg: C.RunConfig, run: Path, imageset) -> dict:
 
 
 # what a run writes before its first checkpoint (fgtool's temp files start with a dot)
-_RUN_OWN = {"config.json", "metrics.jsonl", "loss_curve.png", "grids", ".lock"}
+_RUN_OWN = {"config.json", "metrics.jsonl", "metrics.csv", "tensorboard", "loss_curve.png", "grids", ".lock"}
 
 
 def _restartable(run: Path) -> bool:

@@ -1,4 +1,4 @@
-"""The one training loop, and the only code that imports Accelerate.
+"""The one training loop, and the only code that imports Accelerate (with trackers.py).
 
 A backend says *what* to optimise (phases and losses); the trainer does the rest:
 one Adam per phase, ``requires_grad`` only on the phase's modules, autocast, backward,
@@ -24,10 +24,10 @@ from torch import nn
 
 from .. import checkpoint as ckpt
 from ..backends.base import Backend, Phase
-from ..config import RunConfig
+from ..config import RunConfig, report_to
 from ..errors import FgtoolError, Interrupted, NonFiniteLoss, WriteFailed
 from ..nn.blocks import ema_update
-from . import precision
+from . import precision, trackers
 from .progress import Progress
 
 # ----------------------------------------------------------------------------- helpers
@@ -95,7 +95,8 @@ def make_backend(cfg: RunConfig) -> Backend:
 class Trainer:
     def __init__(self, cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = True,
                  log=None):
-        from accelerate import Accelerator  # the only import of accelerate in fgtool
+        from accelerate import Accelerator  # the only imports of accelerate in fgtool, with trackers.py
+        from accelerate.utils import ProjectConfiguration
 
         self.cfg, self.out, self.progress = cfg, Path(out), progress
         self.log = log or (lambda msg: None)
@@ -107,7 +108,11 @@ class Trainer:
         if self.precision == "fp16" and cpu:
             how = "train.precision=fp16" if source == "train.precision" else "accelerate's mixed precision fp16"
             raise FgtoolError(f"{how} needs a GPU; on a CPU use bf16 or no")
-        self.acc = Accelerator(mixed_precision=self.precision, cpu=cpu)
+        self.report_to = report_to(t.report_to)
+        self._csv = trackers.csv_tracker(self.out / "metrics.csv") if "csv" in self.report_to else None
+        log_with = [self._csv if n == "csv" else n for n in self.report_to] or None
+        project = ProjectConfiguration(project_dir=str(self.out), logging_dir=str(self.out / "tensorboard"))
+        self.acc = Accelerator(mixed_precision=self.precision, cpu=cpu, log_with=log_with, project_config=project)
         self.device = self.acc.device
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         if t.batch_size % self.world:
@@ -307,7 +312,30 @@ class Trainer:
                       row_labels=grid.row_labels, col_labels=grid.col_labels,
                       title=f"{name} @ step {self.step}")
             paths.append(p)
+        self._log_images(paths)
         return paths
+
+    # ------------------------------------------------------------------ trackers (--report-to)
+    def _start_trackers(self) -> None:
+        if self._csv is not None:
+            self._csv.open(self.step)  # a resumed run drops the rows after its checkpoint
+        kwargs = {"tensorboard": {"purge_step": self.step + 1}} if self.step > 0 else {}
+        self.acc.init_trackers("fgtool", config=trackers.flat_config(self.cfg.to_dict()), init_kwargs=kwargs)
+
+    def _log_images(self, paths: list[Path]) -> None:
+        """The grids just written, as images for the trackers that take them (tensorboard, wandb)."""
+        takers = [t for t in self.acc.trackers if t.name in ("tensorboard", "wandb")]
+        if not takers or not self.acc.is_main_process:
+            return
+        from PIL import Image
+
+        for p in paths:
+            name = "grids/" + p.name.rsplit("_", 1)[0]
+            with Image.open(p) as im:
+                rgb = np.asarray(im.convert("RGB"))
+            for t in takers:
+                values, kwargs = trackers.image_values(name, t.name, rgb)
+                t.log_images(values, step=self.step, **kwargs)
 
     # ------------------------------------------------------------------ the loop
     def fit(self, loader_fn) -> dict:
@@ -322,6 +350,8 @@ class Trainer:
         if self.acc.is_main_process:
             for f in _stale_temp_files(self.out):  # half-written files of a run killed mid-save
                 f.unlink(missing_ok=True)
+        if self.report_to and not self.acc.trackers:
+            self._start_trackers()
         for m in self.nets.values():
             m.train()
         if self.step >= t.steps:
@@ -414,6 +444,8 @@ class Trainer:
         if self.acc.is_main_process:
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(row) + "\n")
+            if self.acc.trackers:
+                self.acc.log({k: v for k, v in row.items() if k != "step"}, step=self.step)
         return row
 
     def _pictures(self) -> None:
@@ -437,7 +469,7 @@ class Trainer:
                 "precision": self.precision, "processes": self.world}
 
 
-_OWN_TEMP = re.compile(r"\.(?:last\.pt|step_\d+\.pt|config\.json|metrics\.jsonl|[\w-]+\.png)\..+\.tmp")
+_OWN_TEMP = re.compile(r"\.(?:last\.pt|step_\d+\.pt|config\.json|metrics\.jsonl|metrics\.csv|[\w-]+\.png)\..+\.tmp")
 
 
 def _stale_temp_files(out: Path) -> list[Path]:
