@@ -271,3 +271,21 @@ def test_export_refuses_to_write_over_its_input_and_bad_files_are_one_line(capsy
     rc, out, err = run_cli(capsys, "sample", "--ckpt", cut, "--out", tmp_path / "s.png")
     assert rc == 2 and "not a readable safetensors file" in one_error_line(err)
     assert not (tmp_path / "s.png").exists()
+
+
+@pytest.mark.parametrize("model", ["finegan", "c3gan", "ganseg", "onegan"])
+def test_every_model_exports_what_its_commands_use(model, synth_dir, tmp_path, tmp_path_factory):
+    ck = tiny_ckpt(model, synth_dir, tmp_path_factory.mktemp("ckpts"))
+    res = api.export(str(ck), str(tmp_path / "m.safetensors"))
+    a, b = load(ck, device="cpu"), load(tmp_path / "m.safetensors", device="cpu")
+    assert set(res["nets"]) == set(a.nets) == set(b.nets)  # every net the commands use, no discriminator
+    assert set(res["nets"]) <= set(registry.get(model).inference_nets)
+    with torch.no_grad():
+        codes = a.backend.sample_codes(4, torch.Generator().manual_seed(1))
+        x = a.backend.generate(a.nets, codes)["image"]
+        assert torch.equal(x, b.backend.generate(b.nets, codes)["image"])
+        if "segment" in a.backend.capabilities():
+            assert torch.equal(a.backend.segment(a.nets, x), b.backend.segment(b.nets, x))
+        if "cluster" in a.backend.capabilities():
+            fa, fb = a.backend.cluster_features(a.nets, x), b.backend.cluster_features(b.nets, x)
+            assert fa.keys() == fb.keys() and all(torch.equal(fa[k], fb[k]) for k in fa)
