@@ -120,7 +120,8 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress: no bar on a terminal, no plain "
                                "lines (one per log row) in a batch log."),
     skip_bad: bool = SKIP_BAD_OPT,
-    report_to: Optional[str] = typer.Option(None, "--report-to", help="Also log losses and sample grids to: "
+    report_to: Optional[str] = typer.Option(None, "--report-to", metavar="LIST",
+                                            help="Also log losses and sample grids to (comma list): "
                                             "tensorboard (pip install 'fgtool[tensorboard]'), wandb, csv "
                                             "(RUN/metrics.csv), or none (default; metrics.jsonl is always "
                                             "written). Same as --set train.report_to=..."),
