@@ -24,6 +24,7 @@ import torch
 
 from .errors import FgtoolError, WriteFailed
 from .io.paths import check_regular_input, check_replaceable
+from .migrations import CONFIG_VERSION, migrate
 
 FORMAT = "fgtool-checkpoint"
 VERSION = 1
@@ -180,6 +181,7 @@ def save(path: str | Path, *, config: dict, step: int, nets: dict, ema: dict | N
         "format": FORMAT,
         "version": VERSION,
         "model": config["model"]["name"],
+        "config_version": CONFIG_VERSION,  # the layout of config (fgtool.migrations)
         # config as a JSON string: plain str survives weights_only whatever the values
         "config": json.dumps(config),
         "step": int(step),
@@ -231,6 +233,7 @@ def load(path: str | Path) -> dict:
             raise ValueError("no [model] section")
     except (KeyError, TypeError, ValueError):
         raise FgtoolError(f"{p} is an fgtool checkpoint with a damaged config") from None
+    upgrade_config(p, ck)
     step = ck.get("step")
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         raise FgtoolError(f"{p} is an fgtool checkpoint with a damaged step counter ({step!r})")
@@ -239,6 +242,15 @@ def load(path: str | Path) -> dict:
             raise FgtoolError(f"{p} is an fgtool checkpoint with a damaged '{key}' entry")
     check_model(p, ck)
     return ck
+
+
+def upgrade_config(p: Path, ck: dict) -> None:
+    """Bring the stored config of an older fgtool to this one's layout (fgtool.migrations)."""
+    try:
+        ck["config"] = migrate(ck["config"], ck.get("config_version"))
+    except FgtoolError as e:
+        raise FgtoolError(f"{p}: {e}") from None
+    ck["config_version"] = CONFIG_VERSION
 
 
 def check_model(p: Path, ck: dict) -> None:

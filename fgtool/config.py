@@ -183,31 +183,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-def _same(value: Any, neutral: Any) -> bool:
-    if isinstance(value, (list, tuple)) and isinstance(neutral, (list, tuple)):
-        return tuple(value) == tuple(neutral)
-    return neutral is RETIRED_ANY or value == neutral
-
-
-RETIRED_ANY = object()  # a retired key whose every value left the model as it is now
-
-
 def build_dataclass(cls: type, values: dict, section: str):
-    """Instantiate ``cls`` from ``values``; unknown keys list the valid ones.
-
-    ``cls._retired`` (optional) maps deleted option names to the value that leaves the model
-    as it is now: such a key is dropped (configs stored in older checkpoints still load),
-    any other value of it is an error."""
+    """Instantiate ``cls`` from ``values``; unknown keys list the valid ones. (A config stored
+    in an older checkpoint is brought to today's keys first: fgtool.migrations.)"""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    retired = getattr(cls, "_retired", {})
     kwargs = {}
     for key, value in values.items():
-        if key not in names and key in retired:
-            if not _same(value, retired[key]):
-                raise FgtoolError(f"'{section}.{key}' was removed; only its old default "
-                                  f"{retired[key]!r} is accepted (and ignored), got {value!r}")
-            continue
         if key not in names:
             raise FgtoolError(
                 f"unknown key '{section}.{key}'; valid keys in [{section}]: {', '.join(names)}"

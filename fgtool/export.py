@@ -17,6 +17,7 @@ import torch
 from . import checkpoint as ckpt
 from .errors import FgtoolError
 from .io.paths import check_regular_input, is_regular
+from .migrations import CONFIG_VERSION
 
 FORMAT = "fgtool-export"
 VERSION = 1
@@ -35,7 +36,8 @@ def write(ck: dict, nets: tuple[str, ...] | None, out: str | Path) -> dict:
             if not torch.is_tensor(v):
                 raise FgtoolError(f"net {k} holds a non-tensor entry {key!r}; it cannot be exported")
             tensors[f"{k}.{key}"] = v.detach().cpu().contiguous().clone()  # no shared storage
-    meta = {"format": FORMAT, "version": str(VERSION), "model": ck["config"]["model"]["name"],
+    meta = {"format": FORMAT, "version": str(VERSION), "config_version": str(CONFIG_VERSION),
+            "model": ck["config"]["model"]["name"],
             "step": str(ck["step"]), "config": json.dumps(ck["config"])}
     data = save(tensors, metadata=meta)
     ckpt.atomic_write(out, lambda f: f.write(data))
@@ -76,6 +78,7 @@ def read(path: str | Path) -> dict:
     try:
         version, step = int(meta["version"]), int(meta["step"])
         config = json.loads(meta["config"])
+        config_version = int(meta["config_version"]) if "config_version" in meta else None
     except (KeyError, TypeError, ValueError):
         raise FgtoolError(f"{p} is an fgtool export with damaged metadata") from None
     if version > VERSION:
@@ -87,7 +90,8 @@ def read(path: str | Path) -> dict:
     for key, v in flat.items():
         net, _, name = key.partition(".")
         nets.setdefault(net, {})[name] = v
-    ck = {"model": meta.get("model"), "config": config, "step": step, "nets": nets, "ema": {}, "optim": {},
-          "rng": {}, "extra": {}}
+    ck = {"model": meta.get("model"), "config": config, "config_version": config_version, "step": step,
+          "nets": nets, "ema": {}, "optim": {}, "rng": {}, "extra": {}}
+    ckpt.upgrade_config(p, ck)
     ckpt.check_model(p, ck)
     return ck

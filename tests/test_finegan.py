@@ -262,29 +262,6 @@ def test_pose_warp_keeps_the_silhouette_ps_and_lets_z_only_move_it():
         assert (other_p["parent_mask"] - a["parent_mask"]).abs().max() > 1e-3
 
 
-def test_deleted_options_at_their_old_default_still_load():
-    """Configs stored in older checkpoints hold the deleted options at their old defaults;
-    those load (and are dropped), any other value is a clear error."""
-    from fgtool import config as C
-
-    cfg = api.resolve_config("finegan", None, str(TINY), [])
-    d = cfg.to_dict()
-    d["model"].update({"bg_real_floor": 0.0, "child_in_parent": False, "info_p_blur": 0.0, "bg_z": True,
-                       "perturb_scale": [0.0, 0.0], "perturb_rot": -1.0, "perturb_shift": -1.0, "phi_width": 0})
-    assert C.from_dict(d).model_cfg == cfg.model_cfg
-    d["model"]["bg_z"] = False
-    with pytest.raises(FgtoolError, match="model.bg_z' was removed"):
-        C.from_dict(d)
-    m = api.resolve_config("mixnmatch", None, str(TINY), [])
-    d = m.to_dict()
-    d["model"].update({"recon_p": "encoder", "recon_c": "encoder", "w_assign_p": 3.0, "w_assign_c": 1.0,
-                       "w_iic_p": 0.0, "s_width": 0, "bg_z": True})
-    assert C.from_dict(d).model_cfg == m.model_cfg
-    d["model"]["recon_p"] = "search"
-    with pytest.raises(FgtoolError, match="recon_p"):
-        C.from_dict(d)
-
-
 def _hard_batch(n: int, size: int) -> dict:
     g = torch.Generator().manual_seed(1)
     return {"image": torch.rand(n, 3, size, size, generator=g) * 2 - 1}

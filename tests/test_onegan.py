@@ -217,9 +217,7 @@ def test_schedule_and_phases():
     assert b.schedule() == {"gen": 0, "rf": 10, "rr": 20}
     assert b.paths(9) == ["gen"] and b.paths(10) == ["gen", "rf"] and b.paths(25) == ["gen", "rf", "rr"]
     ph = {p.name: p for p in b.phases()}
-    assert list(ph) == ["clone", "G", "D", "D_rf", "D_rr"]
-    assert ph["clone"].active(10) and not ph["clone"].active(9) and not ph["clone"].active(11)
-    assert set(ph["clone"].trains) == {"Dbg_rf", "Dc_rf", "Dbg_rr", "Dc_rr"}
+    assert list(ph) == ["G", "D", "D_rf", "D_rr"]  # the clones' copy is a hook, not a phase
     assert ph["D_rf"].start == 10 and ph["D_rr"].start == 20 and ph["G"].active(0) and ph["D"].active(10 ** 6)
     assert ph["G"].trains == ("G", "E", "Dc.info") and ph["D_rr"].trains == ("Dbg_rr", "Dc_rr.trunk", "Dc_rr.adv")
     # Phase I only: no clones, no reconstruction phases
@@ -228,7 +226,7 @@ def test_schedule_and_phases():
     assert not any(k.endswith(("_rf", "_rr")) for k in b1.build())
     # fakes only (the paper's "no real recon" ablation)
     b2 = _backend("model.phase2_start=5", "model.real_start=-1")
-    assert [p.name for p in b2.phases()] == ["clone", "G", "D", "D_rf"]
+    assert [p.name for p in b2.phases()] == ["G", "D", "D_rf"]
     assert set(b2.build()) == {"G", "E", "Dbg", "Dc", "Dbg_rf", "Dc_rf"}
 
 
@@ -252,8 +250,9 @@ def _moved(before: dict, nets: dict) -> set[str]:
 
 
 def test_phase2_boundary_clones_the_discriminators(synth_dir, tmp_path):
-    """Each phase of every step moves only what it trains; at the boundary the clone phase
-    makes the clones equal to the generation-path discriminators, and training makes them
+    """Each phase of every step moves only what it trains; at the boundary, before the step's
+    phases, the trainer's on_phase_start hook makes the clones equal to the generation-path
+    discriminators (and moves nothing else, at no other step), and training makes them
     separate afterwards."""
     cfg = api.resolve_config("onegan", str(synth_dir), str(TINY), ["model.phase2_start=2", "model.real_start=3"])
     tr = Trainer(cfg, tmp_path / "run", progress=False)
@@ -262,7 +261,18 @@ def test_phase2_boundary_clones_the_discriminators(synth_dir, tmp_path):
     names = {id(p): f"{k}.{n}" for k, net in tr.nets.items() for n, p in net.named_parameters()}
     phases = tr.phases
     seen = {}
+    clone_params = {f"{dst}.{n}" for dst, _ in tr.backend.clones() for n, _ in tr.nets[dst].named_parameters()}
     for step in range(5):
+        before = {k: copy.deepcopy(v.state_dict()) for k, v in tr.nets.items()}
+        tr.step = step
+        tr.start_phases()
+        moved = _moved(before, tr.nets)
+        assert (moved and moved <= clone_params) if step == 2 else not moved, (step, sorted(moved)[:3])
+        for dst, src in tr.backend.clones():
+            a, b = tr.nets[dst].state_dict(), tr.nets[src].state_dict()
+            assert bool(tr.nets[dst].cloned) == (step >= 2)
+            if step == 2:
+                assert all(torch.equal(a[k], b[k]) for k in b if k != "cloned"), dst  # weights and BN statistics
         batch = _batch(S, 8)
         batch["cache"] = {}
         for ph in phases:
@@ -276,13 +286,8 @@ def test_phase2_boundary_clones_the_discriminators(synth_dir, tmp_path):
             trained = {names[id(p)] for p in phase_params(tr.nets, ph)}
             assert moved and moved <= trained, (step, ph.name, sorted(moved - trained)[:3])
             seen.setdefault(ph.name, []).append(step)
-            if ph.name == "clone":
-                for dst, src in tr.backend.clones():
-                    a, b = tr.nets[dst].state_dict(), tr.nets[src].state_dict()
-                    assert all(torch.equal(a[k], b[k]) for k in b), dst  # weights and BN statistics
-                    assert bool(tr.nets[dst].cloned)
         tr.phases = phases
-    assert seen == {"G": [0, 1, 2, 3, 4], "D": [0, 1, 2, 3, 4], "clone": [2], "D_rf": [2, 3, 4], "D_rr": [3, 4]}
+    assert seen == {"G": [0, 1, 2, 3, 4], "D": [0, 1, 2, 3, 4], "D_rf": [2, 3, 4], "D_rr": [3, 4]}
     # after the boundary every clone has its own weights (trained on its own path since step 2)
     for dst, src in tr.backend.clones():
         a, b = dict(tr.nets[dst].named_parameters()), dict(tr.nets[src].named_parameters())
@@ -303,21 +308,21 @@ def _run_phase(tr: Trainer, ph, batch: dict) -> None:
 def test_phase_parts_are_logged_by_path(run):
     rows = {r["step"]: r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
     assert set(rows) == {2, 4}  # tiny: log_every 2
-    # rows average steps 0-1 and 2-3: the clone phase ran at step 1, the reals from step 2
-    assert "clone/loss" in rows[2] and "D_rf/loss" in rows[2] and "rf_rec" in rows[2] and "D_rr/loss" not in rows[2]
-    assert "D_rr/loss" in rows[4] and "rr_rec" in rows[4] and "rr_vae" in rows[4] and "clone/loss" not in rows[4]
+    # rows average steps 0-1 and 2-3: the clones were copied at step 1, the reals from step 2
+    assert "D_rf/loss" in rows[2] and "rf_rec" in rows[2] and "D_rr/loss" not in rows[2]
+    assert "D_rr/loss" in rows[4] and "rr_rec" in rows[4] and "rr_vae" in rows[4]
+    assert not any(k.startswith("clone") or k == "cloned" for r in rows.values() for k in r)  # no phase
     ck = ckpt.load(run / "last.pt")
     assert all(bool(ck["nets"][k]["cloned"]) for k in ("Dbg_rf", "Dc_rf", "Dbg_rr", "Dc_rr"))
     assert set(ck["ema"]) == {"G", "E"}
-    # the clone phase keeps Adam state for one tensor per clone, not whole discriminators
-    assert len(ck["optim"]["clone"]["state"]) == 4
+    assert set(ck["optim"]) == {"G", "D", "D_rf", "D_rr"}  # no optimiser for the copy
 
 
 def test_resume_across_the_phase2_boundary_is_bit_identical(synth_dir, tmp_path):
     from test_resume import tensors_differ
 
     sets = ["model.phase2_start=2", "model.real_start=3", "train.steps=5", "train.log_every=1",
-            "train.ckpt_every=1", "train.sample_every=100"]
+            "train.ckpt_every=1", "train.sample_every=100", "train.keep=10"]
     full = tmp_path / "full"
     _train(full, synth_dir, *sets)
     ck = {s: ckpt.load(full / f"step_{s:07d}.pt")["nets"] for s in (2, 3)}
@@ -502,7 +507,8 @@ def test_one_step_with_every_path_at_64_px(synth_dir, tmp_path):
     from test_contract import _batch
 
     parts = tr.train_step(_batch(64, 4))
-    for k in ("clone/loss", "G/loss", "D/loss", "D_rf/loss", "D_rr/loss", "rf_rec", "rr_rec", "rr_per"):
+    assert all(bool(tr.nets[k].cloned) for k in ("Dbg_rf", "Dc_rf", "Dbg_rr", "Dc_rr"))  # copied at step 0
+    for k in ("G/loss", "D/loss", "D_rf/loss", "D_rr/loss", "rf_rec", "rr_rec", "rr_per"):
         assert k in parts and torch.isfinite(parts[k]), k
     with torch.no_grad():
         nets = tr.inference_nets()

@@ -88,6 +88,14 @@ class Backend(ABC):
         (0: a continuous code). ``fgtool sample --fix/--vary`` accept the categorical ones."""
         return {}
 
+    def on_phase_start(self, phase: str, nets: dict[str, nn.Module], step: int) -> None:
+        """A change of state at a schedule boundary. The trainer calls it, without gradients, at
+        the start of the step where phase ``phase``'s schedule begins (``step == Phase.start``),
+        before any phase of that step runs; ``nets`` are the modules themselves (not compiled
+        wrappers). A run resumed past that step has the result in its checkpoint, one resumed
+        before it gets the call at the same step as an uninterrupted run. Default: nothing.
+        (OneGAN copies its generation-path discriminators into the reconstruction paths'.)"""
+
     def ema_active(self, name: str, step: int) -> bool:
         """Whether the EMA of net ``name`` follows it at ``step``. Where this turns false the
         trainer gives the net its averaged weights, which then stay as they are (MixNMatch's

@@ -99,10 +99,6 @@ class FineGANConfig:
     # hardest codes, the batch of 10 random batches whose child layer Dc's information head
     # finds least like its own code (their 1,500 "hard negative" iterations). None: never
     hard_start: int | None = None
-    # deleted options and the value each behaved as the model does now: configs stored in
-    # older checkpoints (and recipes) may still hold them at that value (config.build_dataclass)
-    _retired = {"bg_real_floor": 0.0, "child_in_parent": False, "info_p_blur": 0.0, "bg_z": True,
-                "perturb_scale": (0.0, 0.0), "perturb_rot": -1.0, "perturb_shift": -1.0, "phi_width": 0}
 
 
 def _tail(widths: list[int], k: int) -> list[int]:

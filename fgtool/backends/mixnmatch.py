@@ -40,7 +40,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import RETIRED_ANY
 from ..errors import FgtoolError
 from ..nn.blocks import (
     GLU,
@@ -104,9 +103,6 @@ class MixNMatchConfig(FineGANConfig):
     # (ours): the silhouette, which is what feature mode keeps of the pose reference,
     # weighs more than the rest of the map
     w_feat_mask: float = 0.0
-    # deleted options (see FineGANConfig._retired); w_assign_* only weighed the search mode
-    _retired = {**FineGANConfig._retired, "recon_p": "encoder", "recon_c": "encoder", "w_iic_p": 0.0,
-                "s_width": 0, "w_assign_p": RETIRED_ANY, "w_assign_c": RETIRED_ANY}
 
 
 # ----------------------------------------------------------------------------- networks

@@ -15,7 +15,7 @@ Nets (``build``):
   Dbg FineGAN's patch discriminator: real/fake (DbgA) and background/object (DbgB) heads.
   Dc  image discriminator: real/fake (DcA) and child-class (DcB) heads.
   Dbg_rf, Dc_rf, Dbg_rr, Dc_rr: per-path clones for the reconstruction of fakes and of
-      reals, initialised from Dbg and Dc when Phase II begins (see ``phases``).
+      reals, initialised from Dbg and Dc when Phase II begins (``on_phase_start``).
 
 Paths:
   generation      codes -> G -> I; the encoders re-read the codes from I.
@@ -166,7 +166,6 @@ class OneGAN(Backend, Encoder, Clusterer, Segmenter, ObjectRemover, Translator):
 
     def __init__(self, cfg: OneGANConfig, size: int):
         super().__init__(cfg, size)
-        self._seen_cloned: set[int] = set()  # clones already checked for their copy (see _loss_g)
         if cfg.n_parent < 1 or cfg.n_child % cfg.n_parent:
             raise FgtoolError(f"model.n_child ({cfg.n_child}) must be a multiple of model.n_parent ({cfg.n_parent})")
         if size < 16:
@@ -243,23 +242,22 @@ class OneGAN(Backend, Encoder, Clusterer, Segmenter, ObjectRemover, Translator):
     def clones(self) -> list[tuple[str, str]]:
         return [(f"{d}_{p}", d) for p in PATHS if p in self.schedule() for d in ("Dbg", "Dc")]
 
+    def on_phase_start(self, phase: str, nets, step: int) -> None:
+        """Phase II begins (D_rf's first step): every reconstruction path's discriminators
+        start as copies of the generation path's (weights and BatchNorm statistics), the reals'
+        too, though they train only from real_start. The ``cloned`` flags are saved with the
+        weights, so a checkpoint says whether the copy happened."""
+        if phase != "D_rf":
+            return
+        for dst, src in self.clones():
+            if not bool(nets[dst].cloned):
+                copy_weights(nets[dst], nets[src])
+
     def phases(self) -> list[Phase]:
         c = self.cfg
         kw = {"betas": c.betas}
         ph = []
         sch = self.schedule()
-        if "rf" in sch:
-            # Cloning the discriminators on entering Phase II is a phase of its own that runs at
-            # exactly the boundary step, first in that step. Why a phase and not a copy inside
-            # the first loss that uses a clone: the phase "trains" the clones, so the copy moves
-            # only what its phase owns (the G phase reads the clones first in that step, and
-            # copies only as a fallback for a schedule changed under a run); it is data in the schedule, so a
-            # run resumed from a checkpoint saved before the boundary runs the copy at the same
-            # step as an uninterrupted run, and one saved after it has the copied weights (and
-            # the ``cloned`` flags) in the checkpoint. Its loss is 0 times one parameter, so
-            # the trainer's Adam step is a no-op that keeps state for that one tensor only.
-            ph.append(Phase("clone", tuple(k for k, _ in self.clones()), start=sch["rf"], stop=sch["rf"] + 1,
-                            lr=c.lr_d, **kw))
         stop = c.seg_start  # 0: the GAN never stops
         # G first: its outputs are cached (detached) for the discriminator phases
         ph += [Phase("G", ("G", "E", "Dc.info"), lr=c.lr_g, stop=stop, **kw),
@@ -360,8 +358,6 @@ class OneGAN(Backend, Encoder, Clusterer, Segmenter, ObjectRemover, Translator):
 
     # ---------------------------------------------------------------- losses
     def loss(self, phase, nets, batch, step) -> dict[str, Tensor]:
-        if phase == "clone":
-            return self._loss_clone(nets)
         if phase == "G":
             return self._loss_g(nets, batch, step)
         if phase == "S":
@@ -373,16 +369,6 @@ class OneGAN(Backend, Encoder, Clusterer, Segmenter, ObjectRemover, Translator):
         fake = self._recon_cached(nets, batch, path)
         return self._loss_d(nets[f"Dbg_{path}"], nets[f"Dc_{path}"], batch, fake["background"], fake["image"],
                             step, f"_{path}")
-
-    def _loss_clone(self, nets) -> dict[str, Tensor]:
-        anchor = []
-        for dst, src in self.clones():
-            if not bool(nets[dst].cloned):
-                copy_weights(nets[dst], nets[src])
-            anchor.append(next(nets[dst].parameters()).flatten()[0])
-        # zero times one entry of each clone: a graph for backward, zero gradients, no update
-        loss = 0.0 * torch.stack(anchor).float().sum()
-        return {"loss": loss, "cloned": torch.tensor(float(len(anchor)))}
 
     def _own_probs(self, nets, x: Tensor) -> Tensor:
         """OneGAN's own map [N, 2, H, W] (object, background) of photos: the reconstruction mask."""
@@ -434,12 +420,6 @@ class OneGAN(Backend, Encoder, Clusterer, Segmenter, ObjectRemover, Translator):
     def _loss_g(self, nets, batch, step: int) -> dict[str, Tensor]:
         c = self.cfg
         paths = self.paths(step)
-        for dst, src in self.clones():  # only if a schedule was changed under a running job
-            if id(nets[dst]) in self._seen_cloned or not any(dst.endswith(p) for p in paths):
-                continue
-            if not bool(nets[dst].cloned):  # read once per clone, not every step (a host sync on a GPU)
-                copy_weights(nets[dst], nets[src])
-            self._seen_cloned.add(id(nets[dst]))
         out, codes = self._gen(nets, batch, grad=True)
         E, Dc = nets["E"], nets["Dc"]
         img = out["image"]

@@ -149,8 +149,12 @@ class Trainer:
             self.nets = {k: torch.compile(v) for k, v in self.nets.items()}
 
     # ------------------------------------------------------------------ checkpoints
+    def raw_nets(self) -> dict[str, nn.Module]:
+        """The nets, seen through torch.compile's wrappers."""
+        return {k: getattr(v, "_orig_mod", v) for k, v in self.nets.items()}
+
     def _state(self) -> dict:
-        raw = {k: getattr(v, "_orig_mod", v) for k, v in self.nets.items()}
+        raw = self.raw_nets()
         extra = {"scaler": self.scaler.state_dict()} if self.scaler else {}
         if self.data_fingerprint:
             extra["data"] = dict(self.data_fingerprint)
@@ -241,11 +245,20 @@ class Trainer:
                 g.copy_(flat[off:off + g.numel()].view_as(g))
                 off += g.numel()
 
+    @torch.no_grad()
+    def start_phases(self) -> None:
+        """Backend.on_phase_start for each phase whose schedule begins at this step, before
+        any phase of the step runs: a change of state at a boundary is not a loss."""
+        for phase in self.phases:
+            if phase.start == self.step:
+                self.backend.on_phase_start(phase.name, self.raw_nets(), self.step)
+
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
         active = self.backend.ema_active
         for k, e in self.ema.items():  # a net whose EMA stops here takes the averaged weights
             if self.step > 0 and not active(k, self.step) and active(k, self.step - 1):
                 getattr(self.nets[k], "_orig_mod", self.nets[k]).load_state_dict(e.state_dict())
+        self.start_phases()
         batch["cache"] = {}  # per-iteration scratch a backend may share between phases
         parts: dict[str, torch.Tensor] = {}
         phase_of: dict[str, str] = {}  # loss part -> phase, for the non-finite message
@@ -284,7 +297,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ pictures
     def inference_nets(self) -> dict[str, nn.Module]:
-        nets = {k: getattr(v, "_orig_mod", v) for k, v in self.nets.items()}
+        nets = self.raw_nets()
         nets.update(self.ema)
         return nets
 

@@ -1,0 +1,135 @@
+"""Config versions: a checkpoint stores its config's version, older configs load through the
+migrations of fgtool.migrations, newer ones are refused in one line; recipes and --set still
+reject every key the config does not have."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import TINY, run_cli
+
+from fgtool import api, export
+from fgtool import checkpoint as ckpt
+from fgtool import config as C
+from fgtool import migrations as M
+from fgtool.errors import FgtoolError
+from fgtool.train.trainer import make_backend
+
+
+def _save(path, model: str = "finegan", edit=None, version: int | None | str = "now") -> dict:
+    """A tiny untrained checkpoint of ``model``; ``edit(config dict)`` changes its stored config,
+    ``version`` its stored config version (None: none, as before versions existed)."""
+    cfg = api.resolve_config(model, None, str(TINY), [])
+    b = make_backend(cfg)
+    nets = b.build()
+    d = cfg.to_dict()
+    if edit:
+        edit(d)
+    ckpt.save(path, config=d, step=0, nets={k: v.state_dict() for k, v in nets.items()})
+    if version != "now":
+        ck = torch.load(path, weights_only=True)
+        if version is None:
+            del ck["config_version"]
+        else:
+            ck["config_version"] = version
+        torch.save(ck, path)
+    return json.loads(cfg.to_json())  # as stored: lists, not tuples
+
+
+def test_a_checkpoint_stores_the_config_version(tmp_path):
+    _save(tmp_path / "a.pt")
+    raw = torch.load(tmp_path / "a.pt", weights_only=True)
+    assert raw["config_version"] == M.CONFIG_VERSION == len(M.MIGRATIONS) + 1
+    assert ckpt.load(tmp_path / "a.pt")["config_version"] == M.CONFIG_VERSION
+
+
+def test_a_removed_key_in_an_old_checkpoint_is_dropped_by_its_migration(tmp_path, capsys):
+    """A checkpoint written before versions existed (version 1) that holds keys removed since
+    loads: the migrations drop them, and the config is today's."""
+    def old(d):
+        d["model"].update({"bg_z": True, "perturb_scale": [0.0, 0.0], "phi_width": 0})
+
+    want = _save(tmp_path / "old.pt", edit=old, version=None)
+    ck = ckpt.load(tmp_path / "old.pt")
+    assert ck["config"] == want and "bg_z" not in ck["config"]["model"]
+    assert ck["config_version"] == M.CONFIG_VERSION
+    rc, out, err = run_cli(capsys, "info", "--ckpt", tmp_path / "old.pt", "--json")
+    assert rc == 0 and json.loads(out)["config"]["model"] == want["model"]
+
+
+def test_a_removed_key_at_another_value_is_one_line(tmp_path, capsys):
+    _save(tmp_path / "on.pt", edit=lambda d: d["model"].update({"bg_z": False}), version=1)
+    rc, out, err = run_cli(capsys, "info", "--ckpt", tmp_path / "on.pt")
+    assert rc == 2 and out == ""
+    assert err.strip().count("\n") == 0 and "model.bg_z=False" in err and "no longer has" in err
+    assert "Traceback" not in err
+
+
+def test_a_future_config_version_is_refused_in_one_line(tmp_path, capsys):
+    _save(tmp_path / "new.pt", version=M.CONFIG_VERSION + 1)
+    rc, out, err = run_cli(capsys, "info", "--ckpt", tmp_path / "new.pt")
+    assert rc == 2 and out == "" and err.strip().count("\n") == 0 and "Traceback" not in err
+    assert f"version {M.CONFIG_VERSION + 1}" in err and f"up to {M.CONFIG_VERSION}" in err and "upgrade" in err
+    _save(tmp_path / "bad.pt", version="2")
+    with pytest.raises(FgtoolError, match="config version is damaged"):
+        ckpt.load(tmp_path / "bad.pt")
+
+
+def test_an_export_carries_the_config_version(tmp_path):
+    _save(tmp_path / "a.pt")
+    ck = ckpt.load(tmp_path / "a.pt")
+    export.write(ck, None, tmp_path / "a.safetensors")
+    assert export.read(tmp_path / "a.safetensors")["config"] == ck["config"]
+    ck["config_version"] = M.CONFIG_VERSION + 1  # what a newer fgtool would write
+    import fgtool.export as E
+
+    old = E.CONFIG_VERSION
+    E.CONFIG_VERSION = M.CONFIG_VERSION + 1
+    try:
+        export.write(ck, None, tmp_path / "b.safetensors")
+    finally:
+        E.CONFIG_VERSION = old
+    with pytest.raises(FgtoolError, match=f"up to {M.CONFIG_VERSION}"):
+        export.read(tmp_path / "b.safetensors")
+
+
+def test_every_migration_drops_only_keys_at_their_old_value():
+    """Version 1 -> 2: the FineGAN/MixNMatch options deleted before versions existed."""
+    fg = {"model": {"name": "finegan", "n_child": 6, "bg_real_floor": 0.0, "child_in_parent": False,
+                    "info_p_blur": 0.0, "bg_z": True, "perturb_scale": [0.0, 0.0], "perturb_rot": -1.0,
+                    "perturb_shift": -1.0, "phi_width": 0}, "data": {}, "train": {}}
+    assert M.migrate(fg, 1) == {"model": {"name": "finegan", "n_child": 6}, "data": {}, "train": {}}
+    assert fg["model"]["bg_z"] is True  # the caller's dict is left alone
+    mnm = {"model": {"name": "mixnmatch", "recon_p": "encoder", "recon_c": "encoder", "w_assign_p": 3.0,
+                     "w_assign_c": 1.0, "w_iic_p": 0.0, "s_width": 0}, "data": {}, "train": {}}
+    assert M.migrate(mnm, 1)["model"] == {"name": "mixnmatch"}
+    # another model's key of the same name is not touched (OneGAN still has bg_real_floor)
+    og = {"model": {"name": "onegan", "bg_real_floor": 0.5}, "data": {}, "train": {}}
+    assert M.migrate(og, 1)["model"]["bg_real_floor"] == 0.5
+    with pytest.raises(FgtoolError, match="model.recon_p='search'"):
+        M.migrate({"model": {"name": "mixnmatch", "recon_p": "search"}}, 1)
+    with pytest.raises(FgtoolError, match="model.child_in_parent=0"):
+        M.migrate({"model": {"name": "finegan", "child_in_parent": 0}}, 1)  # not the bool False
+    assert M.migrate(fg, M.CONFIG_VERSION) == fg  # today's config: nothing to do
+
+
+def test_the_helpers_rename_and_remap():
+    d = {"model": {"name": "onegan", "a": 1, "k": -1}, "train": {"keep": 0}}
+    M.rename(d, "model", "a", "b")
+    M.remap(d, "model", "k", {-1: None})
+    M.remap(d, "train", "keep", {0: None}, models=("finegan",))  # another model: untouched
+    assert d == {"model": {"name": "onegan", "b": 1, "k": None}, "train": {"keep": 0}}
+
+
+def test_recipes_and_set_still_reject_removed_keys(tmp_path, capsys):
+    """Migrations are for stored configs: a removed key in a recipe or --set is an unknown key."""
+    with pytest.raises(FgtoolError, match="unknown key 'model.bg_z'"):
+        api.resolve_config("finegan", None, str(TINY), ["model.bg_z=true"])
+    r = tmp_path / "r.toml"
+    r.write_text('[model]\nname = "finegan"\nphi_width = 0\n')
+    rc, out, err = run_cli(capsys, "train", "--recipe", r, "--data", tmp_path, "--out", tmp_path / "o", "--dry-run")
+    assert rc == 2 and "unknown key 'model.phi_width'" in err and err.strip().count("\n") == 0
+    with pytest.raises(FgtoolError, match="unknown key"):
+        C.from_dict({"model": {"name": "finegan", "bg_z": True}})  # from_dict does not migrate
