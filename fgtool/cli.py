@@ -121,7 +121,7 @@ def train(
                                "lines (one per log row) in a batch log."),
     skip_bad: bool = SKIP_BAD_OPT,
     report_to: Optional[str] = typer.Option(None, "--report-to", metavar="LIST",
-                                            help="Also log losses and sample grids to (comma list): "
+                                            help="Also log losses, sample grids and train.eval scores to (comma list): "
                                             "tensorboard (pip install 'fgtool[tensorboard]'), wandb, csv "
                                             "(RUN/metrics.csv), or none (default; metrics.jsonl is always "
                                             "written). Same as --set train.report_to=..."),

@@ -77,6 +77,9 @@ class TrainConfig:
     fused_adam: bool = True  # one fused Adam kernel per phase; false = the per-tensor loop
     # trackers beside metrics.jsonl (--report-to): none, csv, tensorboard, wandb; comma list
     report_to: str = "none"
+    # metrics scored on the training data at every checkpoint, as `fgtool eval --metric` scores
+    # them: a comma list of nmi, nmi_max, acc, ari (clustering models), iou, dice (segmenters); none
+    eval: str = "none"
 
 
 # Keys every recipe may use. The model section is validated against the backend's Config.
@@ -250,6 +253,19 @@ def report_to(value: str) -> list[str]:
     return [n for n in dict.fromkeys(names) if n != "none"]
 
 
+TRAIN_METRICS = ("nmi", "nmi_max", "acc", "ari", "iou", "dice")
+
+
+def eval_metrics(value: str) -> list[str]:
+    """``train.eval``: ``"nmi,acc"`` -> ["nmi", "acc"]; ``"none"`` -> []."""
+    names = [v.strip().lower() for v in str(value).split(",") if v.strip()]
+    bad = [n for n in names if n not in TRAIN_METRICS + ("none",)]
+    if bad or not names or ("none" in names and len(names) > 1):
+        what = f"unknown metric {bad[0]!r}" if bad else f"{value!r}"
+        raise FgtoolError(f"train.eval: {what}; choose none or a comma list of {', '.join(TRAIN_METRICS)}")
+    return [n for n in dict.fromkeys(names) if n != "none"]
+
+
 def list_recipes() -> list[dict[str, str]]:
     """The shipped recipes: name, one-line description and file."""
     return [{"name": n, "description": recipe_description(RECIPES_DIR / f"{n}.toml"),
@@ -396,6 +412,7 @@ def _check_domains(cfg: RunConfig) -> None:
     if not (_finite(t.ema_decay) and 0.0 <= t.ema_decay <= 1.0):
         raise FgtoolError(f"train.ema_decay must be in [0, 1] (0 disables the EMA), got {t.ema_decay}")
     report_to(t.report_to)
+    eval_metrics(t.eval)
     for key in ("ema_start", "keep", "threads"):
         if getattr(t, key) < 0:
             raise FgtoolError(f"train.{key} must be >= 0, got {getattr(t, key)}")

@@ -128,3 +128,49 @@ def test_report_to_default_none_and_bad_values(capsys, synth_dir, tmp_path, monk
         assert rc == 2 and out == "" and not (tmp_path / tracker).exists()
         assert one_error_line(err) == (f"fgtool: error: --report-to {tracker} needs {tracker}, which is not "
                                        f"installed: pip install 'fgtool[{tracker}]'")
+
+
+# ----------------------------------------------------------------------------- train.eval
+
+
+def test_train_eval_scores_each_checkpoint_like_fgtool_eval(capsys, synth_dir, tmp_path):
+    plain, scored = tmp_path / "plain", tmp_path / "scored"
+    for run, extra in ((plain, ()), (scored, ("--set", "train.eval=nmi,acc", "--report-to", "csv"))):
+        rc, _, err = _train(capsys, synth_dir, run, "--set", "train.ckpt_every=3", *extra)
+        assert rc == 0, err
+    rows = _jsonl(scored)
+    evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
+    assert [(r["step"], sorted(r)) for r in evals] == [(3, ["eval/acc", "eval/nmi", "step"]),
+                                                       (6, ["eval/acc", "eval/nmi", "step"])]
+    # scoring draws no random numbers of the run's: the losses are those of a run without it
+    losses = [{k: v for k, v in r.items() if k != "it_s"} for r in rows if r not in evals]
+    assert losses == [{k: v for k, v in r.items() if k != "it_s"} for r in _jsonl(plain)]
+    assert [r["step"] for r in losses] == [2, 3, 4, 6]
+    rc, out, err = run_cli(capsys, "eval", "--metric", "nmi,acc", "--ckpt", scored / "last.pt", "--data", synth_dir,
+                           "--json", "-q")
+    assert rc == 0, err
+    m = json.loads(out)["metrics"]
+    assert (evals[-1]["eval/nmi"], evals[-1]["eval/acc"]) == (round(m["nmi"], 6), round(m["acc"], 6))
+    assert 0.0 <= m["nmi"] <= 1.0
+    import csv
+
+    with open(scored / "metrics.csv", newline="") as f:
+        got = {int(r["step"]): r["eval/nmi"] for r in csv.DictReader(f) if r.get("eval/nmi")}
+    assert {s: float(v) for s, v in got.items()} == {r["step"]: r["eval/nmi"] for r in evals}
+
+
+def test_train_eval_refuses_what_cannot_be_scored(capsys, synth_dir, tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i, img in enumerate(sorted((synth_dir / "images").rglob("*.png"))[:8]):
+        (flat / f"{i}.png").write_bytes(img.read_bytes())
+    cases = [("finegan", synth_dir, "fid", "train.eval: unknown metric 'fid'; choose none or a comma list of nmi"),
+             ("ganseg", synth_dir, "nmi", "train.eval=nmi: ganseg does not cluster (nmi)"),
+             ("finegan", synth_dir, "iou", "train.eval=iou: finegan does not segment (iou)"),
+             ("finegan", flat, "nmi", f"train.eval=nmi: {flat} has no class labels to score against")]
+    for model, data, metric, msg in cases:
+        run = tmp_path / f"run-{model}-{metric}-{data.name}"
+        rc, out, err = run_cli(capsys, "train", "--model", model, "--data", data, "--recipe", TINY, "--out", run,
+                               "--quiet", "--set", f"train.eval={metric}", "--set", "train.batch_size=4")
+        assert rc == 2 and out == "" and not run.exists(), (model, metric, err)
+        assert msg in one_error_line(err), err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 from .. import checkpoint as ckpt
@@ -42,6 +43,7 @@ def train(model: str | None = None, data: str | None = None, recipe: str | None 
 
     check_installed(C.report_to(cfg.train.report_to))  # before anything is written
     run, imageset = _prepare(cfg, out, resume)
+    score = _checkpoint_score(cfg, run, imageset)
     if dry_run:
         return _plan(cfg, run, imageset)
     d, t = cfg.data, cfg.train
@@ -78,7 +80,7 @@ def train(model: str | None = None, data: str | None = None, recipe: str | None 
                                rank=rank, world_size=world)
 
         try:
-            summary = trainer.fit(loader_fn)
+            summary = trainer.fit(loader_fn, score)
         finally:
             trainer.close()
     finally:
@@ -109,6 +111,41 @@ def _prepare(cfg: C.RunConfig, out: str | None, resume: bool):
         raise FgtoolError(f"only {len(imageset.records)} images in {d.root}, fewer than "
                           f"train.batch_size={t.batch_size}")
     return run, imageset
+
+
+def _checkpoint_score(cfg: C.RunConfig, run: Path, imageset):
+    """``train.eval``: a function that scores the checkpoint just written on the training data,
+    as ``fgtool eval --metric`` would; None when off. What the model or the data cannot score
+    is refused here, before anything is written."""
+    names = C.eval_metrics(cfg.train.eval)
+    if not names:
+        return None
+    from .. import registry
+
+    caps = registry.get(cfg.model).capabilities()
+    cl = [n for n in names if n in ("nmi", "nmi_max", "acc", "ari")]
+    seg = [n for n in names if n in ("iou", "dice")]
+    if cl and "cluster" not in caps:
+        raise FgtoolError(f"train.eval={cfg.train.eval}: {cfg.model} does not cluster ({', '.join(cl)})")
+    if seg and "segment" not in caps:
+        raise FgtoolError(f"train.eval={cfg.train.eval}: {cfg.model} does not segment ({', '.join(seg)})")
+    if cl and not imageset.has_labels:
+        raise FgtoolError(f"train.eval={cfg.train.eval}: {cfg.data.root} has no class labels to score against")
+    if seg and not imageset.has_masks:
+        raise FgtoolError(f"train.eval={cfg.train.eval}: {cfg.data.root} has no masks to score against")
+
+    def score(step: int) -> dict:
+        from .eval import evaluate
+
+        try:
+            r = evaluate(",".join(names), cfg.data.root, ckpt_path=str(run / "last.pt"),
+                         split=cfg.data.split or None, max_images=cfg.data.max_images, workers=cfg.data.workers)
+        except FgtoolError as e:  # e.g. a segmenter whose stage has not started: the run goes on
+            warnings.warn(f"train.eval at step {step}: {e}", stacklevel=2)
+            return {}
+        return {k: v for k, v in r["metrics"].items() if k in names}
+
+    return score
 
 
 def _plan(cfg: C.RunConfig, run: Path, imageset) -> dict:

@@ -29,14 +29,15 @@ def plot_metrics(metrics: str | Path, out: str | Path, max_panels: int = 20) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in rows[-1] if k not in ("step", "it_s")][:max_panels]
+    # every value logged, in order of first appearance: loss rows, then the sparser eval/* rows
+    keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in ("step", "it_s")][:max_panels]
     n = len(keys)
     cols = min(4, n)
     nrows = math.ceil(n / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.4 * nrows), squeeze=False)
-    steps = [r["step"] for r in rows]
     for ax, k in zip(axes.flat, keys):
-        ax.plot(steps, [r.get(k, float("nan")) for r in rows], lw=1)
+        pts = [(r["step"], r[k]) for r in rows if k in r]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1, marker="o" if len(pts) < 30 else None, ms=3)
         ax.set_title(k, fontsize=9)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)

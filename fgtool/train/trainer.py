@@ -351,8 +351,10 @@ class Trainer:
                 t.log_images(values, step=self.step, **kwargs)
 
     # ------------------------------------------------------------------ the loop
-    def fit(self, loader_fn) -> dict:
-        """Run until ``train.steps``. ``loader_fn(start_step, rank, world)`` yields batches."""
+    def fit(self, loader_fn, score=None) -> dict:
+        """Run until ``train.steps``. ``loader_fn(start_step, rank, world)`` yields batches.
+        ``score(step) -> {name: value}`` (``train.eval``), if given, scores each checkpoint just
+        written; its row goes to metrics.jsonl and the trackers."""
         t = self.cfg.train
         self.out.mkdir(parents=True, exist_ok=True)
         metrics_path = self.out / "metrics.jsonl"
@@ -401,6 +403,8 @@ class Trainer:
                         bar.update(self.step, row)
                     if self.step % t.ckpt_every == 0 or last:
                         self.save()  # before pictures: a picture must never cost a checkpoint
+                        if score is not None:
+                            self._score(score, metrics_path)
                     if self.step % t.sample_every == 0 or last:
                         self._pictures()
                     if last:
@@ -460,6 +464,23 @@ class Trainer:
             if self.acc.trackers:
                 self.acc.log({k: v for k, v in row.items() if k != "step"}, step=self.step)
         return row
+
+    def _score(self, score, metrics_path: Path) -> None:
+        """Score the checkpoint just saved (main process; the others wait at the next gradient
+        sync). The global RNG state is put back afterwards, so a run with ``train.eval`` trains
+        exactly as one without it, and a resumed run as an uninterrupted one."""
+        if not self.acc.is_main_process:
+            return
+        state = rng_state()
+        try:
+            vals = score(self.step)
+        finally:
+            set_rng_state(state)
+        row = {"step": self.step, **{f"eval/{k}": round(float(v), 6) for k, v in vals.items()}}
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.acc.trackers:
+            self.acc.log({k: v for k, v in row.items() if k != "step"}, step=self.step)
 
     def _pictures(self) -> None:
         try:
