@@ -20,7 +20,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -34,8 +34,8 @@ from .errors import FgtoolError
 class DataConfig:
     root: str = ""  # image folder: ImageFolder, CUB layout or a flat folder
     size: int = 64  # training resolution (square); every backend runs at 32, 64 and 128
-    split: str = ""  # "", "train" or "test" (split.csv / train_test_split.txt)
-    max_images: int = 0  # 0 = all; >0 keeps a class-balanced subset for quick runs
+    split: Literal["all", "train", "test"] = "all"  # a part of the set (split.csv / train_test_split.txt)
+    max_images: int | Literal["all"] = "all"  # N keeps a class-balanced subset of N images (quick runs)
     box_mode: str = "auto"  # auto | gt | pseudo | none: auto uses real boxes when present
     pseudo_border: float = 0.15  # width of the border band that pseudo-boxes call background
     crop_scale: float = 1.5  # object crop side = crop_scale * max(box w, h) (FineGAN)
@@ -71,8 +71,8 @@ class TrainConfig:
     log_every: int = 10  # steps between metrics.jsonl rows (and the NaN check)
     sample_every: int = 500  # steps between fixed-seed sample grids
     ckpt_every: int = 500  # steps between numbered checkpoints (last.pt too)
-    keep: int = 3  # numbered checkpoints to keep (the newest); 0 keeps all
-    threads: int = 0  # torch intra-op threads; 0 = leave torch's default
+    keep: int | Literal["all"] = 3  # numbered checkpoints to keep (the newest N), or all
+    threads: int | Literal["auto"] = "auto"  # torch intra-op threads; auto: torch's default
     compile: bool = False  # torch.compile the nets (GPU; experimental)
     fused_adam: bool = True  # one fused Adam kernel per phase; false = the per-tensor loop
     # trackers beside metrics.jsonl (--report-to): none, csv, tensorboard, wandb; comma list
@@ -110,20 +110,26 @@ class RunConfig:
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check/convert ``value`` to the annotated type ``tp``; FgtoolError on mismatch."""
     if isinstance(tp, str):  # postponed annotations
-        tp = eval(tp, {"typing": typing, "Any": Any})  # noqa: S307 - our own annotations only
+        tp = eval(tp, {"typing": typing, "Any": Any, "Literal": Literal})  # noqa: S307 - our own annotations only
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None and len(args) < len(typing.get_args(tp)):
+            return None
         errs = []
-        for arg in typing.get_args(tp):
-            if arg is type(None):
-                if value is None:
-                    return None
-                continue
+        for arg in args:
             try:
                 return _coerce(value, arg, where)
             except FgtoolError as e:
                 errs.append(str(e))
+        if len(args) > 1:  # "expected an integer or 'all'"
+            raise FgtoolError(f"{where}: expected {' or '.join(_expected(a) for a in args)}, got {value!r}")
         raise FgtoolError(errs[0] if errs else f"{where}: bad value {value!r}")
+    if origin is Literal:  # a word: "all", "never", "auto" (TOML has no null)
+        words = typing.get_args(tp)
+        if isinstance(value, str) and value in words:
+            return value
+        raise FgtoolError(f"{where}: expected {_expected(tp)}, got {value!r}")
     if tp is Any:
         return value
     if origin in (tuple, list):
@@ -184,6 +190,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise FgtoolError(f"{where}: expected a string, got {value!r}")
         return value
     return value
+
+
+def _expected(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        words = [repr(w) for w in typing.get_args(tp)]
+        return words[0] if len(words) == 1 else "one of " + ", ".join(words)
+    return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(tp, str(tp))
 
 
 def build_dataclass(cls: type, values: dict, section: str):
@@ -413,12 +426,15 @@ def _check_domains(cfg: RunConfig) -> None:
         raise FgtoolError(f"train.ema_decay must be in [0, 1] (0 disables the EMA), got {t.ema_decay}")
     report_to(t.report_to)
     eval_metrics(t.eval)
-    for key in ("ema_start", "keep", "threads"):
-        if getattr(t, key) < 0:
-            raise FgtoolError(f"train.{key} must be >= 0, got {getattr(t, key)}")
-    if d.max_images < 0 or d.workers < 0:
-        key = "max_images" if d.max_images < 0 else "workers"
-        raise FgtoolError(f"data.{key} must be >= 0, got {getattr(d, key)}")
+    if t.ema_start < 0:
+        raise FgtoolError(f"train.ema_start must be >= 0, got {t.ema_start}")
+    for key, word in (("keep", "all"), ("threads", "auto")):
+        if getattr(t, key) != word and getattr(t, key) < 1:
+            raise FgtoolError(f"train.{key} must be >= 1 or \"{word}\", got {getattr(t, key)}")
+    if d.max_images != "all" and d.max_images < 1:
+        raise FgtoolError(f"data.max_images must be >= 1 or \"all\", got {d.max_images}")
+    if d.workers < 0:
+        raise FgtoolError(f"data.workers must be >= 0, got {d.workers}")
     for key, lo, hi in (("crop_scale", 0.0, None), ("pseudo_border", 0.0, 0.5), ("bg_crop_min", 0.0, 1.0)):
         v = getattr(d, key)
         if not _finite(v) or v < lo or (hi is not None and v > hi) or (key == "crop_scale" and v <= 0):
@@ -431,7 +447,8 @@ def _check_domains(cfg: RunConfig) -> None:
 # probabilities finite and non-negative; a backend's own checks (in its constructor) come after
 _POSITIVE_INT = ("n_child", "n_parent", "n_classes", "n_parts", "n_per", "overcluster", "z_dim", "cz_dim",
                  "bg_dim", "p_dim", "c_dim", "ngf", "ndf", "top_mult", "mlp_hidden", "emb_dim", "mask_ch",
-                 "mask_blocks", "gen_ch", "gen_min_ch", "spade_hidden", "seg_width", "start_div")
+                 "mask_blocks", "gen_ch", "gen_min_ch", "spade_hidden", "seg_width", "start_div", "enc_width",
+                 "pair_width", "pair_hidden", "seg_batch")
 
 
 def _check_model_domains(cfg: RunConfig) -> None:

@@ -60,10 +60,15 @@ def rename(cfg: dict, section: str, key: str, new: str, models: tuple[str, ...] 
         sec[new] = sec.pop(key)
 
 
-def remap(cfg: dict, section: str, key: str, values: dict, models: tuple[str, ...] | None = None) -> None:
-    """Replace the stored value of ``section.key`` where ``values`` has it (old -> new)."""
+def remap(cfg: dict, section: str, key: str, values: dict | Callable[[Any], Any],
+          models: tuple[str, ...] | None = None) -> None:
+    """Replace the stored value of ``section.key``: where ``values`` has it (old -> new), or
+    by ``values(old)`` when it is a function."""
     sec = _section(cfg, section, models)
     if sec is None or key not in sec:
+        return
+    if callable(values):
+        sec[key] = values(sec[key])
         return
     for old, new in values.items():
         if _same(sec[key], old):
@@ -88,8 +93,30 @@ def _v1_to_v2(cfg: dict) -> None:
         drop(cfg, "model", key, old, models=("mixnmatch",))
 
 
+def _below(limit: int, word: str) -> Callable[[Any], Any]:
+    """An old number under ``limit`` (0 or -1, the old "unset") becomes ``word``."""
+    return lambda v: word if isinstance(v, (int, float)) and not isinstance(v, bool) and v < limit else v
+
+
+def _v2_to_v3(cfg: dict) -> None:
+    """Magic numbers became words (TOML has no null): 0 or -1 meant all, auto or never."""
+    remap(cfg, "data", "split", {"": "all"})
+    remap(cfg, "data", "max_images", {0: "all"})
+    remap(cfg, "train", "keep", {0: "all"})
+    remap(cfg, "train", "threads", {0: "auto"})
+    for key in ("phase2_start", "real_start"):
+        remap(cfg, "model", key, {-1: "never"}, models=("onegan",))
+    for key in ("enc_width", "pair_width", "pair_hidden"):  # 0: derived from ndf
+        remap(cfg, "model", key, {0: "auto"}, models=("mixnmatch", "onegan"))
+    remap(cfg, "model", "margin", _below(0, "auto"), models=("ganseg",))
+    remap(cfg, "model", "seg_batch", {0: "auto"}, models=("ganseg",))
+    remap(cfg, "model", "self_band", _below(0, "auto"), models=("ganseg", "onegan"))
+    remap(cfg, "model", "phi_every", _below(1, "never"), models=("finegan", "mixnmatch"))
+    remap(cfg, "model", "hard_start", lambda v: "never" if v is None else v, models=("finegan", "mixnmatch"))
+
+
 # MIGRATIONS[n - 1] turns a version-n config into a version n + 1 one
-MIGRATIONS: list[Callable[[dict], None]] = [_v1_to_v2]
+MIGRATIONS: list[Callable[[dict], None]] = [_v1_to_v2, _v2_to_v3]
 CONFIG_VERSION = len(MIGRATIONS) + 1
 
 

@@ -734,7 +734,7 @@ def test_resume_across_seg_start_is_bit_identical(synth_dir, tmp_path):
 
     # self-training from step 4 with an EMA teacher: pseudo-labels, jitter and teacher resume too
     sets = ["model.seg_start=3", "model.self_start=4", "model.self_ema=0.5", "train.steps=5", "train.log_every=1",
-            "train.ckpt_every=1",
+            "train.ckpt_every=1", "train.keep=all",
             "train.sample_every=100"]
     full = tmp_path / "full"
     api.train("ganseg", str(synth_dir), str(TINY), sets, str(full), progress=False)

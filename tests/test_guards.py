@@ -245,7 +245,9 @@ BAD_SETS = {
     "model.lr_d=-1": "model.lr_d (a learning rate) must be > 0",
     "train.seed=-1": "train.seed must be in 0..",
     "train.ema_decay=5": "train.ema_decay must be in [0, 1]",
-    "train.keep=-1": "train.keep must be >= 0",
+    "train.keep=-1": "train.keep must be >= 1 or \"all\"",
+    "train.keep=0": "train.keep must be >= 1 or \"all\"",
+    "train.threads=lots": "expected an integer or 'auto'",
     "data.crop_scale=inf": "data.crop_scale",
 }
 

@@ -133,3 +133,56 @@ def test_recipes_and_set_still_reject_removed_keys(tmp_path, capsys):
     assert rc == 2 and "unknown key 'model.phi_width'" in err and err.strip().count("\n") == 0
     with pytest.raises(FgtoolError, match="unknown key"):
         C.from_dict({"model": {"name": "finegan", "bg_z": True}})  # from_dict does not migrate
+
+
+def test_version_2_magic_numbers_become_words(tmp_path):
+    """Version 2 -> 3: 0 and -1 that meant all, auto or never are words now, and a checkpoint
+    stored with them loads with the same meaning."""
+    old = {"model": {"name": "onegan", "phase2_start": -1, "real_start": -1, "enc_width": 0, "self_band": -1},
+           "data": {"split": "", "max_images": 0}, "train": {"keep": 0, "threads": 0}}
+    assert M.migrate(old, 2) == {
+        "model": {"name": "onegan", "phase2_start": "never", "real_start": "never", "enc_width": "auto",
+                  "self_band": "auto"},
+        "data": {"split": "all", "max_images": "all"}, "train": {"keep": "all", "threads": "auto"}}
+    kept = {"model": {"name": "onegan", "phase2_start": 800, "real_start": 0, "enc_width": 16, "self_band": 0},
+            "data": {"split": "train", "max_images": 40}, "train": {"keep": 3, "threads": 2}}
+    assert M.migrate(kept, 2) == kept  # real numbers stay numbers
+    assert M.migrate({"model": {"name": "mixnmatch", "enc_width": 0, "pair_width": 0, "pair_hidden": 0,
+                                "phi_every": 0, "hard_start": None}}, 2)["model"] == {
+        "name": "mixnmatch", "enc_width": "auto", "pair_width": "auto", "pair_hidden": "auto", "phi_every": "never",
+        "hard_start": "never"}
+    assert M.migrate({"model": {"name": "finegan", "phi_every": 4, "hard_start": 440000}}, 2)["model"] == {
+        "name": "finegan", "phi_every": 4, "hard_start": 440000}
+    assert M.migrate({"model": {"name": "ganseg", "margin": -1, "seg_batch": 0}}, 2)["model"] == {
+        "name": "ganseg", "margin": "auto", "seg_batch": "auto"}
+
+    def v2(d):
+        d["data"].update({"split": "", "max_images": 0})
+        d["train"].update({"keep": 0, "threads": 0})
+        d["model"].update({"phase2_start": -1, "real_start": -1, "enc_width": 0})
+
+    _save(tmp_path / "v2.pt", model="onegan", edit=v2, version=2)
+    cfg = C.from_dict(ckpt.load(tmp_path / "v2.pt")["config"])
+    assert (cfg.data.split, cfg.data.max_images, cfg.train.keep, cfg.train.threads) == ("all", "all", "all", "auto")
+    assert (cfg.model_cfg.phase2_start, cfg.model_cfg.real_start, cfg.model_cfg.enc_width) == ("never", "never", "auto")
+
+
+def test_words_in_recipes_and_set(tmp_path):
+    """A recipe says all/auto/never as a word (or leaves the key out for its default); an
+    old magic number there is an error, not a silent change of meaning."""
+    r = tmp_path / "r.toml"
+    r.write_text('[train]\nkeep = "all"\nthreads = "auto"\n[data]\nmax_images = "all"\n'
+                 '[model]\nname = "onegan"\nreal_start = "never"\n')
+    cfg = api.resolve_config(None, None, str(r), ["model.phase2_start=never", "model.enc_width=8"])
+    assert (cfg.train.keep, cfg.train.threads, cfg.data.max_images) == ("all", "auto", "all")
+    assert (cfg.model_cfg.phase2_start, cfg.model_cfg.real_start, cfg.model_cfg.enc_width) == ("never", "never", 8)
+    assert api.resolve_config("finegan", None, None, ["train.keep=5"]).train.keep == 5
+    with pytest.raises(FgtoolError, match=r"train.keep: expected an integer or 'all', got 'every'"):
+        api.resolve_config("finegan", None, None, ["train.keep=every"])
+    with pytest.raises(FgtoolError, match=r"data.split: expected one of 'all', 'train', 'test', got ''"):
+        api.resolve_config("finegan", None, None, ["data.split="])
+    for bad, msg in (("train.keep=0", 'train.keep must be >= 1 or "all"'),
+                     ("model.enc_width=0", "model.enc_width must be >= 1"),
+                     ("model.real_start=-1", "real_start")):
+        with pytest.raises(FgtoolError, match=msg):
+            C.validate(api.resolve_config("onegan", None, str(TINY), [bad]))

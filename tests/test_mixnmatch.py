@@ -255,7 +255,7 @@ def test_stage2_starts_at_the_configured_step_and_resumes_exactly(synth_dir, tmp
     from test_resume import tensors_differ
 
     sets = ["model.stage2_start=3", "train.steps=5", "train.log_every=1", "train.ckpt_every=1",
-            "train.sample_every=100"]
+            "train.sample_every=100", "train.keep=all"]
     full = tmp_path / "full"
     _train(full, synth_dir, *sets)
     rows = {r["step"]: r for r in map(json.loads, (full / "metrics.jsonl").read_text().splitlines())}

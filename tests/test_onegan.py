@@ -221,18 +221,18 @@ def test_schedule_and_phases():
     assert ph["D_rf"].start == 10 and ph["D_rr"].start == 20 and ph["G"].active(0) and ph["D"].active(10 ** 6)
     assert ph["G"].trains == ("G", "E", "Dc.info") and ph["D_rr"].trains == ("Dbg_rr", "Dc_rr.trunk", "Dc_rr.adv")
     # Phase I only: no clones, no reconstruction phases
-    b1 = _backend("model.phase2_start=-1", "model.real_start=-1")
+    b1 = _backend("model.phase2_start=never", "model.real_start=never")
     assert [p.name for p in b1.phases()] == ["G", "D"] and b1.paths(10 ** 6) == ["gen"]
     assert not any(k.endswith(("_rf", "_rr")) for k in b1.build())
     # fakes only (the paper's "no real recon" ablation)
-    b2 = _backend("model.phase2_start=5", "model.real_start=-1")
+    b2 = _backend("model.phase2_start=5", "model.real_start=never")
     assert [p.name for p in b2.phases()] == ["G", "D", "D_rf"]
     assert set(b2.build()) == {"G", "E", "Dbg", "Dc", "Dbg_rf", "Dc_rf"}
 
 
 @pytest.mark.parametrize("sets,match", [
     (("model.phase2_start=5", "model.real_start=3"), "real_start"),
-    (("model.phase2_start=-1", "model.real_start=3"), "real_start"),
+    (("model.phase2_start=never", "model.real_start=3"), "real_start"),
     (("model.beta_map=0.5,1.5",), "beta_map"),
     (("model.beta_code=0.8,0.2",), "beta_code"),
     (("model.infer_beta=0.5,0.5,2,0.5",), "infer_beta"),

@@ -102,7 +102,7 @@ def test_finegan_paper_recipe_switches_every_deviation_off():
         "a new FineGAN option: say here which value is the authors'"
 
 
-MIXNMATCH_AUTHORS = {**FINEGAN_AUTHORS, "hard_start": None, "enc_width": 64, "pair_width": 16,
+MIXNMATCH_AUTHORS = {**FINEGAN_AUTHORS, "hard_start": "never", "enc_width": 64, "pair_width": 16,
                      "pair_hidden": 512, "pair_noise": (0.5, 0.3, 0.3), "z_scale": 4.0, "w_pair": 1.0,
                      "w_gp": 10.0, "w_rec_z": 5.0, "w_rec_b": 5.0, "w_rec_p": 10.0, "w_rec_c": 10.0,
                      "w_info_free": 0.0, "w_recon": 0.0, "w_feat_mask": 0.0, "w_feat_adv": 1.0,

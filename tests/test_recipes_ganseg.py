@@ -43,7 +43,7 @@ def test_paper_recipe_has_the_authors_settings():
     assert (m.lr_g, m.lr_d, tuple(m.betas), m.w_r1, m.r1_every) == (1e-4, 4e-4, (0.5, 0.9), 10.0, 16)
     assert (m.w_con, m.w_area, m.pen_every) == (10.0, 1.0, 2)
     assert (m.seg_start, t.steps, m.seg_arch, m.seg_batch, m.lr_s, tuple(m.seg_betas), m.w_ce, m.w_dice) == (
-        30000, 40000, "deeplabv3_resnet50", 0, 3e-4, (0.9, 0.999), 0.5, 0.5)
+        30000, 40000, "deeplabv3_resnet50", "auto", 3e-4, (0.9, 0.999), 0.5, 0.5)
 
 
 def test_cpu_recipe_keeps_its_deviations():

@@ -22,13 +22,14 @@ PAPER = {"n_child": 200, "n_parent": 20, "lr_g": 2e-4, "lr_d": 2e-4, "phase2_sta
 # details the paper leaves open (ours, or FineGAN's): widths, code sizes, Adam's betas, the
 # inference mixup weights, L_RM's area hinge (the paper defers L_RM to its supplementary)
 OPEN = {"z_dim": 100, "bg_dim": 64, "p_dim": 64, "c_dim": 64, "ngf": 64, "top_mult": 16, "ndf": 64,
-        "enc_width": 0, "betas": (0.5, 0.999), "infer_beta": (0.5, 0.5, 0.75, 0.75), "mask_area": (0.1, 0.9)}
+        "enc_width": "auto", "betas": (0.5, 0.999), "infer_beta": (0.5, 0.5, 0.75, 0.75), "mask_area": (0.1, 0.9)}
 # inert with seg_start = 0 (the distilled segmenter's) or without data.bg_crops (d_bg_crops)
 INERT = {f.name for f in dataclasses.fields(SelfTrainConfig)} | {"self_fg_range", "seg_camo_shift", "d_bg_crops"}
 
 # the CPU recipe's choices, as measured in docs/experiments/onegan-synthetic.md
 CPU = {"n_child": 12, "n_parent": 4, "z_dim": 32, "bg_dim": 16, "p_dim": 16, "c_dim": 16, "ngf": 16, "top_mult": 8,
-       "ndf": 16, "enc_width": 16, "phase2_start": 800, "real_start": -1, "bg_patch_thresh": 0.5, "bg_warmup": 1200,
+       "ndf": 16, "enc_width": 16, "phase2_start": 800, "real_start": "never", "bg_patch_thresh": 0.5,
+       "bg_warmup": 1200,
        "mask_area": (0.12, 0.35), "seg_start": 1050, "self_start": 1450, "seg_width": 16, "self_tta": True,
        "self_guard": 0.3, "self_fg_range": (0.05, 0.6), "seg_paste": 2.0, "d_bg_crops": False,
        # the earlier behaviour of the options that make eq. 10, 15 and 18 the paper's

@@ -203,7 +203,7 @@ def test_resume_restores_a_missing_step_file_as_a_link(synth_dir, tmp_path):
 
 
 N = 10
-SETS = [f"train.steps={N}", "train.ckpt_every=2", "train.sample_every=1000", "data.workers=0", "train.keep=0"]
+SETS = [f"train.steps={N}", "train.ckpt_every=2", "train.sample_every=1000", "data.workers=0", "train.keep=all"]
 
 
 def test_sigkill_then_resume_equals_uninterrupted_run(synth_dir, tmp_path):
@@ -253,7 +253,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(synth_dir, tmp_path):
 
 RANDOM_N = 12
 RANDOM_SETS = [f"train.steps={RANDOM_N}", "train.ckpt_every=1", "train.log_every=1", "train.sample_every=1000",
-               "data.workers=0", "train.keep=0"]  # every checkpoint kept, to compare each one
+               "data.workers=0", "train.keep=all"]  # every checkpoint kept, to compare each one
 
 
 def _newest_step(run: Path) -> int:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -91,14 +92,14 @@ class FineGANConfig:
     # paper; C3-GAN's trick): the background stage cannot know where the object will land,
     # so it cannot paint it. none, weak or strong
     perturb: str = "none"
-    phi_every: int = 2  # cluster heads step every N iterations (0 = never)
+    phi_every: int | Literal["never"] = 2  # cluster heads step every N iterations, or never
     # first step of the cluster heads (the authors' loop has none; the paper trains them
     # after the GAN): later starts keep them out of most of the run's steps
     phi_start: int = 0
     # the authors' last stage: from this step on, every second iteration trains on the
     # hardest codes, the batch of 10 random batches whose child layer Dc's information head
-    # finds least like its own code (their 1,500 "hard negative" iterations). None: never
-    hard_start: int | None = None
+    # finds least like its own code (their 1,500 "hard negative" iterations), or never
+    hard_start: int | Literal["never"] = "never"
 
 
 def _tail(widths: list[int], k: int) -> list[int]:
@@ -220,8 +221,10 @@ class FineGAN(Backend, Clusterer):
         if cfg.ngf < 4 or cfg.ngf % 4:
             raise FgtoolError(f"model.ngf must be a positive multiple of 4 (the child stage is ngf/4 wide), "
                               f"got {cfg.ngf}")
-        if cfg.hard_start is not None and cfg.hard_start < 0:
-            raise FgtoolError(f"model.hard_start is a step, at least 0, got {cfg.hard_start}")
+        if cfg.hard_start != "never" and cfg.hard_start < 0:
+            raise FgtoolError(f"model.hard_start is a step, at least 0, or \"never\", got {cfg.hard_start}")
+        if cfg.phi_every != "never" and cfg.phi_every < 1:
+            raise FgtoolError(f"model.phi_every must be >= 1 or \"never\", got {cfg.phi_every}")
         self.ratio = cfg.n_child // cfg.n_parent
         self.bg_d = cfg.w_bg_adv > 0 or cfg.w_bg_aux > 0  # the background D is used at all
         self.perturb = None if cfg.perturb == "none" else perturb_ranges(cfg.perturb)
@@ -248,7 +251,7 @@ class FineGAN(Backend, Clusterer):
         # the updated Ds on the same render, so G runs forward once per iteration.
         ph = [Phase("D", ("Dbg", "Dc.trunk", "Dc.adv"), lr=c.lr_d, graph=("G",)),
               Phase("G", ("G", "Dp", "Dc.info"), lr=c.lr_g)]
-        if c.phi_every > 0:
+        if c.phi_every != "never":
             ph.append(Phase("phi", ("phi_p", "phi_c"), every=c.phi_every, lr=c.lr_d, start=c.phi_start))
         return ph
 
@@ -298,7 +301,7 @@ class FineGAN(Backend, Clusterer):
         """Whether ``step`` trains on hard codes: every second step from ``hard_start`` (the
         first one is an ordinary step, as the authors' count starts)."""
         h = self.cfg.hard_start
-        return h is not None and step is not None and step >= h and (step - h) % 2 == 1
+        return h != "never" and step is not None and step >= h and (step - h) % 2 == 1
 
     def hard_codes(self, nets, n: int, device=None, tries: int = 10) -> dict[str, Tensor]:
         """The authors' hard-negative mining: ``tries`` batches of random codes, rendered

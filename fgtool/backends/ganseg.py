@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -107,10 +108,10 @@ class GANSegConfig(SelfTrainConfig):
     gen_ch: int = 256  # foreground/background width at the first resolution; halves per upsampling
     gen_min_ch: int = 64
     spade_hidden: int = 128
-    # border kept around every map, in pixels at every resolution. -1: the paper's 10 px at
+    # border kept around every map, in pixels at every resolution. auto: the paper's 10 px at
     # 128 px, scaled with the image size (64 px -> 5) and never below 3 (32 px -> 3): two 3x3
     # convs per block need about 2 px for their zero padding to stay out of the image
-    margin: int = -1
+    margin: int | Literal["auto"] = "auto"
     # where foreground and background meet: "feature" (the paper) blends the feature maps and
     # renders the blend with to_rgb's two 3x3 convs, so a mask may spill a pixel or two past
     # the object it draws; "rgb" renders each layer and blends the pictures, so the mask's
@@ -135,7 +136,7 @@ class GANSegConfig(SelfTrainConfig):
     pen_every: int = 2  # the penalties join the G loss every pen_every-th step
     seg_start: int = 30000  # step where the GAN stops and the segmenter starts; 0 = no segmenter stage
     seg_arch: str = "deeplabv3_resnet50"  # or deeplabv3_mobilenet_v3_large, or small (SmallSegmenter)
-    seg_batch: int = 0  # generated pairs per segmenter step; 0 = train.batch_size
+    seg_batch: int | Literal["auto"] = "auto"  # generated pairs per segmenter step; auto: train.batch_size
     # the segmenter's Dice term: "pooled" (ours) over the batch and pixels per class, smoothed
     # by 1; "per_image" (the authors) per image and class, smoothed by 1e-8, then averaged
     seg_dice: str = "pooled"
@@ -197,6 +198,8 @@ class GANSeg(Backend, PartSegmenter):
         if c.start_div < 1 or c.start_div & (c.start_div - 1) or size % c.start_div:
             raise FgtoolError(f"model.start_div must be a power of two that divides data.size={size}, "
                               f"got {c.start_div}")
+        if c.margin != "auto" and c.margin < 0:
+            raise FgtoolError(f"model.margin must be >= 0 pixels or \"auto\", got {c.margin}")
         if c.seg_arch not in SEG_ARCHS:
             raise FgtoolError(f"model.seg_arch must be one of {', '.join(SEG_ARCHS)}, got {c.seg_arch!r}")
         if c.arch not in ("compact", "paper"):
@@ -364,7 +367,7 @@ class GANSeg(Backend, PartSegmenter):
 
     def _loss_s(self, nets, batch, step) -> dict[str, Tensor]:
         c = self.cfg
-        n = c.seg_batch or batch["image"].shape[0]
+        n = batch["image"].shape[0] if c.seg_batch == "auto" else c.seg_batch
         dev = batch["image"].device
         G = nets["G"]
         real_bg = c.seg_real_bg > 0 and "bg_crop" in batch

@@ -31,7 +31,7 @@ class GANSegGenerator(nn.Module):
         self.size = size
         self.r0 = size // c.start_div
         self.ups = int(round(math.log2(c.start_div)))
-        self.margin = c.margin if c.margin >= 0 else max(3, round(10 * size / 128))
+        self.margin = max(3, round(10 * size / 128)) if c.margin == "auto" else c.margin
         self.floor = c.sigma_floor
         self.blend = c.blend
         e = c.emb_dim
@@ -304,7 +304,7 @@ class PaperGenerator(nn.Module):
         super().__init__()
         c = cfg
         self.k, self.n_per, self.div, self.size = c.n_parts, c.n_per, c.point_div, size
-        self.margin = c.margin if c.margin >= 0 else max(3, round(10 * size / 128))
+        self.margin = max(3, round(10 * size / 128)) if c.margin == "auto" else c.margin
         n_res = int(round(math.log2(c.start_div))) + 1
         self.sizes = [size // c.start_div * 2 ** (i // 2) for i in range(2 * n_res)]
         e, p = c.emb_dim, self.k * self.n_per

@@ -35,6 +35,7 @@ the object), ``child_fills_parent``, ``info_p_input = "mask"`` and ``pose_warp``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -71,11 +72,12 @@ def _at_least_fp32(x: Tensor) -> Tensor:
 
 @dataclass
 class MixNMatchConfig(FineGANConfig):
-    phi_every: int = 0  # unused: MixNMatch clusters with its encoders, it builds no phi heads
-    enc_width: int = 0  # base width of the four encoders (z, b, p, c); 0 = ndf
+    phi_every: int | Literal["never"] = "never"  # MixNMatch clusters with its encoders: no phi heads
+    enc_width: int | Literal["auto"] = "auto"  # base width of the four encoders (z, b, p, c); auto: ndf
     z_scale: float = 4.0  # the z encoder outputs tanh * z_scale
-    pair_width: int = 0  # base width of the paired critics' image trunks; 0 = ndf / 4 (the authors' 16)
-    pair_hidden: int = 0  # width of the critics' image feature and code layers; 0 = 32 * pair width
+    # base width of the paired critics' image trunks; auto: ndf / 4 (the authors' 16)
+    pair_width: int | Literal["auto"] = "auto"
+    pair_hidden: int | Literal["auto"] = "auto"  # the critics' image feature and code layers; auto: 32 * pair width
     pair_noise: tuple[float, ...] = (0.5, 0.3, 0.3)  # Gaussian noise std after each of the critics' code layers
     lr_pair: float = 2e-4
     w_pair: float = 1.0  # paired adversarial loss (generator and encoders)
@@ -285,12 +287,12 @@ class MixNMatch(FineGAN, FeatureEncoder):
 
     def __init__(self, cfg: MixNMatchConfig, size: int):
         super().__init__(cfg, size)
-        if cfg.phi_every:
+        if cfg.phi_every != "never":
             raise FgtoolError("model.phi_every: MixNMatch has no phi heads (its encoders give the cluster "
-                              "features); leave it at 0")
+                              "features); leave it at \"never\"")
         if cfg.stage2_start < 0:
             raise FgtoolError(f"model.stage2_start must be >= 0 (0 = no stage 2), got {cfg.stage2_start}")
-        if cfg.hard_start is not None:
+        if cfg.hard_start != "never":
             raise FgtoolError("model.hard_start is FineGAN's last stage; MixNMatch's authors have none")
         if not 0.0 <= cfg.soft_p <= 1.0:
             raise FgtoolError(f"model.soft_p is a share of iterations, in [0, 1], got {cfg.soft_p}")
@@ -299,7 +301,7 @@ class MixNMatch(FineGAN, FeatureEncoder):
     # ---------------------------------------------------------------- nets and phases
     def build(self) -> dict[str, nn.Module]:
         c, s = self.cfg, self.size
-        pw = c.pair_width or max(1, c.ndf // 4)
+        pw = max(1, c.ndf // 4) if c.pair_width == "auto" else c.pair_width
         nets = super().build()  # FineGAN's G, Dbg, Dp, Dc; its post-hoc phi heads are not used
         for k in ("phi_p", "phi_c"):
             nets.pop(k)
@@ -308,7 +310,7 @@ class MixNMatch(FineGAN, FeatureEncoder):
         new = {"G": G,
                "Dp": InfoDiscriminator(c.ndf // 2, s, c.n_parent, adv=True, top="flat"),
                "Dc": InfoDiscriminator(c.ndf, s, c.n_child, adv=True, top="flat"),
-               "E": Encoders(c.enc_width or c.ndf, s, self.dims, c.z_scale),
+               "E": Encoders(c.ndf if c.enc_width == "auto" else c.enc_width, s, self.dims, c.z_scale),
                # stage 2: the authors' U-Net at ngf/2 (their 32) to phi's width (ngf/4, their 16),
                # and its patch critic
                "S": FeatureExtractor(max(1, c.ngf // 2), s, G.phi_ch),
@@ -316,7 +318,8 @@ class MixNMatch(FineGAN, FeatureEncoder):
         for m in new.values():
             init_weights(m, "orthogonal")
         # the critics keep PyTorch's default initialisation, as the authors'
-        new["Dpair"] = PairCritics(pw, s, self.dims, c.pair_hidden or 32 * pw, c.pair_noise)
+        hidden = 32 * pw if c.pair_hidden == "auto" else c.pair_hidden
+        new["Dpair"] = PairCritics(pw, s, self.dims, hidden, c.pair_noise)
         return {**nets, **new}
 
     def phases(self) -> list[Phase]:

@@ -53,6 +53,7 @@ Clustering: the penultimate features of the shape and style encoders.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -89,14 +90,14 @@ class OneGANConfig(SelfTrainConfig):
     ngf: int = 64  # generator width at full resolution
     top_mult: int = 16  # the 4x4 top of each generator has ngf * top_mult channels (FineGAN: 16)
     ndf: int = 64  # discriminator base width
-    enc_width: int = 0  # encoder base width; 0 = ndf
+    enc_width: int | Literal["auto"] = "auto"  # encoder base width; auto: ndf
     lr_g: float = 2e-4  # generators, embeddings, encoders and DcB (one Adam)
     lr_d: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
     # multi-phase schedule (steps): Phase I generation only; Phase II from phase2_start adds the
-    # reconstruction of fakes, and from real_start that of reals. -1 = never.
-    phase2_start: int = 200000
-    real_start: int = 400000
+    # reconstruction of fakes, and from real_start that of reals (steps, or never)
+    phase2_start: int | Literal["never"] = 200000
+    real_start: int | Literal["never"] = 400000
     beta_code: tuple[float, float] = (0.0, 1.0)  # mixup 1, 2 (embedding vs encoder code)
     beta_map: tuple[float, float] = (0.5, 1.0)  # mixup 3, 4 (pre-image vs bypass)
     infer_beta: tuple[float, float, float, float] = (0.5, 0.5, 0.75, 0.75)  # at inference: the range middles
@@ -171,10 +172,10 @@ class OneGAN(Backend, Encoder, Clusterer, Segmenter, ObjectRemover, Translator):
         if size < 16:
             raise FgtoolError(f"onegan needs images of at least 16 px, got data.size={size}")
         p2, rs = cfg.phase2_start, cfg.real_start
-        if p2 < -1 or rs < -1:
-            raise FgtoolError("model.phase2_start and model.real_start are steps >= 0, or -1 for never")
-        if rs >= 0 and (p2 < 0 or rs < p2):
-            raise FgtoolError(f"model.real_start ({rs}) must be -1 or >= model.phase2_start ({p2}): "
+        if any(v != "never" and v < 0 for v in (p2, rs)):
+            raise FgtoolError("model.phase2_start and model.real_start are steps >= 0, or \"never\"")
+        if rs != "never" and (p2 == "never" or rs < p2):
+            raise FgtoolError(f"model.real_start ({rs}) must be \"never\" or >= model.phase2_start ({p2}): "
                               "real images are reconstructed only in Phase II")
         for name, (lo, hi) in (("beta_code", cfg.beta_code), ("beta_map", cfg.beta_map)):
             if not 0.0 <= lo <= hi <= 1.0:
@@ -204,9 +205,9 @@ class OneGAN(Backend, Encoder, Clusterer, Segmenter, ObjectRemover, Translator):
         """The multi-phase schedule as data: path -> first step (paths never started are left out)."""
         c = self.cfg
         s = {"gen": 0}
-        if c.phase2_start >= 0:
+        if c.phase2_start != "never":
             s["rf"] = c.phase2_start
-            if c.real_start >= 0:
+            if c.real_start != "never":
                 s["rr"] = c.real_start
         return s
 

@@ -173,7 +173,7 @@ class BackgroundEncoder(nn.Module):
 class OneGANEncoders(nn.Module):
     def __init__(self, cfg: OneGANConfig, size: int, pre_ch: int):
         super().__init__()
-        w = cfg.enc_width or cfg.ndf
+        w = cfg.ndf if cfg.enc_width == "auto" else cfg.enc_width
         self.bg = BackgroundEncoder(w, size, pre_ch)
         self.shape = ShapeEncoder(cfg, w, size, pre_ch)
         self.style = StyleEncoder(cfg, w, size)

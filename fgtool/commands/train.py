@@ -106,7 +106,8 @@ def _prepare(cfg: C.RunConfig, out: str | None, resume: bool):
     from ..data.datasets import scan
 
     d, t = cfg.data, cfg.train
-    imageset = scan(d.root, split=d.split or None, max_images=d.max_images, skip_bad=d.skip_bad)
+    imageset = scan(d.root, split=None if d.split == "all" else d.split,
+                    max_images=None if d.max_images == "all" else d.max_images, skip_bad=d.skip_bad)
     if len(imageset.records) < t.batch_size:
         raise FgtoolError(f"only {len(imageset.records)} images in {d.root}, fewer than "
                           f"train.batch_size={t.batch_size}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,7 @@ class SelfTrainConfig:
     # its probability is at least self_conf, other pixels ignored
     self_refine: str = "grabcut"
     self_conf: float = 0.9
-    self_band: int = -1  # -1: size // 16 (2 px at 32 px)
+    self_band: int | Literal["auto"] = "auto"  # auto: size // 16 (2 px at 32 px)
     self_iters: int = 5  # GrabCut rounds
     self_jitter: float = 0.3  # brightness, contrast and saturation range; hue a quarter of it
     # ours, 0 = off: a photo's pseudo-label is dropped when GrabCut changed its foreground area by
@@ -56,6 +57,8 @@ def check_self_train(c: SelfTrainConfig) -> None:
     """One-line errors for out-of-range self-training keys."""
     if c.self_refine not in ("grabcut", "none"):
         raise FgtoolError(f"model.self_refine must be 'grabcut' or 'none', got {c.self_refine!r}")
+    if c.self_band != "auto" and c.self_band < 0:
+        raise FgtoolError(f"model.self_band must be >= 0 pixels or \"auto\", got {c.self_band}")
     if c.self_jitter < 0 or not 0.5 <= c.self_conf <= 1.0:
         raise FgtoolError("model.self_jitter must be >= 0 and model.self_conf in [0.5, 1]")
     if c.self_guard < 0:
@@ -130,7 +133,7 @@ def pseudo_labels(c: SelfTrainConfig, prob: Tensor, real: Tensor,
     conf, lab = prob.max(1)
     if c.self_refine == "none":
         return lab, (conf >= c.self_conf).float()
-    band = c.self_band if c.self_band >= 0 else max(1, real.shape[-1] // 16)
+    band = max(1, real.shape[-1] // 16) if c.self_band == "auto" else c.self_band
     fg = grabcut_refine(real, 1.0 - prob[:, k], band=band, iters=c.self_iters).to(prob.device)
     part = prob[:, :k].argmax(1)
     weight = torch.ones_like(conf)

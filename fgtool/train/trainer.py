@@ -101,7 +101,7 @@ class Trainer:
         self.cfg, self.out, self.progress = cfg, Path(out), progress
         self.log = log or (lambda msg: None)
         t = cfg.train
-        if t.threads > 0:
+        if t.threads != "auto":
             torch.set_num_threads(t.threads)
         cpu = not torch.cuda.is_available()
         self.precision, source = precision.resolve(t.precision)
@@ -189,7 +189,7 @@ class Trainer:
                               f"({e.strerror or e}); training stopped; last good checkpoint: {where}; "
                               "make room and continue with --resume") from None
         self.last_good = path
-        if self.cfg.train.keep > 0:
+        if self.cfg.train.keep != "all":
             old = sorted(self.out.glob("step_*.pt"))[: -self.cfg.train.keep]
             for f in old:
                 f.unlink(missing_ok=True)
