@@ -56,6 +56,11 @@ class DataConfig:
     # it for this resume only (a deliberate change: images added, a folder moved and edited)
     allow_changed: bool = False
 
+    def subset(self) -> tuple[str | None, int | None]:
+        """(split, max_images) as the data scanner takes them: None for "all"."""
+        return (None if self.split == "all" else self.split,
+                None if self.max_images == "all" else self.max_images)
+
 
 @dataclass
 class TrainConfig:

@@ -106,8 +106,8 @@ def _prepare(cfg: C.RunConfig, out: str | None, resume: bool):
     from ..data.datasets import scan
 
     d, t = cfg.data, cfg.train
-    imageset = scan(d.root, split=None if d.split == "all" else d.split,
-                    max_images=None if d.max_images == "all" else d.max_images, skip_bad=d.skip_bad)
+    split, max_images = d.subset()
+    imageset = scan(d.root, split=split, max_images=max_images, skip_bad=d.skip_bad)
     if len(imageset.records) < t.batch_size:
         raise FgtoolError(f"only {len(imageset.records)} images in {d.root}, fewer than "
                           f"train.batch_size={t.batch_size}")
@@ -139,8 +139,9 @@ def _checkpoint_score(cfg: C.RunConfig, run: Path, imageset):
         from .eval import evaluate
 
         try:
+            split, max_images = cfg.data.subset()
             r = evaluate(",".join(names), cfg.data.root, ckpt_path=str(run / "last.pt"),
-                         split=cfg.data.split or None, max_images=cfg.data.max_images, workers=cfg.data.workers)
+                         split=split, max_images=max_images or 0, workers=cfg.data.workers)
         except FgtoolError as e:  # e.g. a segmenter whose stage has not started: the run goes on
             warnings.warn(f"train.eval at step {step}: {e}", stacklevel=2)
             return {}
