@@ -235,7 +235,7 @@ def test_centre_floor_by_hand(capsys, tmp_path):
     shutil.rmtree(root / "segmentations")
     for argv, msg in ((["--metric", "iou", "--baseline", "centre"], "no segmentations/"),
                       (["--metric", "nmi", "--baseline", "centre"], "clustering metrics take --baseline pixels"),
-                      (["--metric", "iou", "--baseline", "middle"], "'centre' (a centred ellipse"),
+                      (["--metric", "iou", "--baseline", "middle"], "'middle' is not one of 'pixels', 'centre'"),
                       (["--metric", "iou", "--baseline", "pixels"], "or --baseline centre")):
         rc, out, err = run_cli(capsys, "eval", *argv, "--data", root, "--quiet")
         assert rc == 2 and out == "", argv
