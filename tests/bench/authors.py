@@ -470,9 +470,12 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from fgtool.config import TrainConfig
 
+    from fgtool.train.precision import resolve
+
     default = TrainConfig().precision
-    a.precisions = [default if p == "default" else p for p in a.precisions.split(",")]
-    a.precisions = list(dict.fromkeys(a.precisions))  # 'no' twice when the default is fp32
+    resolved = resolve(default)[0]  # auto: bf16 where the CPU computes it natively
+    a.precisions = [resolved if p == "default" else p for p in a.precisions.split(",")]
+    a.precisions = list(dict.fromkeys(a.precisions))  # once, when the default is one of the others
     a.size_of = {m: a.size for m in MODELS}
     if a.ganseg_size:
         a.size_of["ganseg"] = a.ganseg_size
@@ -486,7 +489,7 @@ def main() -> None:
     t0 = time.time()
     report = {"machine": {**cpu_info(), "python": platform.python_version(), "threads": a.threads},
               "protocol": {"batch": a.batch, "timed_rounds": a.iters, "warmup_rounds": a.warmup,
-                           "small": a.small, "default_precision": default,
+                           "small": a.small, "default_precision": f"{default} = {resolved}",
                            "statistic": "median step; ratios authors / fgtool per round, then the median"},
               "command": _command(), "models": {}}
     import torch
