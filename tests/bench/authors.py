@@ -20,7 +20,7 @@ One timed iteration of theirs is their training loop's body, called as their loo
   at each batch it hands out (their gradient penalty every 16th batch and their G penalties
   every 2nd fall on the same steps as fgtool's).
 
-fgtool's iteration is ``Trainer.train_step`` with the paper recipe (recipes/<model>-cub.toml:
+fgtool's iteration is ``Trainer.train_step`` with the paper recipe (the recipe <model>-cub:
 the architecture tests/test_reference*.py prove equal to theirs, and the authors' options),
 at the same batch and size, in fp32 (``train.precision=no``) and at fgtool's default
 precision (the default of ``train.precision``, not the recipe's). Both sides get random
@@ -289,7 +289,7 @@ def fgtool_step(model: str, small: bool, batch: int, size: int, precision: str):
         for k, v in getattr(importlib.import_module(mod), name).items():
             if model == "mixnmatch" or k not in ("enc_width", "pair_width", "pair_hidden"):
                 sets.append(f"model.{k}={json.dumps(v)}")
-    cfg = resolve_config(model, "/nonexistent", str(ROOT / "recipes" / f"{model}-cub.toml"), sets)
+    cfg = resolve_config(model, "/nonexistent", f"{model}-cub", sets)
     tr = Trainer(cfg, tempfile.mkdtemp(prefix="fgtool-authors-bench-"), progress=False)
     cl = cfg.train.channels_last
 
