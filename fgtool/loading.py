@@ -21,6 +21,19 @@ class Loaded:
     nets: dict
     step: int
     path: Path
+    # inference precision: "auto" = bf16 autocast where the device computes bf16 natively
+    # (as train.precision=auto), "bf16", or "no" (fp32)
+    precision: str = "auto"
+
+    def autocast(self):
+        """The context ``sample``, ``cluster`` and ``segment`` run their networks in: bf16
+        autocast where supported. Masks and cluster assignments agree with fp32 on a fixed
+        set (tests/test_inference_precision.py)."""
+        from .train.precision import device_has_bf16
+
+        dev = self.device.type
+        on = self.precision == "bf16" or (self.precision == "auto" and dev in ("cpu", "cuda") and device_has_bf16())
+        return torch.autocast(dev, dtype=torch.bfloat16, enabled=on)
 
     @property
     def device(self) -> torch.device:

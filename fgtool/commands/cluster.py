@@ -29,9 +29,11 @@ def features(m: Loaded, data: str, split: str | None = None, max_images: int = 0
     direct = isinstance(m.backend, CentroidClusterer)
     for batch in batches(ds, workers=workers):
         x = batch["image"].to(m.device)
-        fb = m.backend.cluster_features(m.nets, x)
+        with m.autocast():
+            fb = m.backend.cluster_features(m.nets, x)
+        fb = {k: v.float() for k, v in fb.items()}  # assignments compare features in fp32
         for k, v in fb.items():
-            feats.setdefault(k, []).append(v.float().cpu().numpy())
+            feats.setdefault(k, []).append(v.cpu().numpy())
         if direct:  # models with centroids (C3-GAN) assign images themselves
             idx, conf = m.backend.assign(m.nets, x, fb)
             feats.setdefault("_assign", []).append(idx.cpu().numpy())

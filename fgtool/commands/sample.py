@@ -51,7 +51,7 @@ def sample(ckpt_path: str, out: str, n: int = 64, seed: int = 0, fix: list[str] 
             raise FgtoolError(f"--fix {k}: categorical codes of {m.cfg.model} are "
                               f"{', '.join(c for c, s in sizes.items() if s)}")
     written = {}
-    with torch.no_grad():
+    with torch.no_grad(), m.autocast():
         if vary:
             if vary not in sizes:
                 raise FgtoolError(f"--vary {vary}: codes of {m.cfg.model} are {', '.join(sizes)}")

@@ -137,7 +137,7 @@ def segment(ckpt_path: str, data: str, out: str, parts: bool = False, points: bo
     pal = part_palette(k) if parts else None
     sheet_fg, sheet_parts, items, pts_doc = [], [], [], {}
     done, n_sheet = 0, 64
-    with torch.no_grad():
+    with torch.no_grad(), m.autocast():
         for batch in batches(ds, batch_size, workers):
             x = batch["image"].to(m.device)
             fg, probs = _refined(x, *_masks(m, x, tta), refine)

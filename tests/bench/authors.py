@@ -469,7 +469,6 @@ def main() -> None:
         a.batch = 2
     sys.path.insert(0, str(ROOT))
     from fgtool.config import TrainConfig
-
     from fgtool.train.precision import resolve
 
     default = TrainConfig().precision
