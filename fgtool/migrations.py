@@ -115,8 +115,20 @@ def _v2_to_v3(cfg: dict) -> None:
     remap(cfg, "model", "hard_start", lambda v: "never" if v is None else v, models=("finegan", "mixnmatch"))
 
 
+def _v3_to_v4(cfg: dict) -> None:
+    """Options that no recipe turned on and no doc measured: C3-GAN's explicit warp ranges
+    (perturb_scale, perturb_rot, perturb_shift: the presets are the ranges) and info weight
+    warm-up (info_warmup); OneGAN's background-patch floor (bg_real_floor) and detached encoder
+    input (enc_to_g = false: eq. 12-13 always train the generators, as the paper's)."""
+    for key, old in (("perturb_scale", (0.0, 0.0)), ("perturb_rot", -1.0), ("perturb_shift", -1.0),
+                     ("info_warmup", 0)):
+        drop(cfg, "model", key, old, models=("c3gan",))
+    for key, old in (("bg_real_floor", 0.0), ("enc_to_g", True)):
+        drop(cfg, "model", key, old, models=("onegan",))
+
+
 # MIGRATIONS[n - 1] turns a version-n config into a version n + 1 one
-MIGRATIONS: list[Callable[[dict], None]] = [_v1_to_v2, _v2_to_v3]
+MIGRATIONS: list[Callable[[dict], None]] = [_v1_to_v2, _v2_to_v3, _v3_to_v4]
 CONFIG_VERSION = len(MIGRATIONS) + 1
 
 

@@ -479,10 +479,10 @@ def test_background_real_terms_count_crop_patches_as_real_background():
     fg = torch.zeros(4, 1, 32, 32)
     fg[:, :, 8:24, 8:24] = 1
     base = {"image": full, "full": full, "fg": fg}
-    r0, a0, w = background_real_terms(D, base, 0, 0.5, 0, 0.0)
+    r0, a0, w = background_real_terms(D, base, 0, 0.5, 0)
     crop = torch.randn(4, 3, 32, 32)
     ok = torch.tensor([1.0, 0.0, 1.0, 1.0])
-    r1, a1, _ = background_real_terms(D, {**base, "bg_crop": crop, "bg_crop_ok": ok}, 0, 0.5, 0, 0.0)
+    r1, a1, _ = background_real_terms(D, {**base, "bg_crop": crop, "bg_crop_ok": ok}, 0, 0.5, 0)
     adv, aux = D(full)
     c_adv, c_aux = D(crop)
     wc = ok.view(-1, 1, 1, 1).expand_as(c_adv)

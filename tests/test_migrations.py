@@ -105,9 +105,10 @@ def test_every_migration_drops_only_keys_at_their_old_value():
     mnm = {"model": {"name": "mixnmatch", "recon_p": "encoder", "recon_c": "encoder", "w_assign_p": 3.0,
                      "w_assign_c": 1.0, "w_iic_p": 0.0, "s_width": 0}, "data": {}, "train": {}}
     assert M.migrate(mnm, 1)["model"] == {"name": "mixnmatch"}
-    # another model's key of the same name is not touched (OneGAN still has bg_real_floor)
+    # another model's key of the same name is not touched by this step (OneGAN's bg_real_floor)
     og = {"model": {"name": "onegan", "bg_real_floor": 0.5}, "data": {}, "train": {}}
-    assert M.migrate(og, 1)["model"]["bg_real_floor"] == 0.5
+    M.MIGRATIONS[0](og)
+    assert og["model"]["bg_real_floor"] == 0.5
     with pytest.raises(FgtoolError, match="model.recon_p='search'"):
         M.migrate({"model": {"name": "mixnmatch", "recon_p": "search"}}, 1)
     with pytest.raises(FgtoolError, match="model.child_in_parent=0"):
@@ -186,3 +187,28 @@ def test_words_in_recipes_and_set(tmp_path):
                      ("model.real_start=-1", "real_start")):
         with pytest.raises(FgtoolError, match=msg):
             C.validate(api.resolve_config("onegan", None, str(TINY), [bad]))
+
+
+def test_version_3_drops_the_options_no_recipe_turned_on(tmp_path, capsys):
+    """Version 3 -> 4: C3-GAN's explicit warp ranges and info warm-up, OneGAN's background floor
+    and enc_to_g; a checkpoint that stores them at their old defaults loads, one trained with
+    them on is refused in one line that names the option."""
+    c3 = {"model": {"name": "c3gan", "perturb": "strong", "perturb_scale": [0.0, 0.0], "perturb_rot": -1.0,
+                    "perturb_shift": -1.0, "info_warmup": 0}}
+    assert M.migrate(c3, 3)["model"] == {"name": "c3gan", "perturb": "strong"}
+    og = {"model": {"name": "onegan", "bg_real_floor": 0.0, "enc_to_g": True, "n_child": 6}}
+    assert M.migrate(og, 3)["model"] == {"name": "onegan", "n_child": 6}
+    for model, key, value in (("c3gan", "perturb_rot", 10.0), ("c3gan", "info_warmup", 500),
+                              ("onegan", "bg_real_floor", 0.25), ("onegan", "enc_to_g", False)):
+        with pytest.raises(FgtoolError, match=f"model.{key}="):
+            M.migrate({"model": {"name": model, key: value}}, 3)
+
+    def v3(d):
+        d["model"].update({"bg_real_floor": 0.0, "enc_to_g": True})
+
+    want = _save(tmp_path / "og.pt", model="onegan", edit=v3, version=3)
+    assert ckpt.load(tmp_path / "og.pt")["config"] == want
+    _save(tmp_path / "on.pt", model="onegan", edit=lambda d: d["model"].update({"enc_to_g": False}), version=3)
+    rc, out, err = run_cli(capsys, "sample", "--ckpt", tmp_path / "on.pt", "--out", tmp_path / "s.png")
+    assert rc == 2 and err.count("\n") == 1 and "model.enc_to_g=False" in err and "no longer has" in err
+    assert not (tmp_path / "s.png").exists()

@@ -14,10 +14,9 @@ RECIPES = Path(__file__).resolve().parents[1] / "fgtool" / "recipes"
 
 # C3-GAN options of ours, and the value that is the authors' model, losses and iteration
 C3GAN_AUTHORS = {"shared_fake": False, "g_widths": "authors", "d_first_bias": False, "mask_entropy": "bits",
-                 "conv_bias_init": "torch", "info_warmup": 0, "tau": 0.1, "w_info": 5.0, "w_info_fg": 1.0,
+                 "conv_bias_init": "torch", "tau": 0.1, "w_info": 5.0, "w_info_fg": 1.0,
                  "w_cont": 1.0, "w_entropy": 0.1, "w_mask": 1.0, "mask_range": (0.1, 0.9), "lr_g": 2e-4,
-                 "lr_d": 2e-4, "z_dim": 64, "cz_dim": 8, "perturb": "strong", "perturb_scale": (0.0, 0.0),
-                 "perturb_rot": -1.0, "perturb_shift": -1.0}
+                 "lr_d": 2e-4, "z_dim": 64, "cz_dim": 8, "perturb": "strong"}
 # the options that set the contrastive view's augmentation (the authors' transform_aug values;
 # the view itself is drawn in the training step, see docs/models/c3gan.md)
 C3GAN_VIEW = {"aug_crop": (0.2, 1.0), "aug_jitter": (0.4, 0.4, 0.4, 0.1), "aug_p_jitter": 0.8, "aug_p_gray": 0.2}

@@ -15,9 +15,9 @@ RECIPES = Path(__file__).resolve().parents[1] / "fgtool" / "recipes"
 # options the paper sets (Sec. 3-5, eq. 9-18), and our additions at their "off" value
 PAPER = {"n_child": 200, "n_parent": 20, "lr_g": 2e-4, "lr_d": 2e-4, "phase2_start": 200_000,
          "real_start": 400_000, "beta_code": (0.0, 1.0), "beta_map": (0.5, 1.0), "w_bg_adv": 10.0,
-         "w_bg_aux": 1.0, "w_adv": 1.0, "w_cls": 1.0, "w_mse": 1.0, "w_rv": 0.1, "w_rm": 2.0, "enc_to_g": True,
+         "w_bg_aux": 1.0, "w_adv": 1.0, "w_cls": 1.0, "w_mse": 1.0, "w_rv": 0.1, "w_rm": 2.0,
          "w_rec_adv": 1.0, "w_vae": 1.0, "w_rec": 1.0, "w_per": 1.0, "kl_reduce": "sum", "rec_mask_reg": False,
-         "bg_aux_norm": "sets", "bg_patch_thresh": 1.0, "bg_warmup": 0, "bg_real_floor": 0.0,
+         "bg_aux_norm": "sets", "bg_patch_thresh": 1.0, "bg_warmup": 0,
          "seg_start": 0, "self_start": 0, "seg_paste": 0.0, "seg_camo": 0.0}
 # details the paper leaves open (ours, or FineGAN's): widths, code sizes, Adam's betas, the
 # inference mixup weights, L_RM's area hinge (the paper defers L_RM to its supplementary)

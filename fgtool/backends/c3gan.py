@@ -65,14 +65,10 @@ class C3GANConfig:
     w_mask: float = 1.0
     mask_range: tuple[float, float] = (0.1, 0.9)  # hinge on the mean mask
     perturb: str = "weak"  # random affine warp of the foreground: weak, strong (CUB) or none
-    perturb_scale: tuple[float, float] = (0.0, 0.0)  # explicit ranges override the preset when non-zero
-    perturb_rot: float = -1.0  # degrees; < 0 = preset
-    perturb_shift: float = -1.0  # half-widths; < 0 = preset
     aug_crop: tuple[float, float] = (0.2, 1.0)  # SimCLR view: RandomResizedCrop area range
     aug_jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, sat, hue
     aug_p_jitter: float = 0.8
     aug_p_gray: float = 0.2
-    info_warmup: int = 0  # steps over which the info weights ramp up from 0 (paper: 0)
     # Deviations from the authors' code (fgtool/recipes/c3gan-cub.toml sets each to the authors' value;
     # tests/test_reference_c3gan.py proves that setting equal to their code):
     # one generator render per iteration: G steps first, D re-uses that fake detached.
@@ -191,7 +187,7 @@ class C3GAN(Backend, CentroidClusterer):
             raise FgtoolError(f"model.mask_entropy must be nats or bits, got {cfg.mask_entropy!r}")
         if cfg.conv_bias_init not in ("zero", "torch"):
             raise FgtoolError(f"model.conv_bias_init must be zero or torch, got {cfg.conv_bias_init!r}")
-        self.perturb = perturb_ranges(cfg.perturb, cfg.perturb_scale, cfg.perturb_rot, cfg.perturb_shift)
+        self.perturb = perturb_ranges(cfg.perturb)
 
     def n_clusters(self) -> int:
         return self.k
@@ -253,10 +249,6 @@ class C3GAN(Backend, CentroidClusterer):
     def _mask_entropy(self, m: Tensor) -> Tensor:
         return binary_entropy_bits(m) if self.cfg.mask_entropy == "bits" else binary_entropy(m)
 
-    def _w_info(self, step: int) -> float:
-        w = self.cfg.info_warmup
-        return min(1.0, step / w) if w > 0 else 1.0
-
     def _info(self, h: Tensor, centres: Tensor, c: Tensor) -> Tensor:
         return F.cross_entropy(cosine_logits(h, centres, self.cfg.tau), c)
 
@@ -274,8 +266,7 @@ class C3GAN(Backend, CentroidClusterer):
         per = m.flatten(1).mean(1)
         lo, hi = c.mask_range
         mask_reg = self._mask_entropy(m).mean() + (F.relu(lo - per) + F.relu(per - hi)).mean()
-        wi = self._w_info(step)
-        loss = g_adv + wi * (c.w_info * info + c.w_info_fg * info_fg) + c.w_mask * mask_reg
+        loss = g_adv + c.w_info * info + c.w_info_fg * info_fg + c.w_mask * mask_reg
         return {"loss": loss, "g_adv": g_adv, "g_info": info, "g_info_fg": info_fg, "mask_reg": mask_reg,
                 "mask_area": per.mean().detach()}
 
@@ -302,8 +293,7 @@ class C3GAN(Backend, CentroidClusterer):
         ent_each = -(q * q.clamp_min(1e-12).log()).sum(1).mean()
         qm = q.mean(0)
         ent_mean = -(qm * qm.clamp_min(1e-12).log()).sum()
-        wi = self._w_info(step)
-        loss = (d_real + d_fake + wi * (c.w_info * info + c.w_info_fg * info_fg) + c.w_cont * cont
+        loss = (d_real + d_fake + c.w_info * info + c.w_info_fg * info_fg + c.w_cont * cont
                 + c.w_entropy * (ent_each - ent_mean))
         with torch.no_grad():
             conf = q.max(1).values.mean()

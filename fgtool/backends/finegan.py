@@ -377,7 +377,7 @@ class FineGAN(Backend, Clusterer):
                 box = batch["box"] * (Dbg.side / full.shape[-1])
                 labels = lambda n: Dbg.box_labels(box, n, c.bg_patch_thresh)  # noqa: E731
             bg_real, bg_aux, w = background_real_terms(Dbg, batch, step, c.bg_patch_thresh, c.bg_warmup,
-                                                       0.0, full=self.bg_view(nets, full), labels=labels)
+                                                       full=self.bg_view(nets, full), labels=labels)
             bg_fake = bce(Dbg(self.bg_view(nets, fake_bg))[0], 0.0)
         else:
             bg_real = bg_aux = bg_fake = w = fake_img.new_zeros((), dtype=torch.float32)

@@ -108,9 +108,6 @@ class OneGANConfig(SelfTrainConfig):
     w_mse: float = 1.0  # L_MSE
     w_rv: float = 0.1
     w_rm: float = 2.0
-    # eq. 12-13 on generated images also train the generators (the paper); false: the encoders
-    # read a detached image, so only they learn from it and G is conditioned through DcB alone
-    enc_to_g: bool = True
     w_rec_adv: float = 1.0  # scales the adversarial terms of the reconstruction paths
     w_vae: float = 1.0
     w_rec: float = 1.0
@@ -124,7 +121,6 @@ class OneGANConfig(SelfTrainConfig):
     mask_area: tuple[float, float] = (0.1, 0.9)  # L_RM hinge on the mean mask
     bg_patch_thresh: float = 1.0  # as FineGAN: share of a patch's field outside the box to count as background
     bg_warmup: int = 0  # steps over which real background patches fade from all to box-outside ones
-    bg_real_floor: float = 0.0
     # eq. 10's L_DbgB on real photos: "patches" averages the BCE over all patches (FineGAN's code);
     # "sets": the mean over background patches plus the mean over object patches (the paper's two
     # expectations, one per set)
@@ -429,9 +425,8 @@ class OneGAN(Backend, Encoder, Clusterer, Segmenter, ObjectRemover, Translator):
         g_bgA, g_bgB = bce(f_adv, 1.0), bce(f_aux, 1.0)  # aux: 1 = background
         c_adv, c_info = Dc(img)  # one trunk pass for DcA and DcB
         g_cA = bce(c_adv, 1.0)
-        e_in, e_m = (img, out["mask"]) if c.enc_to_g else (img.detach(), out["mask"].detach())
-        sh, st = E.shape(e_in), E.style(e_in)
-        b_bg = E.bg(e_in, e_m)
+        sh, st = E.shape(img), E.style(img)  # eq. 12-13 train the generators too (the paper)
+        b_bg = E.bg(img, out["mask"])
         ce_p = F.cross_entropy(sh["logits_p"], codes["p"])
         ce_c = F.cross_entropy(st["logits_c"], codes["c"])
         info_c = F.cross_entropy(c_info.float(), codes["c"])
@@ -488,7 +483,7 @@ class OneGAN(Backend, Encoder, Clusterer, Segmenter, ObjectRemover, Translator):
         if not c.d_bg_crops:  # the crops are the segmenter's (seg_paste), not the background D's
             batch = {k: v for k, v in batch.items() if k not in ("bg_crop", "bg_crop_ok")}
         bg_real, bg_aux, _ = background_real_terms(Dbg, batch, step, c.bg_patch_thresh, c.bg_warmup,
-                                                   c.bg_real_floor, aux_sets=c.bg_aux_norm == "sets")
+                                                   aux_sets=c.bg_aux_norm == "sets")
         bg_fake = bce(Dbg(fake_bg.detach())[0], 0.0)
         real = bce(Dc.forward_adv(batch["image"]), 1.0)
         fake = bce(Dc.forward_adv(fake_img.detach()), 0.0)

@@ -17,18 +17,14 @@ from torch import Tensor
 PERTURB = {"weak": ((0.9, 1.1), 2.0, 0.08), "strong": ((0.8, 1.5), 15.0, 0.15), "none": ((1.0, 1.0), 0.0, 0.0)}
 
 
-def perturb_ranges(preset: str, scale=(0.0, 0.0), rot: float = -1.0, shift: float = -1.0) -> tuple:
-    """(scale, rot_deg, shift) of a named preset, with explicit overrides: a non-zero upper
-    ``scale`` and non-negative ``rot`` / ``shift`` replace the preset's. Raises
-    ``FgtoolError`` naming the presets for an unknown name."""
+def perturb_ranges(preset: str) -> tuple:
+    """(scale, rot_deg, shift) of a named preset. Raises ``FgtoolError`` naming the presets
+    for an unknown name."""
     from ..errors import FgtoolError
 
     if preset not in PERTURB:
         raise FgtoolError(f"model.perturb must be one of {', '.join(PERTURB)}, got {preset!r}")
-    s, r, t = PERTURB[preset]
-    if scale[1] > 0:
-        s = tuple(scale)
-    return s, (rot if rot >= 0 else r), (shift if shift >= 0 else t)
+    return PERTURB[preset]
 
 
 def _u(n: int, lo: float, hi: float, like: Tensor) -> Tensor:

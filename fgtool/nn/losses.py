@@ -42,7 +42,7 @@ def bce(logits: Tensor, target: float | Tensor, reduction: str = "mean") -> Tens
 
 
 def background_real_terms(Dbg, batch: dict, step: int, thresh: float, warmup: int,
-                          floor: float, full: Tensor | None = None, labels=None,
+                          full: Tensor | None = None, labels=None,
                           aux_sets: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """The real side of FineGAN's background patch discriminator (also OneGAN's): real
     patches count only where they are background (outside the real or pseudo box), rescaled
@@ -50,8 +50,7 @@ def background_real_terms(Dbg, batch: dict, step: int, thresh: float, warmup: in
 
     Small images leave few background patches (2-12% at 32-64 px), and a patch D trained on
     so few real patches stalls the background generator at a flat colour. ``warmup`` starts
-    from every patch counting as real and fades to the box labels; ``floor`` keeps that share
-    of the in-box patches as real for good. With ``data.bg_crops`` the batch also holds a
+    from every patch counting as real and fades to the box labels. With ``data.bg_crops`` the batch also holds a
     box-outside crop per image (``bg_crop``, ``bg_crop_ok``): all its patches count as real
     background for both heads. ``full`` replaces the batch's full view, and ``labels(n)``, when
     given, makes the patch labels for an n x n map (FineGAN: from the box coordinates).
@@ -66,7 +65,6 @@ def background_real_terms(Dbg, batch: dict, step: int, thresh: float, warmup: in
     else:  # box_mode none: every patch counts as background
         w = torch.ones_like(r_adv)
     a = max(1.0 - step / warmup, 0.0) if warmup > 0 else 0.0
-    a = max(a, floor)
     w_adv = w + (1.0 - w) * a if a > 0 else w
     real, n_real = (bce(r_adv, 1.0, "none") * w_adv).sum(), w_adv.sum()
     if "bg_crop" not in batch:
