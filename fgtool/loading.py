@@ -75,6 +75,6 @@ def require_segmenter(m: Loaded) -> None:
     m.backend.require("segment")
     if not m.backend.segment_ready(m.step):
         start = getattr(m.cfg.model_cfg, "seg_start", None)
-        when = f"model.seg_start={start}" if start else "model.seg_start=0: no segmenter stage"
+        when = "model.seg_start=never: no segmenter stage" if start in (None, "never") else f"model.seg_start={start}"
         raise FgtoolError(f"{m.path} (step {m.step}) has no trained segmenter yet ({when}); "
                           "train past that step first")

@@ -127,8 +127,15 @@ def _v3_to_v4(cfg: dict) -> None:
         drop(cfg, "model", key, old, models=("onegan",))
 
 
+def _v4_to_v5(cfg: dict) -> None:
+    """Stage starts whose 0 meant "no such stage" are "never" (a step 0 is a step)."""
+    for key in ("seg_start", "self_start"):
+        remap(cfg, "model", key, {0: "never"}, models=("ganseg", "onegan"))
+    remap(cfg, "model", "stage2_start", {0: "never"}, models=("mixnmatch",))
+
+
 # MIGRATIONS[n - 1] turns a version-n config into a version n + 1 one
-MIGRATIONS: list[Callable[[dict], None]] = [_v1_to_v2, _v2_to_v3, _v3_to_v4]
+MIGRATIONS: list[Callable[[dict], None]] = [_v1_to_v2, _v2_to_v3, _v3_to_v4, _v4_to_v5]
 CONFIG_VERSION = len(MIGRATIONS) + 1
 
 

@@ -94,8 +94,8 @@ def _check_mode(m, mode: str) -> None:
         if not isinstance(be, FeatureEncoder):
             raise FgtoolError(f"model '{m.cfg.model}' has no feature mode; use --mode code")
         if not be.feature_ready(m.step):
-            start = getattr(m.cfg.model_cfg, "stage2_start", 0)
-            why = ("this run has no stage 2 (model.stage2_start = 0)" if start <= 0 else
+            start = getattr(m.cfg.model_cfg, "stage2_start", "never")
+            why = ("this run has no stage 2 (model.stage2_start = never)" if start == "never" else
                    f"stage 2 starts at step {start} and this checkpoint is at step {m.step}")
             raise FgtoolError(f"--mode feature needs a trained feature extractor: {why}; use --mode code, "
                               "or train on (fgtool train --resume --set train.steps=N)")

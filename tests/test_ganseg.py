@@ -210,11 +210,11 @@ def test_phases_r1_lazy_and_segmenter_stage():
     assert ph["S"].trains == ("S",) and not ph["S"].active(39) and ph["S"].active(40) and ph["S"].active(10 ** 6)
     assert (ph["G"].lr, ph["D"].lr, ph["G"].betas, ph["S"].lr) == (1e-4, 4e-4, (0.5, 0.9), 3e-4)
     assert ph["S"].betas == (0.9, 0.999)
-    assert [p.name for p in _backend("model.seg_start=0").phases()] == ["G", "D", "D_r1"]
+    assert [p.name for p in _backend("model.seg_start=never").phases()] == ["G", "D", "D_r1"]
 
 
 def test_r1_runs_only_every_16_steps_in_a_trainer(tmp_path, synth_dir):
-    cfg = _cfg("model.seg_start=0", "train.precision=bf16", root=synth_dir)
+    cfg = _cfg("model.seg_start=never", "train.precision=bf16", root=synth_dir)
     tr = Trainer(cfg, tmp_path / "run", progress=False)
     seen = []
     for _ in range(18):

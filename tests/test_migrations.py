@@ -212,3 +212,18 @@ def test_version_3_drops_the_options_no_recipe_turned_on(tmp_path, capsys):
     rc, out, err = run_cli(capsys, "sample", "--ckpt", tmp_path / "on.pt", "--out", tmp_path / "s.png")
     assert rc == 2 and err.count("\n") == 1 and "model.enc_to_g=False" in err and "no longer has" in err
     assert not (tmp_path / "s.png").exists()
+
+
+def test_version_4_stage_starts_of_0_are_never():
+    """Version 4 -> 5: a stage start of 0 meant "no such stage"; it is "never", and 0 in a
+    recipe is now refused rather than read as "from step 0"."""
+    for model, key in (("ganseg", "seg_start"), ("ganseg", "self_start"), ("onegan", "seg_start"),
+                       ("onegan", "self_start"), ("mixnmatch", "stage2_start")):
+        assert M.migrate({"model": {"name": model, key: 0}}, 4)["model"][key] == "never"
+        assert M.migrate({"model": {"name": model, key: 700}}, 4)["model"][key] == 700
+    with pytest.raises(FgtoolError, match='model.stage2_start must be a step >= 1 or "never"'):
+        api.resolve_config("mixnmatch", None, str(TINY), ["model.stage2_start=0"])
+    with pytest.raises(FgtoolError, match="seg_start"):
+        api.resolve_config("ganseg", None, str(TINY), ["model.seg_start=0"])
+    cfg = api.resolve_config("onegan", None, str(TINY), ["model.seg_start=never"])
+    assert "S" not in make_backend(cfg).build() and [p.stop for p in make_backend(cfg).phases()] == [None] * 4

@@ -246,7 +246,7 @@ def test_phases_split_at_stage2_start():
         assert not ph[n].active(6) and ph[n].active(7) and ph[n].active(10 ** 6)
     assert "E" in ph["G"].trains and ph["Dfeat"].lr == pytest.approx(2e-5)
     # no stage 2: stage-1 phases never stop
-    b0 = _backend("model.stage2_start=0")
+    b0 = _backend("model.stage2_start=never")
     assert [p.name for p in b0.phases()] == ["D", "Dpair", "G"]
     assert all(p.active(10 ** 6) for p in b0.phases())
 

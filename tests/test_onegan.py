@@ -732,7 +732,7 @@ def test_remove_object_fill_options(capsys, run, synth_dir, tmp_path):
 def test_distilled_segmenter_learns_non_trivial_masks():
     """A few dozen S steps on photos whose teacher masks are blobs: S's masks of those photos
     are neither all object nor all background, and overlap the blobs."""
-    b = _seg_backend("model.self_start=0", "model.seg_width=8", "model.self_refine=none", "model.self_conf=0.5")
+    b = _seg_backend("model.self_start=never", "model.seg_width=8", "model.self_refine=none", "model.self_conf=0.5")
     torch.manual_seed(0)
     nets = b.build()
     blob = torch.zeros(8, 1, S, S)

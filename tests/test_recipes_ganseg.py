@@ -18,7 +18,7 @@ RECIPES = Path(__file__).resolve().parents[1] / "fgtool" / "recipes"
 GANSEG_AUTHORS = {"arch": "paper", "d_reg": "gp", "d_first": True, "seg_dice": "per_image", "object_div": 0.0,
                   "point_flip": False, "blend": "feature", "sigma_floor": 0.0, "seg_real_bg": 0.0,
                   "seg_jitter": 0.0, "seg_hue": 0.0, "seg_jitter_split": False, "seg_camo": 0.0,
-                  "self_start": 0}
+                  "self_start": "never"}
 
 
 def _cfg(name: str):

@@ -18,12 +18,12 @@ PAPER = {"n_child": 200, "n_parent": 20, "lr_g": 2e-4, "lr_d": 2e-4, "phase2_sta
          "w_bg_aux": 1.0, "w_adv": 1.0, "w_cls": 1.0, "w_mse": 1.0, "w_rv": 0.1, "w_rm": 2.0,
          "w_rec_adv": 1.0, "w_vae": 1.0, "w_rec": 1.0, "w_per": 1.0, "kl_reduce": "sum", "rec_mask_reg": False,
          "bg_aux_norm": "sets", "bg_patch_thresh": 1.0, "bg_warmup": 0,
-         "seg_start": 0, "self_start": 0, "seg_paste": 0.0, "seg_camo": 0.0}
+         "seg_start": "never", "self_start": "never", "seg_paste": 0.0, "seg_camo": 0.0}
 # details the paper leaves open (ours, or FineGAN's): widths, code sizes, Adam's betas, the
 # inference mixup weights, L_RM's area hinge (the paper defers L_RM to its supplementary)
 OPEN = {"z_dim": 100, "bg_dim": 64, "p_dim": 64, "c_dim": 64, "ngf": 64, "top_mult": 16, "ndf": 64,
         "enc_width": "auto", "betas": (0.5, 0.999), "infer_beta": (0.5, 0.5, 0.75, 0.75), "mask_area": (0.1, 0.9)}
-# inert with seg_start = 0 (the distilled segmenter's) or without data.bg_crops (d_bg_crops)
+# inert with seg_start = "never" (the distilled segmenter's) or without data.bg_crops (d_bg_crops)
 INERT = {f.name for f in dataclasses.fields(SelfTrainConfig)} | {"self_fg_range", "seg_camo_shift", "d_bg_crops"}
 
 # the CPU recipe's choices, as measured in docs/experiments/onegan-synthetic.md

@@ -30,10 +30,10 @@ class Phase:
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
     start: int = 0  # first step this phase runs (e.g. a second training stage)
-    stop: int = 0  # 0 = never stops
+    stop: int | None = None  # first step this phase no longer runs; None: it never stops
 
     def active(self, step: int) -> bool:
-        return step >= self.start and (self.stop <= 0 or step < self.stop) and step % self.every == 0
+        return step >= self.start and (self.stop is None or step < self.stop) and step % self.every == 0
 
 
 @dataclass

@@ -134,7 +134,7 @@ class GANSegConfig(SelfTrainConfig):
     w_con: float = 10.0  # geometric concentration penalty (30 for flowers / Taichi)
     w_area: float = 1.0
     pen_every: int = 2  # the penalties join the G loss every pen_every-th step
-    seg_start: int = 30000  # step where the GAN stops and the segmenter starts; 0 = no segmenter stage
+    seg_start: int | Literal["never"] = 30000  # step where the GAN stops and the segmenter starts, or never
     seg_arch: str = "deeplabv3_resnet50"  # or deeplabv3_mobilenet_v3_large, or small (SmallSegmenter)
     seg_batch: int | Literal["auto"] = "auto"  # generated pairs per segmenter step; auto: train.batch_size
     # the segmenter's Dice term: "pooled" (ours) over the batch and pixels per class, smoothed
@@ -165,13 +165,13 @@ class GANSegConfig(SelfTrainConfig):
     # with an edge to follow, so the segmenter learns faint boundaries rather than to fill in
     # an invisible half (0 = exactly the mean: masks grow into flat backgrounds)
     seg_camo_shift: float = 0.0
-    # ours, 0 = off: self-training. From this step (>= seg_start) the segmenter also learns
+    # ours, never by default: self-training. From this step (>= seg_start) the segmenter also learns
     # from the batch's real photos against its own predictions on them: the teacher is S in
     # eval mode on the clean photo, its map refined by self_refine; the student sees the
     # photo colour-jittered (self_jitter) and flipped. The generated pairs keep their loss.
     # The other self_* keys, seg_width, lr_s, seg_betas, w_ce and w_dice:
     # fgtool.nn.selftrain.SelfTrainConfig
-    self_start: int = 0
+    self_start: int | Literal["never"] = "never"
     w_self: float = 1.0
     # the teacher: 0 = S itself (live); 1 = a copy of S taken at self_start and then frozen;
     # between = an EMA of S with this decay, from that copy. A fixed or slow teacher cannot
@@ -221,13 +221,14 @@ class GANSeg(Backend, PartSegmenter):
                                   f"{', '.join(bad)} (options of the compact arch)")
         if c.blend not in ("feature", "rgb"):
             raise FgtoolError(f"model.blend must be 'feature' or 'rgb', got {c.blend!r}")
-        if c.seg_start < 0:
-            raise FgtoolError(f"model.seg_start must be >= 0 (0 = no segmenter stage), got {c.seg_start}")
+        if c.seg_start != "never" and c.seg_start < 1:
+            raise FgtoolError(f"model.seg_start must be a step >= 1 or \"never\" (no segmenter stage), "
+                              f"got {c.seg_start}")
         if c.r1_every < 1 or c.pen_every < 1:
             raise FgtoolError("model.r1_every and model.pen_every must be >= 1")
         if not 0.0 <= c.seg_real_bg <= 1.0:
             raise FgtoolError(f"model.seg_real_bg is a share in [0, 1], got {c.seg_real_bg}")
-        if c.self_start and (c.seg_start <= 0 or c.self_start < c.seg_start):
+        if c.self_start != "never" and (c.seg_start == "never" or c.self_start < c.seg_start):
             raise FgtoolError(f"model.self_start ({c.self_start}) needs a segmenter stage that starts no later: "
                               f"model.seg_start is {c.seg_start}")
         check_self_train(c)
@@ -253,13 +254,13 @@ class GANSeg(Backend, PartSegmenter):
             nets = {"G": PaperGenerator(c, self.size), "D": PaperDiscriminator(c.ndf, self.size), "S": seg}
         else:
             nets = {"G": GANSegGenerator(c, self.size), "D": GANSegDiscriminator(c.ndf, self.size), "S": seg}
-        if c.self_start and c.self_ema > 0:
+        if c.self_start != "never" and c.self_ema > 0:
             nets["T"] = Teacher(seg)
         return nets
 
     def phases(self) -> list[Phase]:
         c = self.cfg
-        s = c.seg_start
+        s = None if c.seg_start == "never" else c.seg_start
         betas = tuple(c.betas)
         g = Phase("G", ("G",), lr=c.lr_g, betas=betas, stop=s)
         d = Phase("D", ("D",), lr=c.lr_d, betas=betas, stop=s)
@@ -268,13 +269,13 @@ class GANSeg(Backend, PartSegmenter):
         ph = [d, g] if c.d_first else [g, d]
         if c.d_reg == "r1_lazy":
             ph.append(Phase("D_r1", ("D",), every=c.r1_every, lr=c.lr_d, betas=betas, stop=s))
-        if s > 0:  # stage 2: only the segmenter moves
+        if s is not None:  # stage 2: only the segmenter moves
             ph.append(Phase("S", ("S",), lr=c.lr_s, betas=tuple(c.seg_betas), start=s))
         return ph
 
     def segment_ready(self, step: int) -> bool:
         """Whether a checkpoint at ``step`` holds a trained segmenter."""
-        return self.cfg.seg_start > 0 and step > self.cfg.seg_start
+        return self.cfg.seg_start != "never" and step > self.cfg.seg_start
 
     # ---------------------------------------------------------------- codes
     def sample_codes(self, n: int, generator: torch.Generator | None = None, device=None, **fix) -> dict[str, Tensor]:
@@ -402,7 +403,7 @@ class GANSeg(Backend, PartSegmenter):
         ce = F.cross_entropy(logits, target)
         dice = soft_dice_loss(logits, target) if c.seg_dice == "pooled" else dice_per_image(logits, target)
         extra = {}
-        if c.self_start and step >= c.self_start:
+        if c.self_start != "never" and step >= c.self_start:
             teacher = nets["S"]
             if "T" in nets:
                 nets["T"].follow(nets["S"], c.self_ema)

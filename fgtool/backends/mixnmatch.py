@@ -93,7 +93,8 @@ class MixNMatchConfig(FineGANConfig):
     # with straight-through one-hot b, p, c (ours): trains both, so the generator learns
     # to draw the set's real silhouettes and the discrete codes must carry shape and texture
     w_recon: float = 0.0
-    stage2_start: int = 0  # step where stage 1 stops and stage 2 (feature extractor) starts; 0 = no stage 2
+    # step where stage 1 stops and stage 2 (feature extractor) starts, or never
+    stage2_start: int | Literal["never"] = "never"
     lr_s: float = 2e-4
     lr_dfeat: float = 2e-5
     # share of stage-2 iterations whose parent codes are soft, softmax(N(0, I)) (the authors':
@@ -290,8 +291,9 @@ class MixNMatch(FineGAN, FeatureEncoder):
         if cfg.phi_every != "never":
             raise FgtoolError("model.phi_every: MixNMatch has no phi heads (its encoders give the cluster "
                               "features); leave it at \"never\"")
-        if cfg.stage2_start < 0:
-            raise FgtoolError(f"model.stage2_start must be >= 0 (0 = no stage 2), got {cfg.stage2_start}")
+        if cfg.stage2_start != "never" and cfg.stage2_start < 1:
+            raise FgtoolError(f"model.stage2_start must be a step >= 1 or \"never\" (no stage 2), "
+                              f"got {cfg.stage2_start}")
         if cfg.hard_start != "never":
             raise FgtoolError("model.hard_start is FineGAN's last stage; MixNMatch's authors have none")
         if not 0.0 <= cfg.soft_p <= 1.0:
@@ -324,14 +326,14 @@ class MixNMatch(FineGAN, FeatureEncoder):
 
     def phases(self) -> list[Phase]:
         c = self.cfg
-        s2 = c.stage2_start
+        s2 = None if c.stage2_start == "never" else c.stage2_start
         # stage 1 (stops at stage2_start), the authors' order: the Ds and the critics step on
         # this iteration's render G(y) and encoding E(x) (detached), then G and E step through
         # the updated ones on the same render and encoding
         ph = [Phase("D", ("Dbg", "Dc.trunk", "Dc.adv"), lr=c.lr_d, stop=s2, graph=("G",)),
               Phase("Dpair", ("Dpair",), lr=c.lr_pair, stop=s2, graph=("E",)),
               Phase("G", ("G", "E", "Dp", "Dc.info"), lr=c.lr_g, stop=s2)]
-        if s2 > 0:  # stage 2, the authors' order: S(x) once, the critic steps on it (detached),
+        if s2 is not None:  # stage 2, the authors' order: S(x) once, the critic steps on it (detached),
             # then S steps through the updated critic on the same S(x)
             ph += [Phase("Dfeat", ("Dfeat",), lr=c.lr_dfeat, start=s2, graph=("S",)),
                    Phase("S", ("S",), lr=c.lr_s, start=s2)]
@@ -340,11 +342,11 @@ class MixNMatch(FineGAN, FeatureEncoder):
     def ema_active(self, name: str, step: int) -> bool:
         """Stage 2 starts from the averaged generator and keeps it frozen (the authors' second
         stage loads their EMA generator)."""
-        return self.cfg.stage2_start <= 0 or step < self.cfg.stage2_start
+        return self.cfg.stage2_start == "never" or step < self.cfg.stage2_start
 
     def feature_ready(self, step: int) -> bool:
         """Whether a checkpoint at ``step`` has a trained extractor (feature mode)."""
-        return self.cfg.stage2_start > 0 and step > self.cfg.stage2_start
+        return self.cfg.stage2_start != "never" and step > self.cfg.stage2_start
 
     # ---------------------------------------------------------------- codes
     def free_codes(self, n: int, generator: torch.Generator | None = None, device=None) -> dict[str, Tensor]:

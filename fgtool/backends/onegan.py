@@ -125,14 +125,14 @@ class OneGANConfig(SelfTrainConfig):
     # "sets": the mean over background patches plus the mean over object patches (the paper's two
     # expectations, one per set)
     bg_aux_norm: str = "patches"
-    # ours, 0 = off: a distilled segmenter. From this step the GAN stops (its phases end) and a
+    # ours, never by default: a distilled segmenter. From this step the GAN stops (its phases end) and a
     # small segmenter S (fgtool.nn.blocks.SmallSegmenter, seg_width) learns from the batch's real
     # photos: first against OneGAN's own masks of them (the reconstruction path, refined by
     # self_refine), then from self_start against its own (self-training). Once S has trained,
     # `segment` and `eval --metric iou` use it; object removal still uses the reconstruction path.
     # The self_* keys, seg_width, lr_s, seg_betas, w_ce, w_dice: fgtool.nn.selftrain.SelfTrainConfig
-    seg_start: int = 0
-    self_start: int = 0  # 0 = never: S learns OneGAN's masks to the end
+    seg_start: int | Literal["never"] = "never"
+    self_start: int | Literal["never"] = "never"  # never: S learns OneGAN's masks to the end
     # the foreground share a pseudo-label of S's own may have (with self_guard > 0): outside it,
     # the label is dropped (an all-object or no-object label feeds on itself)
     self_fg_range: tuple[float, float] = (0.02, 0.8)
@@ -183,9 +183,10 @@ class OneGAN(Backend, Encoder, Clusterer, Segmenter, ObjectRemover, Translator):
         if not all(0.0 <= b <= 1.0 for b in cfg.infer_beta):
             raise FgtoolError(f"model.infer_beta values must be in [0, 1], got {cfg.infer_beta}")
         check_self_train(cfg)
-        if cfg.seg_start < 0 or (cfg.self_start and (cfg.seg_start <= 0 or cfg.self_start < cfg.seg_start)):
-            raise FgtoolError(f"model.seg_start ({cfg.seg_start}) must be >= 0 (0 = no segmenter) and "
-                              f"model.self_start ({cfg.self_start}) 0 or no earlier than it")
+        seg, own = cfg.seg_start, cfg.self_start
+        if (seg != "never" and seg < 1) or (own != "never" and (seg == "never" or own < seg)):
+            raise FgtoolError(f"model.seg_start ({seg}) must be a step >= 1 or \"never\" (no segmenter) and "
+                              f"model.self_start ({own}) \"never\" or no earlier than it")
         lo, hi = cfg.self_fg_range
         if cfg.seg_paste < 0:
             raise FgtoolError(f"model.seg_paste is a share of the batch >= 0, got {cfg.seg_paste}")
@@ -230,7 +231,7 @@ class OneGAN(Backend, Encoder, Clusterer, Segmenter, ObjectRemover, Translator):
                 # set once the clone has been initialised from the generation-path D; saved
                 # with the weights, so a resumed run knows whether the copy happened
                 m.register_buffer("cloned", torch.zeros((), dtype=torch.bool))
-        if c.seg_start > 0:
+        if c.seg_start != "never":
             nets["S"] = SmallSegmenter(2, c.seg_width)  # channel 0 object, 1 background
             # set by its first training step; saved, so a checkpoint says whether S can segment
             nets["S"].register_buffer("trained", torch.zeros((), dtype=torch.bool))
@@ -255,7 +256,7 @@ class OneGAN(Backend, Encoder, Clusterer, Segmenter, ObjectRemover, Translator):
         kw = {"betas": c.betas}
         ph = []
         sch = self.schedule()
-        stop = c.seg_start  # 0: the GAN never stops
+        stop = None if c.seg_start == "never" else c.seg_start  # None: the GAN never stops
         # G first: its outputs are cached (detached) for the discriminator phases
         ph += [Phase("G", ("G", "E", "Dc.info"), lr=c.lr_g, stop=stop, **kw),
                Phase("D", ("Dbg", "Dc.trunk", "Dc.adv"), lr=c.lr_d, stop=stop, **kw)]
@@ -263,7 +264,7 @@ class OneGAN(Backend, Encoder, Clusterer, Segmenter, ObjectRemover, Translator):
             if p in sch:
                 ph.append(Phase(f"D_{p}", (f"Dbg_{p}", f"Dc_{p}.trunk", f"Dc_{p}.adv"), start=sch[p],
                                 lr=c.lr_d, stop=stop, **kw))
-        if c.seg_start > 0:
+        if stop is not None:
             ph.append(Phase("S", ("S",), lr=c.lr_s, betas=tuple(c.seg_betas), start=c.seg_start))
         return ph
 
@@ -379,7 +380,7 @@ class OneGAN(Backend, Encoder, Clusterer, Segmenter, ObjectRemover, Translator):
         if not getattr(S, "_trained", False):  # the flag is read once per process (a host sync)
             S.trained.fill_(True)
             S._trained = True
-        own = c.self_start > 0 and step >= c.self_start
+        own = c.self_start != "never" and step >= c.self_start
         if own:
             prob = segmenter_probs(S, real, c.self_tta)
         else:
