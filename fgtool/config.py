@@ -43,9 +43,10 @@ class DataConfig:
     # (the object then fills more of a view near the photo's edge); false: the square is kept
     # and the part outside the photo repeats its edge pixels
     crop_clip: bool = False
-    # with real boxes only: also a square crop wholly outside the box (OneGAN's background
-    # set), resized to data.size; the background patch D counts all its patches as real
-    # background. A crop whose side is under bg_crop_min of the photo's short side is skipped
+    # also a square crop wholly outside the box (OneGAN's background set), resized to data.size;
+    # the background patch D counts all its patches as real background. A crop whose side is
+    # under bg_crop_min of the photo's short side is skipped. Without real boxes the box is the
+    # pseudo-box, so the crop is a square of its border band (bg_crop_min <= pseudo_border)
     bg_crops: bool = False
     bg_crop_min: float = 0.25
     flip: bool = True  # random horizontal flips while training

@@ -461,12 +461,23 @@ def test_bg_crops_lie_outside_the_box_and_keep_the_other_draws(synth_dir):
     # whether a crop fits depends on the box only, not on the view
     assert [float(full[i]["bg_crop_ok"]) for i in range(len(iset))] == \
         [float(crops[i]["bg_crop_ok"]) for i in range(len(iset))]
-    # a set without boxes: a pseudo-box leaves only a thin border band, so that is an error
+    # a set without boxes: the crops are squares of the pseudo-box's border band, which must be
+    # at least bg_crop_min wide
     bare = scan(synth_dir)
     for r in bare.records:
         r.box = None
-    with pytest.raises(FgtoolError, match="bg_crops needs real bounding boxes"):
-        ImageDataset(bare, 32, train=True, bg_crops=True)
+    with pytest.raises(FgtoolError, match="bg_crop_min must be at most that, got 0.25"):
+        ImageDataset(bare, 32, train=True, bg_crops=True, pseudo_border=0.15)
+    band = ImageDataset(bare, 32, train=True, seed=1, bg_crops=True, pseudo_border=0.2, bg_crop_min=0.2)
+    for i in range(len(bare)):
+        b = band[i]
+        assert float(b["bg_crop_ok"]) == 1.0 and b["bg_crop"].shape == (3, 32, 32)
+        w, h = Image.open(bare.records[i].path).size
+        l, t, r, btm = band._bg_view(pseudo_box(w, h, 0.2), w, h, random.Random(i)).region
+        assert r - l == pytest.approx(0.2 * min(w, h)) and r - l == pytest.approx(btm - t)
+        inside = l >= 0.2 * w - 1e-6 and r <= 0.8 * w + 1e-6 and t >= 0.2 * h - 1e-6 and btm <= 0.8 * h + 1e-6
+        assert not inside and l >= -1e-6 and t >= -1e-6 and r <= w + 1e-6 and btm <= h + 1e-6
+        assert r <= 0.2 * w + 1e-6 or l >= 0.8 * w - 1e-6 or btm <= 0.2 * h + 1e-6 or t >= 0.8 * h - 1e-6
 
 
 def test_background_real_terms_count_crop_patches_as_real_background():

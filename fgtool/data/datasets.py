@@ -154,11 +154,13 @@ class ImageDataset(Dataset):
         self.use_real = box_mode == "gt" or (box_mode == "auto" and imageset.has_boxes)
         self.use_fg = box_mode != "none"
         self.use_masks = bool(with_masks) and imageset.has_masks
-        # box-outside crops need real boxes (a pseudo-box leaves only a thin border band); they
-        # come from the set's boxes whatever box_mode says (GANSeg trains on full images)
-        if bg_crops and self.train and not imageset.has_boxes:
-            raise FgtoolError(f"data.bg_crops needs real bounding boxes, and {imageset.root} has none "
-                              "(bounding_boxes.txt)")
+        # box-outside crops come from the set's boxes whatever box_mode says (GANSeg trains on
+        # full images); a photo without one takes its pseudo-box, so the crop is a square of the
+        # border band (pseudo_border of the short side: bg_crop_min must not exceed it)
+        if bg_crops and self.train and not imageset.has_boxes and bg_crop_min > pseudo_border:
+            raise FgtoolError(f"data.bg_crops on {imageset.root} (no bounding_boxes.txt) takes crops from the "
+                              f"pseudo-box's border band of {pseudo_border:g}: data.bg_crop_min must be at most "
+                              f"that, got {bg_crop_min:g} (the cpu-real-onegan and cpu-real-ganseg recipes fit it)")
         self.use_bg_crops = bool(bg_crops) and self.train
         self.bg_crop_min = float(bg_crop_min)
         self.resized = max(self.size, round(self.size * self.jitter)) if self.train else self.size
@@ -199,7 +201,7 @@ class ImageDataset(Dataset):
         strips = [(0.0, 0.0, x, h), (x + bw, 0.0, w, h), (0.0, 0.0, w, y), (0.0, y + bh, w, h)]
         l, t, r, b = max(strips, key=lambda s: min(s[2] - s[0], s[3] - s[1]))
         side = min(r - l, b - t)
-        if side < self.bg_crop_min * min(w, h) or side <= 0:
+        if side < self.bg_crop_min * min(w, h) - 1e-6 or side <= 0:
             return None
         l += rng.uniform(0.0, (r - l) - side)
         t += rng.uniform(0.0, (b - t) - side)
@@ -273,7 +275,8 @@ class ImageDataset(Dataset):
         if self.use_masks:
             out["mask"] = self._mask(rec.mask_path, geo["obj"], (w, h), flip)
         if self.use_bg_crops:  # drawn last, so runs without bg_crops keep their random stream
-            view = self._bg_view(rec.box, w, h, rng)
+            box = rec.box if rec.box is not None else pseudo_box(w, h, self.pseudo_border)
+            view = self._bg_view(box, w, h, rng)
             if view is None:
                 out["bg_crop"], out["bg_crop_ok"] = torch.zeros_like(image), torch.tensor(0.0)
             else:
