@@ -23,7 +23,7 @@ from .commands.info import info, models
 from .commands.mix import mix
 from .commands.options import Progress, check_count, check_seed
 from .commands.sample import MAX_SAMPLES, parse_fix, sample
-from .commands.segment import FILL, REFINE, TTA, segment
+from .commands.segment import FILL, REFINE, TTA, segment, segment_centre
 from .commands.train import resolve_config, train
 from .loading import Loaded, load
 
@@ -59,6 +59,7 @@ __all__ = [
     "sample",
     "SEG_METRICS",
     "segment",
+    "segment_centre",
     "train",
     "TTA",
 ]

@@ -338,7 +338,8 @@ def mix(
 
 @app.command(epilog="Examples: fgtool segment --ckpt runs/synth-ganseg/last.pt --data photos/ --out masks/\n\n"
                     "fgtool segment --ckpt runs/synth-ganseg/last.pt --data bird.jpg --parts --points "
-                    "--out masks/ --json")
+                    "--out masks/ --json\n\n"
+                    "fgtool segment --baseline centre --data data/synth --out centre/")
 def segment(
     ckpt: Optional[str] = _ckpt_opt("segment"),
     data: str = typer.Option(..., "--data", "-d", metavar="PATH", help="A folder or a single image."),
@@ -356,6 +357,11 @@ def segment(
     refine: Refine = REFINE_OPT,
     tta: Tta = TTA_OPT,
     fill: Fill = FILL_OPT,
+    baseline: Optional[Literal["centre"]] = typer.Option(
+        None, "--baseline", help="'centre': no model, the centre floor's masks (a centred ellipse of the mean "
+                                 "object area, as eval --baseline centre), to look at and score with eval --pred."),
+    fraction: Optional[float] = typer.Option(None, "--fraction", metavar="F", help="--baseline centre: the "
+                                             "ellipse's share of each photo (default: the mean of the set's masks)."),
     quiet: bool = QUIET_OPT,
     skip_bad: bool = SKIP_BAD_OPT,
     as_json: bool = JSON_OPT,
@@ -364,6 +370,16 @@ def segment(
     from . import api
     from .data.datasets import skip_bad_images
 
+    if baseline is not None or fraction is not None:
+        if baseline is None:
+            raise FgtoolError("--fraction goes with --baseline centre")
+        if ckpt is not None or parts or points or remove_object:
+            raise FgtoolError("--baseline centre uses no model: drop --ckpt, --parts, --points and --remove-object")
+        with Bars(quiet) as bars:
+            res = api.segment_centre(data, out, fraction=fraction, split=split, max_images=max_images,
+                                     progress=bars)
+        emit(res, as_json, "segment")
+        return
     ckpt = _ckpt(ckpt, "segment")
     with Bars(quiet) as bars, skip_bad_images(skip_bad):
         res = api.segment(ckpt, data, out, parts=parts, points=points, batch_size=batch_size, split=split,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import one_error_line, run_cli, run_json, train_tiny
+from conftest import image_folder, one_error_line, run_cli, run_json, train_tiny
 from PIL import Image
 from sklearn.metrics import normalized_mutual_info_score
 
@@ -136,3 +136,46 @@ def test_fgtool_segments_own_output_folder(capsys, synth_dir, tmp_path):
     assert m["iou"] == pytest.approx(np.mean([s[0] for s in scores]), abs=1e-12)
     assert m["dice"] == pytest.approx(np.mean([s[1] for s in scores]), abs=1e-12)
     assert 0 < m["iou"] < 1
+
+
+@pytest.mark.parametrize("model", ["ganseg", "onegan"])
+def test_eval_ckpt_scores_the_masks_segment_writes(capsys, synth_dir, tmp_path, model):
+    # a 16 px model on 32 px photos: eval --ckpt scores the upsampled photo-sized masks, as
+    # eval --pred does on segment's PNGs (OneGAN: its box crop, pasted back into the photo)
+    run = tmp_path / model
+    train_tiny(model, run, synth_dir, "data.size=16")
+    out = tmp_path / "seg"
+    run_json(capsys, "segment", "--ckpt", run / "last.pt", "--data", synth_dir, "--out", out, "--quiet")
+    by_pred = _eval(capsys, synth_dir, out, "iou,dice")
+    by_ckpt = run_json(capsys, "eval", "--metric", "iou,dice", "--ckpt", run / "last.pt", "--data", synth_dir,
+                       "--quiet")["metrics"]
+    assert by_ckpt["n"] == by_pred["n"] == 48
+    assert by_ckpt["iou"] == pytest.approx(by_pred["iou"], abs=1e-12)
+    assert by_ckpt["dice"] == pytest.approx(by_pred["dice"], abs=1e-12)
+    assert 0 < by_ckpt["iou"] < 1
+
+
+def test_segment_baseline_centre_writes_the_floor_eval_scores(capsys, synth_dir, tmp_path):
+    out = tmp_path / "centre"
+    res = run_json(capsys, "segment", "--baseline", "centre", "--data", synth_dir, "--out", out, "--quiet")
+    floor = run_json(capsys, "eval", "--metric", "iou,dice", "--baseline", "centre", "--data", synth_dir,
+                     "--quiet")["metrics"]
+    assert res["n"] == 48 and res["fraction"] == pytest.approx(floor["fg_fraction"], abs=1e-4)
+    m = _eval(capsys, synth_dir, out, "iou,dice")  # the written masks score as the floor itself
+    assert m["n"] == 48 and m["iou"] == pytest.approx(floor["iou"], abs=1e-12)
+    assert m["dice"] == pytest.approx(floor["dice"], abs=1e-12) and 0.1 < m["iou"] < 0.9
+    items = json.loads((out / "index.json").read_text())["items"]
+    mask = np.asarray(Image.open(items[0]["mask"])) >= 128
+    assert mask.shape == (32, 32) and mask[16, 16] and not mask[0, 0] and not mask[0, 16]
+    assert (out / "overlay.png").is_file()
+    # a folder without masks takes the area from --fraction; without it, one line
+    photos = image_folder(synth_dir, tmp_path / "photos", 4)
+    got = run_json(capsys, "segment", "--baseline", "centre", "--fraction", "0.3", "--data", photos, "--out",
+                   tmp_path / "c2", "--quiet")
+    assert got["n"] == 4 and got["mean_fg_fraction"] == pytest.approx(0.3, abs=0.03)
+    for argv, needle in ((["--baseline", "centre", "--data", photos], "pass --fraction"),
+                         (["--baseline", "centre", "--fraction", "1.5", "--data", photos], "--fraction is a share"),
+                         (["--fraction", "0.3", "--data", photos], "--fraction goes with --baseline centre"),
+                         (["--baseline", "centre", "--ckpt", "x.pt", "--data", photos], "uses no model")):
+        rc, out_, err = run_cli(capsys, "segment", *argv, "--out", tmp_path / "c3", "--quiet")
+        assert rc == 2 and out_ == "" and needle in one_error_line(err)

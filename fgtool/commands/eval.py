@@ -203,23 +203,30 @@ def _generation(names, ckpt_path, data, split, n_fake, inception, seed, workers)
 
 
 def _seg_eval(ckpt_path, data, split, max_images, workers, refine: str = "none", tta: str = "none") -> dict:
+    from ..data.evalset import photo_frame, photo_mask
+    from ..metrics.centre import read_mask
     from ..metrics.segmentation import seg_metrics
 
     _check_mask_options(refine, tta)
     m = load(ckpt_path)
     require_segmenter(m)
-    imageset, ds = eval_set(m, data, split, max_images, with_masks=True)
+    imageset, ds = eval_set(m, data, split, max_images)
     if not imageset.has_masks:
         raise FgtoolError(f"{data} has no segmentations/ to score against")
-    preds, gts = [], []
+    # scored where users get the masks: each photo's mask as `segment` writes it (the model's map
+    # upsampled to the photo, then thresholded) against the ground truth at its own resolution
+    pred, gt = [], []
     with torch.no_grad():
         for b in batches(ds, 64, workers):
             x = b["image"].to(m.device)
-            preds.append(_refined(x, _masks(m, x, tta)[0], None, refine)[0].cpu())
-            gts.append(b["mask"])
+            fg = _refined(x, _masks(m, x, tta)[0], None, refine)[0].cpu()
+            for i, j in enumerate(b["index"].tolist()):
+                rec = imageset.records[j]
+                pred.append(np.asarray(photo_mask(fg[i], photo_frame(ds, rec))) >= 128)
+                gt.append(read_mask(rec.mask_path))
     bgs = [r.bg for r in imageset.records]
     if all(b < 0 for b in bgs):
-        return seg_metrics(torch.cat(preds)[:, 0] > 0.5, torch.cat(gts)[:, 0] > 0.5)
+        return seg_metrics(pred, gt)
     # background labels known (the synthetic set): where the masks fail, by background class
     names, classes = None, None
     try:
@@ -227,7 +234,6 @@ def _seg_eval(ckpt_path, data, split, max_images, workers, refine: str = "none",
         names, classes = meta.get("backgrounds"), meta.get("child_names")
     except (OSError, ValueError, AttributeError):
         pass
-    pred, gt = torch.cat(preds)[:, 0] > 0.5, torch.cat(gts)[:, 0] > 0.5
     res = seg_metrics(pred, gt, groups=bgs, names=names)
     res["iou_by_background"] = res.pop("iou_by_group")
     if names and classes:  # the synthetic set: which class on which background fails

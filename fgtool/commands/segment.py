@@ -10,9 +10,9 @@ import torch
 
 from .. import checkpoint as ckpt
 from ..backends.base import ObjectRemover, PartSegmenter
-from ..data.evalset import batches, eval_set, view_region
+from ..data.evalset import batches, eval_set, photo_frame, photo_mask
 from ..errors import FgtoolError
-from ..io.masks import mask_canvas, mask_names, part_palette, parts_canvas, photo_points
+from ..io.masks import mask_names, part_palette, parts_canvas, photo_points
 from ..io.paths import check_output, member
 from ..loading import Loaded, load, require_segmenter
 from .options import Progress, check_count
@@ -101,7 +101,6 @@ def segment(ckpt_path: str, data: str, out: str, parts: bool = False, points: bo
     from ..io.images import (
         contact_sheet,
         draw_points,
-        image_size,
         mask_contour,
         mask_overlay,
         part_overlay,
@@ -147,11 +146,9 @@ def segment(ckpt_path: str, data: str, out: str, parts: bool = False, points: bo
             for i in range(x.shape[0]):
                 j = done + i
                 rec, rel = imageset.records[j], names[j]
-                w, h = image_size(rec.path)
-                l, t, r, b = view_region(ds, rec, w, h)  # the crop the model saw, in the photo's pixels
-                side = (max(1, round(r - l)), max(1, round(b - t)))
-                at = (round(l), round(t))
-                mpath = save_image(mask_canvas(fg[i], (w, h), side, at), outp / rel)
+                frame = photo_frame(ds, rec)  # the crop the model saw, in the photo's pixels
+                (w, h), side, at, l, t = frame
+                mpath = save_image(photo_mask(fg[i], frame), outp / rel)
                 item = {"image": str(rec.path), "mask": str(mpath),
                         "fg_fraction": round(float((fg[i] > 0.5).float().mean()), 4)}
                 if bgs is not None:  # the object removed: the background generator's view of the crop
@@ -197,3 +194,50 @@ def segment(ckpt_path: str, data: str, out: str, parts: bool = False, points: bo
             "points": len(items) if points else 0, "backgrounds": len(items) if remove_object else 0,
             "size": m.cfg.data.size,
             "mean_fg_fraction": round(float(np.mean([it["fg_fraction"] for it in items])), 4), "files": files}
+
+
+def segment_centre(data: str, out: str, fraction: float | None = None, split: str | None = None,
+                   max_images: int = 0, progress: Progress = None) -> dict:
+    """``segment --baseline centre``: the centre floor's masks (:func:`fgtool.metrics.centre.centre_ellipse`)
+    in ``segment``'s layout (one 0/255 PNG per photo at its size, overlay.png, index.json), so the floor
+    can be looked at and scored with ``eval --pred``. ``fraction``: the ellipses' area as a share of
+    each photo; None takes the mean of the set's ground-truth masks, as ``eval --baseline centre``."""
+    from PIL import Image
+
+    from ..data.datasets import scan
+    from ..io.images import contact_sheet, image_size, load_image, mask_contour, mask_overlay, save_image
+    from ..metrics.centre import centre_ellipse, read_mask
+
+    check_count(max_images, "--max-images", 0)
+    if fraction is not None and not 0.0 < fraction <= 1.0:
+        raise FgtoolError(f"--fraction is a share of the photo in (0, 1], got {fraction:g}")
+    outp = Path(out)
+    if outp.exists() and not outp.is_dir():
+        raise FgtoolError(f"--out {outp} is a file, not a folder")
+    imageset = scan(data, split=split, max_images=max_images)
+    if fraction is None:
+        if not imageset.has_masks:
+            raise FgtoolError(f"{data} has no segmentations/ to take the mean object area from: pass --fraction")
+        fraction = float(np.mean([read_mask(r.mask_path).mean() for r in imageset.records]))
+    check_output(outp, [data], folder=True)
+    names = [member(outp, n, "mask name").relative_to(outp) for n in mask_names(imageset)]
+    _check_segment_outputs(outp, names, False, False, False)
+    items, sheet = [], []
+    for j, (rec, rel) in enumerate(zip(imageset.records, names)):
+        w, h = image_size(rec.path)
+        on = centre_ellipse(h, w, fraction)
+        mpath = save_image(Image.fromarray(on.astype(np.uint8) * 255, "L"), outp / rel)
+        items.append({"image": str(rec.path), "mask": str(mpath), "fg_fraction": round(float(on.mean()), 4)})
+        if len(sheet) < 64:
+            img = torch.from_numpy(np.asarray(load_image(rec.path), np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
+            m = torch.from_numpy(on).float()[None, None]
+            sheet.append(mask_contour(mask_overlay(img, m), m)[0])
+        if progress and (j % 200 == 0 or j + 1 == len(imageset.records)):
+            progress("segment", j + 1, len(imageset.records))
+    contact_sheet(sheet, outp / "overlay.png", ncol=8, size=64)
+    doc = {"baseline": "centre", "fraction": fraction, "data": str(imageset.root), "n": len(items), "items": items}
+    ckpt.atomic_write_text(outp / "index.json", json.dumps(doc, indent=1) + "\n")
+    return {"baseline": "centre", "data": str(imageset.root), "n": len(items), "masks": len(items),
+            "fraction": round(fraction, 4),
+            "mean_fg_fraction": round(float(np.mean([it["fg_fraction"] for it in items])), 4),
+            "files": {"masks": str(outp), "overlay": str(outp / "overlay.png"), "index": str(outp / "index.json")}}

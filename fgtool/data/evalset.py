@@ -40,3 +40,25 @@ def view_region(ds, rec, w: int, h: int) -> tuple[float, float, float, float]:
     if ds.use_real and rec.box is not None:
         return ds._object_view(rec.box, w, h, rng).region
     return ds._full_view(w, h, rng).region
+
+
+def photo_frame(ds, rec) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], float, float]:
+    """Where the model's S x S view sits in the photo: ``((w, h), side, at, left, top)``, the
+    photo's size, the view's size and integer corner in its pixels, and the exact corner."""
+    from ..io.images import image_size
+
+    w, h = image_size(rec.path)
+    l, t, r, b = view_region(ds, rec, w, h)
+    return (w, h), (max(1, round(r - l)), max(1, round(b - t))), (round(l), round(t)), l, t
+
+
+def photo_mask(fg, frame):
+    """A foreground map [1, S, S] of the model's view as the 0/255 mask (PIL "L") of the whole
+    photo that ``fgtool segment`` writes, ``frame`` being the view's :func:`photo_frame`: the
+    soft map resized (bilinear) to the view's place in the photo, then thresholded at one half
+    (:func:`fgtool.io.masks.mask_canvas`); outside the view, background. ``eval --metric
+    iou,dice --ckpt`` scores this same mask against the ground truth."""
+    from ..io.masks import mask_canvas
+
+    size, side, at, _, _ = frame
+    return mask_canvas(fg, size, side, at)

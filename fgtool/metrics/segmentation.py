@@ -110,17 +110,25 @@ def seg_metrics(pred, gt, groups=None, names=None) -> dict:
 
     ``groups`` ([N] ints, -1 = unknown): also ``iou_by_group``, the IoU, predicted
     foreground fraction and count per group (e.g. per background class), keyed by
-    ``names[g]`` when given."""
-    p, g = _prepare(pred, gt)
-    iou = _per_image_iou(p, g)
+    ``names[g]`` when given. ``pred`` and ``gt`` may also be lists of per-image masks
+    ([H,W] each, sizes free: photos of their own sizes)."""
+    if isinstance(pred, (list, tuple)):
+        if len(pred) != len(gt) or not pred:
+            raise FgtoolError(f"pred and gt hold {len(pred)} and {len(gt)} masks: need the same number, > 0")
+        pairs = [_prepare(p, g) for p, g in zip(pred, gt)]
+        iou = np.concatenate([_per_image_iou(p, g) for p, g in pairs])
+        dice = np.concatenate([_per_image_dice(p, g) for p, g in pairs])
+        frac = np.array([p.mean() for p, _ in pairs])
+    else:
+        p, g = _prepare(pred, gt)
+        iou, dice, frac = _per_image_iou(p, g), _per_image_dice(p, g), p.reshape(len(p), -1).mean(1)
     out = {
         "iou": float(iou.mean()),
-        "dice": float(_per_image_dice(p, g).mean()),
-        "n": int(len(p)),
+        "dice": float(dice.mean()),
+        "n": int(len(iou)),
     }
     if groups is not None:
         groups = np.asarray(groups)
-        frac = p.reshape(len(p), -1).mean(1)
         out["iou_by_group"] = {
             (names[k] if names is not None and 0 <= k < len(names) else str(k)): {
                 "iou": round(float(iou[groups == k].mean()), 4),
