@@ -43,7 +43,7 @@ def test_real_recipes_use_border_crops_that_fit_the_band(recipe):
 
     cfg = api.resolve_config(None, "/data", str(RECIPES / f"{recipe}.toml"), [])
     d = cfg.data
-    assert d.size == 64 and d.bg_crops and d.bg_crop_min <= d.pseudo_border and cfg.train.threads == 0
+    assert d.size == 64 and d.bg_crops and d.bg_crop_min <= d.pseudo_border and cfg.train.threads == "auto"
     assert cfg.model_cfg.seg_start > 0 and cfg.model_cfg.self_start > cfg.model_cfg.seg_start
 
 

@@ -216,7 +216,7 @@ def _seg_eval(ckpt_path, data, split, max_images, workers, refine: str = "none",
     # scored where users get the masks: each photo's mask as `segment` writes it (the model's map
     # upsampled to the photo, then thresholded) against the ground truth at its own resolution
     pred, gt = [], []
-    with torch.no_grad():
+    with torch.no_grad(), m.autocast():  # as segment runs the nets
         for b in batches(ds, 64, workers):
             x = b["image"].to(m.device)
             fg = _refined(x, _masks(m, x, tta)[0], None, refine)[0].cpu()
