@@ -36,7 +36,7 @@ data_app = typer.Typer(help="Datasets: generate the synthetic ground-truth set."
 app.add_typer(data_app, name="data")
 
 # the choices of the options that take one of a few words (the commands check them again for
-# Python callers; tests/test_cli_conventions.py keeps both lists the same)
+# Python callers; tests/cli/test_cli_conventions.py keeps both lists the same)
 Refine = Literal["none", "grabcut"]
 Tta = Literal["none", "flip"]
 Fill = Literal["gan", "inpaint"]

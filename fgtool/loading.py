@@ -28,7 +28,7 @@ class Loaded:
     def autocast(self):
         """The context ``sample``, ``cluster`` and ``segment`` run their networks in: bf16
         autocast where supported. Masks and cluster assignments agree with fp32 on a fixed
-        set (tests/test_inference_precision.py)."""
+        set (tests/train/test_inference_precision.py)."""
         from .train.precision import device_has_bf16
 
         dev = self.device.type

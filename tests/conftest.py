@@ -1,8 +1,12 @@
-"""Shared fixtures: a tiny synthetic dataset, the tiny recipe, clean Accelerate state."""
+"""Shared fixtures and helpers: a tiny synthetic dataset, the tiny recipe, clean Accelerate state,
+the CLI in-process and in a fresh process, checkpoint comparison. Tests in every folder under
+tests/ import them with ``from conftest import ...``."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,3 +107,43 @@ def train_tiny(model: str, out: Path, data: Path, *sets: str, resume: bool = Fal
         rc = main(argv)
     assert rc == 0
     return json.loads(buf.getvalue())
+
+
+def tensors_differ(a, b, path="") -> list[str]:
+    """Paths where two nested checkpoint structures differ (tensors by torch.equal)."""
+    if torch.is_tensor(a) or torch.is_tensor(b):
+        ok = torch.is_tensor(a) and torch.is_tensor(b) and a.dtype == b.dtype and torch.equal(a, b)
+        return [] if ok else [path]
+    if isinstance(a, dict):
+        if not isinstance(b, dict) or set(a) != set(b):
+            return [f"{path} (keys)"]
+        return [d for k in a for d in tensors_differ(a[k], b[k], f"{path}.{k}")]
+    if isinstance(a, (list, tuple)):
+        if not isinstance(b, (list, tuple)) or len(a) != len(b):
+            return [f"{path} (len)"]
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in tensors_differ(x, y, f"{path}[{i}]")]
+    return [] if a == b else [path]
+
+
+def fgtool_process(*argv, cwd=None) -> subprocess.CompletedProcess:
+    """`python -m fgtool ARGV` in a fresh process on this checkout (exit code, stdout, stderr)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "fgtool", *map(str, argv)], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=120)
+
+
+def square_scene(n=4, size=32):
+    """Dark squares (side 12) on a bright noisy background, and their true masks."""
+    g = torch.Generator().manual_seed(1)
+    x = 0.6 + 0.2 * torch.rand(n, 3, size, size, generator=g)
+    gt = torch.zeros(n, size, size, dtype=torch.bool)
+    for i in range(n):
+        t, left = 4 + 3 * i, 6 + 2 * i
+        gt[i, t:t + 12, left:left + 12] = True
+    x = torch.where(gt[:, None], torch.tensor([-0.6, -0.2, 0.3]).view(1, 3, 1, 1) + 0 * x, x)
+    return x, gt
+
+
+def mask_iou(a, b) -> float:
+    """Mean IoU of two batches of boolean masks [N, H, W]."""
+    return ((a & b).sum((1, 2)).float() / (a | b).sum((1, 2)).float()).mean().item()

@@ -143,7 +143,7 @@ class Backend(ABC):
 # ``class OneGAN(Backend, Encoder, Clusterer, Segmenter, ObjectRemover, Translator)``.
 # Generic code checks ``isinstance(backend, Segmenter)`` (or ``Backend.require``) and calls
 # the protocol's methods; it never probes a backend for a method by name.
-# tests/test_contract.py checks every registered model against each protocol it declares.
+# tests/backends/test_contract.py checks every registered model against each protocol it declares.
 
 
 class Clusterer(ABC):

@@ -15,7 +15,7 @@ with info(x) = CE(softmax(cos(h(x), l) / tau), c).
 
 With the options fgtool/recipes/c3gan-cub.toml sets (shared_fake, g_widths, d_first_bias,
 mask_entropy, conv_bias_init; no EMA) this is the authors' code (naver-ai/c3-gan), tensor
-for tensor: tests/test_reference_c3gan.py, docs/models/c3gan.md.
+for tensor: tests/reference/test_reference_c3gan.py, docs/models/c3gan.md.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class C3GANConfig:
     aug_p_jitter: float = 0.8
     aug_p_gray: float = 0.2
     # Deviations from the authors' code (fgtool/recipes/c3gan-cub.toml sets each to the authors' value;
-    # tests/test_reference_c3gan.py proves that setting equal to their code):
+    # tests/reference/test_reference_c3gan.py proves that setting equal to their code):
     # one generator render per iteration: G steps first, D re-uses that fake detached.
     # False: the authors' iteration, D steps first on a fake of its own, then G on new codes
     shared_fake: bool = True

@@ -11,7 +11,7 @@ One iteration, as the authors' loop: G renders one batch; the discriminators ste
 Clustering (paper 3.2): phi_p / phi_c re-predict p and c from generated images; their
 pooled features of real images, concatenated, go to k-means.
 
-The networks equal the authors' at every size (tests/test_reference.py checks them against
+The networks equal the authors' at every size (tests/reference/test_reference.py checks them against
 tensors recorded from their code): the child stage reads the parent's halved features at
 half the parent's width; the parent and child Ds end in a 2x-wide down-block and a 3x3
 conv back; the background D has neither BatchNorm nor conv bias, and reads images resized

@@ -3,7 +3,7 @@
 Two architectures. ``arch = "paper"`` is the authors' public code, tensor for tensor
 (PaperGenerator, PaperDiscriminator, their penalties; with ``d_reg = "gp"``,
 ``d_first = true`` and ``seg_dice = "per_image"`` also their losses and iteration:
-tests/test_reference_ganseg.py, docs/models/ganseg.md). ``arch = "compact"`` (the
+tests/reference/test_reference_ganseg.py, docs/models/ganseg.md). ``arch = "compact"`` (the
 default, ours, in ganseg_nets.py) is the model the CPU recipes train.
 
 Compact generation, level by level (all sizes from the config, so one file builds the paper's

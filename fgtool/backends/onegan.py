@@ -34,7 +34,7 @@ Paths:
                                                                     (eq. 18)
 Discriminators:   L_D = 10 L_DbgA + L_DbgB + L_DcA                   (eq. 10), per path.
 The paper recipe's options (``kl_reduce = "sum"``, ``bg_aux_norm = "sets"``,
-``rec_mask_reg = false``) make these the paper's equations; tests/test_onegan_equations.py
+``rec_mask_reg = false``) make these the paper's equations; tests/backends/test_onegan_equations.py
 computes each by hand. The defaults are the CPU recipe's (docs/models/onegan.md).
 
 The paper's supplementary (not available) defines L_Rv and L_RM; ours:

@@ -21,7 +21,7 @@ One timed iteration of theirs is their training loop's body, called as their loo
   every 2nd fall on the same steps as fgtool's).
 
 fgtool's iteration is ``Trainer.train_step`` with the paper recipe (the recipe <model>-cub:
-the architecture tests/test_reference*.py prove equal to theirs, and the authors' options),
+the architecture tests/reference/test_reference*.py prove equal to theirs, and the authors' options),
 at the same batch and size, in fp32 (``train.precision=no``) and at fgtool's default
 precision (the default of ``train.precision``, not the recipe's). Both sides get random
 images of the same shapes (and boxes, for FineGAN and MixNMatch).

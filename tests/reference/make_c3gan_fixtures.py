@@ -1,5 +1,5 @@
 """Record reference tensors from the authors' public C3-GAN code (naver-ai/c3-gan), for
-tests/test_reference_c3gan.py.
+tests/reference/test_reference_c3gan.py.
 
 Their code is never part of this repository. Point this script at a local copy of it:
 

@@ -1,5 +1,5 @@
 """Record reference tensors from the authors' public FineGAN and MixNMatch code, for
-tests/test_reference.py.
+tests/reference/test_reference.py.
 
 Their code is never part of this repository. Point this script at local copies of it:
 

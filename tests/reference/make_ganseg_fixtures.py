@@ -1,5 +1,5 @@
 """Record reference tensors from the authors' public GANSeg code, for
-tests/test_reference_ganseg.py.
+tests/reference/test_reference_ganseg.py.
 
 Their code is never part of this repository. Point this script at a local copy of it:
 

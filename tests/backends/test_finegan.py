@@ -1,4 +1,4 @@
-"""FineGAN specifics: patch geometry and labels, code hierarchy, compositing, warm-up."""
+"""FineGAN specifics: code hierarchy, compositing, warm-up (the patch discriminator: tests/nn/test_blocks.py)."""
 
 from __future__ import annotations
 
@@ -9,33 +9,11 @@ from conftest import TINY
 from fgtool import api
 from fgtool.backends.finegan import FineGAN, bce
 from fgtool.errors import FgtoolError
-from fgtool.nn.blocks import PatchDiscriminator
 
 
 def _backend(*sets):
     cfg = api.resolve_config("finegan", None, str(TINY), list(sets))
     return FineGAN(cfg.model_cfg, cfg.data.size)
-
-
-def test_paper_patch_geometry_at_128px():
-    d = PatchDiscriminator(4, 128)
-    adv, aux = d(torch.zeros(1, 3, 128, 128))
-    assert (d.rf, d.stride) == (34, 4)
-    assert adv.shape[-2:] == (24, 24) and aux.shape == adv.shape
-
-
-def test_patch_labels_follow_the_paper_rule():
-    d = PatchDiscriminator(4, 128)
-    box = torch.zeros(1, 1, 128, 128)
-    box[..., 60:100, 60:100] = 1  # object box, x and y in [60, 100)
-    w = d.patch_weights(box, (24, 24), thresh=1.0)
-    # patch (i, j) sees pixels [4i, 4i+34): background iff that window misses [60, 100)
-    for i in range(24):
-        for j in range(24):
-            hit = (4 * i < 100 and 4 * i + 34 > 60) and (4 * j < 100 and 4 * j + 34 > 60)
-            assert w[0, 0, i, j] == (0.0 if hit else 1.0), (i, j)
-    # a looser threshold admits patches that only graze the box
-    assert d.patch_weights(box, (24, 24), thresh=0.5).sum() > w.sum()
 
 
 def test_codes_follow_the_hierarchy():

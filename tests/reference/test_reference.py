@@ -18,7 +18,7 @@ import torch
 
 from fgtool.train.trainer import phase_params
 
-FIX = Path(__file__).parent / "fixtures"
+FIX = Path(__file__).resolve().parents[1] / "fixtures"
 TOL = dict(rtol=1e-5, atol=1e-5)
 
 

@@ -8,15 +8,13 @@ import io
 import json
 import math
 import os
-import subprocess
-import sys
 from contextlib import redirect_stdout
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TINY, one_error_line, run_cli, run_json
+from conftest import TINY, fgtool_process, one_error_line, run_cli, run_json
 from PIL import Image
 
 import fgtool
@@ -388,24 +386,18 @@ def test_finegan_cannot_mix_or_segment(capsys, trained, synth_dir, tmp_path, cmd
 # ----------------------------------------------------------------------------- real process
 
 
-def _subprocess(*argv, cwd=None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "fgtool", *map(str, argv)], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=120)
-
-
 def test_subprocess_exit_codes_and_one_line_errors(trained, tmp_path):
-    p = _subprocess("sample", "--ckpt", tmp_path / "missing.pt", "--out", tmp_path / "s.png")
+    p = fgtool_process("sample", "--ckpt", tmp_path / "missing.pt", "--out", tmp_path / "s.png")
     assert p.returncode == 2 and p.stdout == ""
     assert p.stderr.count("\n") == 1 and p.stderr.endswith("\n")
     assert p.stderr == f"fgtool: error: checkpoint not found: {tmp_path / 'missing.pt'}\n"
 
     # click usage errors follow the same contract (not a traceback with exit 1)
-    p = _subprocess("info", "--ckpt", trained["ckpt"], "--bogus")
+    p = fgtool_process("info", "--ckpt", trained["ckpt"], "--bogus")
     assert p.returncode == 2 and p.stdout == ""
     assert p.stderr.count("\n") == 1 and p.stderr.startswith("fgtool: error: No such option: --bogus")
 
-    p = _subprocess("version")  # success: exit 0, the answer on stdout, nothing on stderr
+    p = fgtool_process("version")  # success: exit 0, the answer on stdout, nothing on stderr
     assert (p.returncode, p.stdout, p.stderr) == (0, fgtool.__version__ + "\n", "")
 
 

@@ -13,28 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, tensors_differ
 
 from fgtool import api
 from fgtool import checkpoint as ckpt
 from fgtool.cli import main
-
-
-def tensors_differ(a, b, path="") -> list[str]:
-    """Paths where two nested checkpoint structures differ (tensors by torch.equal)."""
-    if torch.is_tensor(a) or torch.is_tensor(b):
-        ok = torch.is_tensor(a) and torch.is_tensor(b) and a.dtype == b.dtype and torch.equal(a, b)
-        return [] if ok else [path]
-    if isinstance(a, dict):
-        if not isinstance(b, dict) or set(a) != set(b):
-            return [f"{path} (keys)"]
-        return [d for k in a for d in tensors_differ(a[k], b[k], f"{path}.{k}")]
-    if isinstance(a, (list, tuple)):
-        if not isinstance(b, (list, tuple)) or len(a) != len(b):
-            return [f"{path} (len)"]
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in tensors_differ(x, y, f"{path}[{i}]")]
-    return [] if a == b else [path]
 
 
 def assert_same_state(a_path: Path, b_path: Path, step: int) -> None:

@@ -1,4 +1,4 @@
-"""fgtool/recipes/c3gan-cub.toml is the model and iteration tests/test_reference_c3gan.py proves
+"""fgtool/recipes/c3gan-cub.toml is the model and iteration tests/reference/test_reference_c3gan.py proves
 equal to the authors' code; the CPU recipes keep their deviations."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from fgtool import api
 from fgtool.backends.c3gan import C3GANConfig
 
-RECIPES = Path(__file__).resolve().parents[1] / "fgtool" / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "fgtool" / "recipes"
 
 # C3-GAN options of ours, and the value that is the authors' model, losses and iteration
 C3GAN_AUTHORS = {"shared_fake": False, "g_widths": "authors", "d_first_bias": False, "mask_entropy": "bits",

@@ -10,12 +10,12 @@ from conftest import one_error_line, run_cli
 from fgtool import api, registry
 from fgtool.config import RECIPES_DIR, find_recipe, load_recipe
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "fgtool" / "recipes").glob("*.toml"))
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "fgtool" / "recipes").glob("*.toml"))
 
 
 def test_recipes_ship_inside_the_package():
     assert RECIPES_DIR == Path(api.__file__).resolve().parent / "recipes"
-    assert not (Path(__file__).resolve().parents[1] / "recipes").exists()  # one copy only
+    assert not (Path(__file__).resolve().parents[2] / "recipes").exists()  # one copy only
     assert {p.stem for p in RECIPES} >= {"tiny", "synth-finegan", "c3gan-cub", "cub-cpu-c3gan"}
 
 
@@ -85,7 +85,7 @@ FINEGAN_AUTHORS = {"w_bg_aux": 1.0, "w_child_adv": 1.0, "w_info_p": 1.0, "w_info
 
 
 def test_finegan_paper_recipe_switches_every_deviation_off():
-    """fgtool/recipes/finegan-cub.toml is the model tests/test_reference.py proves equal to the
+    """fgtool/recipes/finegan-cub.toml is the model tests/reference/test_reference.py proves equal to the
     authors' code; the cluster heads (ours; the paper trains them after the GAN) only
     start in the last 5% of the run."""
     cfg = api.resolve_config(None, "/data", str(RECIPES[0].parent / "finegan-cub.toml"), [])
@@ -111,7 +111,7 @@ MIXNMATCH_AUTHORS = {**FINEGAN_AUTHORS, "hard_start": "never", "enc_width": 64, 
 
 
 def test_mixnmatch_paper_recipe_switches_every_deviation_off():
-    """fgtool/recipes/mixnmatch-cub.toml is the stage-1 model tests/test_reference.py proves equal to
+    """fgtool/recipes/mixnmatch-cub.toml is the stage-1 model tests/reference/test_reference.py proves equal to
     the authors' code (encoders, critics and their penalty included)."""
     cfg = api.resolve_config(None, "/data", str(RECIPES[0].parent / "mixnmatch-cub.toml"), [])
     m = cfg.model_cfg

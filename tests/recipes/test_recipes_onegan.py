@@ -1,4 +1,4 @@
-"""fgtool/recipes/onegan-cub.toml is the paper's model, losses (eq. 10-18, tests/test_onegan_equations.py)
+"""fgtool/recipes/onegan-cub.toml is the paper's model, losses (eq. 10-18, tests/backends/test_onegan_equations.py)
 and schedule, with every option of ours off; the CPU recipe keeps its choices."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from fgtool import api
 from fgtool.backends.onegan import OneGANConfig
 from fgtool.nn.selftrain import SelfTrainConfig
 
-RECIPES = Path(__file__).resolve().parents[1] / "fgtool" / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "fgtool" / "recipes"
 
 # options the paper sets (Sec. 3-5, eq. 9-18), and our additions at their "off" value
 PAPER = {"n_child": 200, "n_parent": 20, "lr_g": 2e-4, "lr_d": 2e-4, "phase2_start": 200_000,

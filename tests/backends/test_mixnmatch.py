@@ -252,7 +252,7 @@ def test_phases_split_at_stage2_start():
 
 
 def test_stage2_starts_at_the_configured_step_and_resumes_exactly(synth_dir, tmp_path):
-    from test_resume import tensors_differ
+    from conftest import tensors_differ
 
     sets = ["model.stage2_start=3", "train.steps=5", "train.log_every=1", "train.ckpt_every=1",
             "train.sample_every=100", "train.keep=all"]
@@ -354,9 +354,9 @@ def test_bad_reference_is_one_line_exit_2(capsys, run, tmp_path, option, kind):
 
 
 def test_bad_reference_in_a_real_process(run, tmp_path):
-    from test_cli import _subprocess
+    from conftest import fgtool_process
 
-    p = _subprocess("mix", "--ckpt", run["ckpt"], "--shape", tmp_path / "gone.jpg", "--out", tmp_path / "o.png")
+    p = fgtool_process("mix", "--ckpt", run["ckpt"], "--shape", tmp_path / "gone.jpg", "--out", tmp_path / "o.png")
     assert p.returncode == 2 and p.stdout == ""
     assert p.stderr == f"fgtool: error: --shape {tmp_path / 'gone.jpg'}: no such file\n"
 

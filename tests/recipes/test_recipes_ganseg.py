@@ -1,5 +1,5 @@
 """fgtool/recipes/ganseg-cub.toml is the authors' algorithm: every GANSeg option of ours is off
-there (the networks, losses and iteration tests/test_reference_ganseg.py compares with
+there (the networks, losses and iteration tests/reference/test_reference_ganseg.py compares with
 their code); the CPU recipe keeps its deviations."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from fgtool import api
 from fgtool.backends.ganseg import GANSeg, GANSegConfig
 from fgtool.errors import FgtoolError
 
-RECIPES = Path(__file__).resolve().parents[1] / "fgtool" / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "fgtool" / "recipes"
 
 # GANSeg options of ours, and the value that is the authors' model, losses and iteration
 GANSEG_AUTHORS = {"arch": "paper", "d_reg": "gp", "d_first": True, "seg_dice": "per_image", "object_div": 0.0,

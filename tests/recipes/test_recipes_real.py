@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import image_folder, one_error_line, run_cli, run_json
 
-RECIPES = Path(__file__).resolve().parents[1] / "fgtool" / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "fgtool" / "recipes"
 
 # the recipe's schedule shrunk to a few steps on 32 px photos; everything else as shipped
 SHORT = {"onegan": ["model.phase2_start=2", "model.seg_start=4", "model.self_start=6", "model.self_guard=0"],

@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY, one_error_line, run_cli, run_json
+from conftest import TINY, mask_iou, one_error_line, run_cli, run_json, square_scene
 from PIL import Image
 
 from fgtool import api
 from fgtool import checkpoint as ckpt
-from fgtool.backends.ganseg import GANSeg, r1_penalty, soft_dice_loss
+from fgtool.backends.ganseg import GANSeg, r1_penalty
 from fgtool.commands.segment import _masks
 from fgtool.errors import FgtoolError
 from fgtool.io.images import PART_PALETTE
 from fgtool.metrics.segmentation import seg_metrics
-from fgtool.nn.compose import gaussian_heatmaps, pixel_grid, upsample_crop
+from fgtool.nn.compose import pixel_grid, upsample_crop
 from fgtool.train.trainer import Trainer
 
 
@@ -158,15 +158,6 @@ def test_margin_grid_and_crop_geometry():
     assert GANSeg(_cfg().model_cfg, 128).build()["G"].margin == 10
 
 
-def test_heatmaps_use_sigma_squared():
-    grid = pixel_grid(8, 0)
-    c = torch.tensor([[[0.125, -0.125]]])
-    h = gaussian_heatmaps(grid, c, torch.tensor([[0.5]]))
-    d2 = ((grid - c[0, 0]) ** 2).sum(-1)
-    assert torch.allclose(h[0, 0], torch.exp(-d2 / 0.25), atol=1e-6)
-    assert h[0, 0].max() == pytest.approx(1.0, abs=1e-6)
-
-
 def test_moving_points_and_background_moves_the_image():
     """Translation equivariance: shift every point and the background shift by one pixel of
     the first resolution; the image moves by size / first resolution pixels."""
@@ -272,14 +263,6 @@ def test_penalties_every_second_step_and_their_formulas():
     assert area.item() == pytest.approx(8.0, rel=1e-5)
 
 
-def test_soft_dice_loss():
-    target = torch.randint(0, 4, (2, 8, 8))
-    perfect = F.one_hot(target, 4).permute(0, 3, 1, 2).float() * 50
-    assert soft_dice_loss(perfect, target).item() == pytest.approx(0.0, abs=1e-3)
-    uniform = torch.zeros(2, 4, 8, 8)
-    assert soft_dice_loss(uniform, target).item() > 0.4
-
-
 def test_segmenter_phase_moves_only_s_and_leaves_g_frozen(tmp_path, synth_dir):
     cfg = _cfg(root=synth_dir)  # tiny: seg_start = 2
     tr = Trainer(cfg, tmp_path / "run", progress=False)
@@ -368,63 +351,9 @@ def test_seg_hue_turns_the_colours_of_the_generated_pairs_and_keeps_their_bright
         _backend("model.seg_hue=0.7")
 
 
-def _square_scene(n=4, size=32):
-    """Dark squares (side 12) on a bright noisy background, and their true masks."""
-    g = torch.Generator().manual_seed(1)
-    x = 0.6 + 0.2 * torch.rand(n, 3, size, size, generator=g)
-    gt = torch.zeros(n, size, size, dtype=torch.bool)
-    for i in range(n):
-        t, left = 4 + 3 * i, 6 + 2 * i
-        gt[i, t:t + 12, left:left + 12] = True
-    x = torch.where(gt[:, None], torch.tensor([-0.6, -0.2, 0.3]).view(1, 3, 1, 1) + 0 * x, x)
-    return x, gt
-
-
-def _iou(a, b):
-    return ((a & b).sum((1, 2)).float() / (a | b).sum((1, 2)).float()).mean().item()
-
-
-def test_grabcut_pulls_a_blob_back_to_the_object_edge():
-    from fgtool.nn.refine import grabcut_refine
-
-    x, gt = _square_scene()
-    blob = F.avg_pool2d(F.max_pool2d(gt.float()[:, None], 5, 1, 2), 3, 1, 1)[:, 0]  # 2 px too large, soft
-    before = _iou(blob > 0.5, gt)
-    after = grabcut_refine(x, blob, band=2)
-    assert after.dtype == torch.bool and after.shape == gt.shape
-    assert before < 0.8 and _iou(after, gt) > 0.97
-    # no sure foreground (an empty map): the thresholded map is kept
-    assert not grabcut_refine(x, torch.zeros_like(blob), band=2).any()
-    # sure regions never change: on a flat image only the 2 px band either side is open
-    flat = grabcut_refine(torch.zeros_like(x), blob, band=2)
-    m = (blob > 0.5).float()[:, None]
-    core = (1 - F.max_pool2d(1 - m, 5, 1, 2))[:, 0] > 0.5
-    reach = F.max_pool2d(m, 5, 1, 2)[:, 0] > 0.5
-    assert torch.all(flat[core]) and not flat[~reach].any()
-
-
-def test_grabcut_does_not_depend_on_opencvs_global_rng():
-    # GrabCut's k-means draws from OpenCV's process-wide RNG; a run resumed in a fresh process
-    # must refine the same photo the same way as the uninterrupted run did
-    import cv2
-
-    from fgtool.nn.refine import grabcut_refine
-
-    g = torch.Generator().manual_seed(0)
-    x = F.avg_pool2d(torch.rand(16, 3, 32, 32, generator=g) * 2 - 1, 3, 1, 1)  # noisy photos
-    p = torch.zeros(16, 32, 32)
-    p[:, 8:24, 6:22] = 0.9
-    outs = []
-    for seed in (1, 2, 3):
-        cv2.setRNGSeed(seed)
-        outs.append(grabcut_refine(x, p, band=2, iters=5))
-    assert all(torch.equal(o, outs[0]) for o in outs)
-    assert torch.equal(grabcut_refine(x[5:6], p[5:6], band=2, iters=5), outs[0][5:6])  # alone = in a batch
-
-
 def test_self_training_targets_and_student_view():
     b = _backend("model.n_parts=1", "model.seg_start=1", "model.self_start=1", "model.self_jitter=0.3")
-    x, gt = _square_scene()
+    x, gt = square_scene()
     blob = F.avg_pool2d(F.max_pool2d(gt.float()[:, None], 5, 1, 2), 3, 1, 1)
     seen = []
 
@@ -438,7 +367,7 @@ def test_self_training_targets_and_student_view():
     S = Teacher()
     lab, w = b.pseudo_labels(S, x)
     assert seen[0][0] is False and torch.equal(seen[0][1], x)  # eval mode, clean photos
-    assert torch.all(w == 1) and _iou(lab == 0, gt) > 0.97  # label 0 = part 0, K = 1 background
+    assert torch.all(w == 1) and mask_iou(lab == 0, gt) > 0.97  # label 0 = part 0, K = 1 background
     # without refinement: the teacher's argmax where it is confident, the rest ignored
     b_none = _backend("model.n_parts=1", "model.seg_start=1", "model.self_start=1", "model.self_refine=none",
                       "model.self_conf=0.9")
@@ -730,7 +659,7 @@ def test_self_tta_teacher_averages_the_photo_and_its_mirror():
 
 
 def test_resume_across_seg_start_is_bit_identical(synth_dir, tmp_path):
-    from test_resume import tensors_differ
+    from conftest import tensors_differ
 
     # self-training from step 4 with an EMA teacher: pseudo-labels, jitter and teacher resume too
     sets = ["model.seg_start=3", "model.self_start=4", "model.self_ema=0.5", "train.steps=5", "train.log_every=1",
@@ -823,7 +752,7 @@ def test_seg_jitter_split_turns_object_and_background_by_separate_draws():
 
 
 def test_self_guard_drops_pseudo_labels_that_grabcut_rewrote():
-    x, gt = _square_scene()
+    x, gt = square_scene()
     blob = F.avg_pool2d(F.max_pool2d(gt.float()[:, None], 5, 1, 2), 3, 1, 1)
 
     class Blob(torch.nn.Module):
@@ -845,20 +774,8 @@ def test_self_guard_drops_pseudo_labels_that_grabcut_rewrote():
         _backend("model.self_guard=-1")
 
 
-def test_soft_dice_loss_leaves_out_zero_weight_pixels():
-    g = torch.Generator().manual_seed(0)
-    logits = torch.randn(3, 2, 8, 8, generator=g)
-    target = torch.randint(0, 2, (3, 8, 8), generator=g)
-    w = torch.ones(3, 8, 8)
-    w[2] = 0
-    assert soft_dice_loss(logits, target, weight=w).item() == pytest.approx(
-        soft_dice_loss(logits[:2], target[:2]).item(), abs=1e-6)
-    assert soft_dice_loss(logits, target).item() != pytest.approx(soft_dice_loss(logits[:2], target[:2]).item(),
-                                                                  abs=1e-4)
-
-
 def test_self_guard_drops_labels_outside_the_generated_masks_range():
-    x, gt = _square_scene()
+    x, gt = square_scene()
     share = gt.flatten(1).float().mean(1)  # 0.14 each
 
     class Exact(torch.nn.Module):

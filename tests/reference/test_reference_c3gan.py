@@ -23,7 +23,7 @@ from fgtool.backends import c3gan
 from fgtool.backends.c3gan import C3GAN, C3GANConfig
 from fgtool.nn.augment import similarity_grid, warp
 
-FIX = Path(__file__).parent / "fixtures"
+FIX = Path(__file__).resolve().parents[1] / "fixtures"
 PAPER = dict(n_classes=200, overcluster=2, z_dim=64, cz_dim=8, ngf=16, ndf=64)
 AUTHORS = dict(g_widths="authors", d_first_bias=False, shared_fake=False, mask_entropy="bits")
 # the authors' parameter counts at the paper setting (128 px, K = 400, their 512 -> 16

@@ -18,7 +18,6 @@ from fgtool import checkpoint as ckpt
 from fgtool.backends.onegan import OneGAN
 from fgtool.data.evalset import eval_set
 from fgtool.errors import FgtoolError
-from fgtool.nn.blocks import GLULayerNorm
 from fgtool.nn.compose import mixup, sample_beta
 from fgtool.train.trainer import Trainer, phase_params
 
@@ -55,33 +54,6 @@ def run(synth_dir, tmp_path_factory) -> Path:
 
 
 # ----------------------------------------------------------------------------- layers
-
-
-def test_glu_layernorm_normalises_only_the_values_half():
-    torch.manual_seed(0)
-    m = GLULayerNorm(4)
-    with torch.no_grad():
-        m.norm.weight.uniform_(0.5, 2.0)
-        m.norm.bias.uniform_(-1, 1)
-    x = torch.randn(3, 8, 5, 5)
-    y = m(x)
-    assert y.shape == (3, 4, 5, 5)
-    a, b = x[:, :4], x[:, 4:]
-    mu = a.mean(dim=(1, 2, 3), keepdim=True)
-    var = a.var(dim=(1, 2, 3), unbiased=False, keepdim=True)
-    ln = (a - mu) / torch.sqrt(var + 1e-5) * m.norm.weight.view(1, 4, 1, 1) + m.norm.bias.view(1, 4, 1, 1)
-    assert torch.allclose(y, ln * torch.sigmoid(b), atol=1e-5)
-    # scaling and shifting the values half changes nothing (it is normalised) ...
-    assert torch.allclose(m(torch.cat([3 * a + 1, b], 1)), y, atol=1e-4)
-    # ... the gate half is not normalised: scaling it changes the output
-    assert not torch.allclose(m(torch.cat([a, 3 * b], 1)), y, atol=1e-3)
-    # per sample, not per batch: one sample alone gives the same numbers
-    assert torch.allclose(m(x[:1]), y[:1], atol=1e-6)
-    # the vector form (after the generators' first linear layer) normalises over features
-    v = GLULayerNorm(6, spatial=False)
-    xv = torch.randn(2, 12)
-    ref = torch.nn.functional.layer_norm(xv[:, :6], (6,)) * torch.sigmoid(xv[:, 6:])
-    assert torch.allclose(v(xv), ref, atol=1e-5)
 
 
 def test_generators_use_layer_norm_only():
@@ -319,7 +291,7 @@ def test_phase_parts_are_logged_by_path(run):
 
 
 def test_resume_across_the_phase2_boundary_is_bit_identical(synth_dir, tmp_path):
-    from test_resume import tensors_differ
+    from conftest import tensors_differ
 
     sets = ["model.phase2_start=2", "model.real_start=3", "train.steps=5", "train.log_every=1",
             "train.ckpt_every=1", "train.sample_every=100", "train.keep=10"]
@@ -403,7 +375,7 @@ def test_mix_codes_from_photos(run, synth_dir):
 
 
 def test_paper_recipe_matches_the_paper():
-    recipe = Path(__file__).resolve().parents[1] / "fgtool" / "recipes" / "onegan-cub.toml"
+    recipe = Path(__file__).resolve().parents[2] / "fgtool" / "recipes" / "onegan-cub.toml"
     cfg = api.resolve_config(None, "/data", str(recipe), [])
     m, t = cfg.model_cfg, cfg.train
     assert cfg.model == "onegan"
@@ -617,7 +589,7 @@ def test_segmenter_stage_trains_resumes_and_segments(capsys, synth_dir, tmp_path
     """A run through the GAN and into the segmenter stage: a resumed run matches an uninterrupted
     one bit for bit across seg_start and self_start; the checkpoint's S segments photos
     (`segment`, `eval`), while object removal keeps the reconstruction path."""
-    from test_resume import tensors_differ
+    from conftest import tensors_differ
 
     sets = ["model.seg_start=3", "model.self_start=4", "model.seg_width=4", "model.self_tta=true",
             "model.self_guard=0.3", "train.steps=5", "train.log_every=1", "train.ckpt_every=1",
@@ -647,32 +619,6 @@ def test_segmenter_stage_trains_resumes_and_segments(capsys, synth_dir, tmp_path
     assert (full / "segmenter.png").exists()
 
 
-def test_paste_pairs_cut_kept_objects_onto_crops():
-    from fgtool.nn.selftrain import paste_pairs
-
-    real = torch.stack([torch.full((3, S, S), v) for v in (0.5, -0.5, 0.2)])
-    lab = torch.ones(3, S, S, dtype=torch.long)  # 1 = background
-    lab[:, 4:12, 6:20] = 0
-    weight = torch.zeros(3, S, S)
-    weight[0] = 1.0  # only the first photo's label is kept
-    crops = torch.stack([torch.full((3, S, S), -0.9), torch.full((3, S, S), 0.9)])
-    ok = torch.tensor([True, False])  # only the first crop exists
-    img, l2, w2 = paste_pairs(real, lab, weight, crops, ok, share=2.0, k=1)
-    assert img.shape == (6, 3, S, S) and torch.equal(l2, lab[[0] * 6]) and torch.equal(w2, weight[[0] * 6])
-    obj = (lab[0] == 0)
-    assert torch.all(img[:, :, obj] == 0.5) and torch.all(img[:, :, ~obj] == -0.9)
-    # camouflaged: part of each object takes the crop's colour, the rest and the labels stay
-    img, l3, _ = paste_pairs(real, lab, weight, crops, ok, share=2.0, k=1, camo=1.0, camo_shift=0.0)
-    inside = img[:, 0][:, obj]
-    near = (inside + 0.9).abs() < 1e-5  # the crop's mean colour
-    assert torch.equal(l3, l2) and torch.all(near | (inside == 0.5))
-    painted = near.float().mean(1)
-    assert torch.all(painted > 0.2) and torch.all(painted < 0.8) and torch.all(img[:, :, ~obj] == -0.9)
-    assert paste_pairs(real, lab, torch.zeros_like(weight), crops, ok, 1.0, 1) is None  # nothing kept
-    assert paste_pairs(real, lab, weight, crops, torch.tensor([False, False]), 1.0, 1) is None  # no crop
-    assert paste_pairs(real, lab, weight, crops, ok, 0.0, 1) is None
-
-
 def test_segmenter_pastes_from_self_start_and_crops_can_skip_the_background_d():
     from test_contract import _batch
 
@@ -692,20 +638,6 @@ def test_segmenter_pastes_from_self_start_and_crops_can_skip_the_background_d():
             a = bd._loss_d(n["Dbg"], n["Dc"], batch, fake, fake, 10, "")["loss"]
             p = bd._loss_d(n["Dbg"], n["Dc"], plain, fake, fake, 10, "")["loss"]
         assert torch.equal(a, p) == same, flag
-
-
-def test_inpaint_fills_a_mask_from_its_surroundings():
-    from fgtool.nn.refine import inpaint
-
-    x = torch.tensor([-0.2, 0.4, 0.6]).view(1, 3, 1, 1).repeat(2, 1, S, S)
-    obj = torch.zeros(2, S, S, dtype=torch.bool)
-    obj[:, 10:20, 12:22] = True
-    x[:, :, obj[0]] = torch.tensor([0.9, -0.9, -0.5]).view(3, 1)  # a red square
-    y = inpaint(x, obj, grow=1)
-    assert y.shape == x.shape
-    assert torch.allclose(y[:, :, ~obj[0]], x[:, :, ~obj[0]], atol=1 / 127)  # the rest untouched
-    assert torch.allclose(y[:, :, obj[0]], x[:, :, :1, :1].expand(2, 3, 1, 1).reshape(2, 3, 1), atol=2 / 127)
-    assert torch.allclose(inpaint(x, torch.zeros_like(obj)), x, atol=1 / 127)  # nothing to fill
 
 
 def test_remove_object_fill_options(capsys, run, synth_dir, tmp_path):

@@ -24,7 +24,7 @@ from fgtool.backends.ganseg import GANSeg, GANSegConfig
 from fgtool.nn.blocks import eval_mode
 from fgtool.train.trainer import phase_params
 
-FIX = Path(__file__).parent / "fixtures"
+FIX = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 @pytest.fixture(scope="module")

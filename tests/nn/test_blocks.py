@@ -1,0 +1,62 @@
+"""fgtool.nn.blocks: the patch discriminator's geometry and labels, code convolutions, GLU-LayerNorm."""
+
+import torch
+import torch.nn.functional as F
+
+from fgtool.nn.blocks import CodeConv, GLULayerNorm, PatchDiscriminator, tile
+
+
+def test_paper_patch_geometry_at_128px():
+    d = PatchDiscriminator(4, 128)
+    adv, aux = d(torch.zeros(1, 3, 128, 128))
+    assert (d.rf, d.stride) == (34, 4)
+    assert adv.shape[-2:] == (24, 24) and aux.shape == adv.shape
+
+
+def test_patch_labels_follow_the_paper_rule():
+    d = PatchDiscriminator(4, 128)
+    box = torch.zeros(1, 1, 128, 128)
+    box[..., 60:100, 60:100] = 1  # object box, x and y in [60, 100)
+    w = d.patch_weights(box, (24, 24), thresh=1.0)
+    # patch (i, j) sees pixels [4i, 4i+34): background iff that window misses [60, 100)
+    for i in range(24):
+        for j in range(24):
+            hit = (4 * i < 100 and 4 * i + 34 > 60) and (4 * j < 100 and 4 * j + 34 > 60)
+            assert w[0, 0, i, j] == (0.0 if hit else 1.0), (i, j)
+    # a looser threshold admits patches that only graze the box
+    assert d.patch_weights(box, (24, 24), thresh=0.5).sum() > w.sum()
+
+
+def test_code_conv_equals_conv_over_tiled_code():
+    m = CodeConv(5, 7, 4)
+    x = torch.randn(3, 5, 6, 8)
+    for code in (F.one_hot(torch.tensor([0, 3, 6]), 7).float(), torch.rand(3, 7)):
+        ref = F.conv2d(torch.cat([x, tile(code, x)], 1), m.conv.weight, padding=1)
+        assert torch.allclose(m(x, code), ref, atol=1e-5)
+
+
+def test_glu_layernorm_normalises_only_the_values_half():
+    torch.manual_seed(0)
+    m = GLULayerNorm(4)
+    with torch.no_grad():
+        m.norm.weight.uniform_(0.5, 2.0)
+        m.norm.bias.uniform_(-1, 1)
+    x = torch.randn(3, 8, 5, 5)
+    y = m(x)
+    assert y.shape == (3, 4, 5, 5)
+    a, b = x[:, :4], x[:, 4:]
+    mu = a.mean(dim=(1, 2, 3), keepdim=True)
+    var = a.var(dim=(1, 2, 3), unbiased=False, keepdim=True)
+    ln = (a - mu) / torch.sqrt(var + 1e-5) * m.norm.weight.view(1, 4, 1, 1) + m.norm.bias.view(1, 4, 1, 1)
+    assert torch.allclose(y, ln * torch.sigmoid(b), atol=1e-5)
+    # scaling and shifting the values half changes nothing (it is normalised) ...
+    assert torch.allclose(m(torch.cat([3 * a + 1, b], 1)), y, atol=1e-4)
+    # ... the gate half is not normalised: scaling it changes the output
+    assert not torch.allclose(m(torch.cat([a, 3 * b], 1)), y, atol=1e-3)
+    # per sample, not per batch: one sample alone gives the same numbers
+    assert torch.allclose(m(x[:1]), y[:1], atol=1e-6)
+    # the vector form (after the generators' first linear layer) normalises over features
+    v = GLULayerNorm(6, spatial=False)
+    xv = torch.randn(2, 12)
+    ref = torch.nn.functional.layer_norm(xv[:, :6], (6,)) * torch.sigmoid(xv[:, 6:])
+    assert torch.allclose(v(xv), ref, atol=1e-5)
