@@ -44,4 +44,6 @@ for k, v in m.items():
     s = v["metrics"]
     print(f"{k:14s} NMI {s['nmi']:.3f}  ACC {s.get('acc', float('nan')):.3f}  (label: {s['label']})")
 PY
+# the README's demo number is results/demo.json (written by tests/bench/headline.py): this run beside it
+[ -f tests/bench/headline.py ] && python3 tests/bench/headline.py compare demo "$OUT/metrics.json" || true
 echo "done: $OUT (samples.png, layers.png, fix_*.png, clusters.json, clusters.png, metrics.json, loss_curve.png, walk_*.gif)" >&2

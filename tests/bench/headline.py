@@ -1,0 +1,193 @@
+"""The README's headline numbers: measured into results/<name>.json, rendered into README.md.
+
+    python tests/bench/headline.py measure demo                    # make demo: train + eval (~10 min)
+    python tests/bench/headline.py measure demo --ckpt RUN/last.pt --data DATA   # the eval steps only
+    python tests/bench/headline.py measure synth-floor --data data/synth64
+    python tests/bench/headline.py render            # rewrite README.md's marked numbers from results/
+    python tests/bench/headline.py render --check    # exit 1 when README.md differs from results/
+    python tests/bench/headline.py compare demo RUN/metrics.json   # `make demo` ends with this
+
+A number in README.md that comes from results/ sits between markers,
+``<!-- result NAME FIELD -->0.807<!-- /result -->`` (FIELD: ``value`` or ``floor``), and
+``render`` writes it from results/NAME.json. A results file records the model, the data, the
+metric, the value (and the floor it must beat), the commands that produced it, fgtool's git
+commit and the date. fgtool runs as ``python -m fgtool`` with this script's interpreter; the
+commands are recorded as ``fgtool ...``. Only the standard library is imported here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "results"
+README = ROOT / "README.md"
+MARKER = re.compile(r"<!-- result (?P<name>[\w-]+) (?P<field>value|floor) -->(?P<text>.*?)<!-- /result -->")
+
+# What each headline is. `eval` lists the commands that score a checkpoint (or, with no model,
+# the data alone); DATA, CKPT and TMP are filled in.
+HEADLINES = {
+    "demo": {
+        "model": "c3gan",
+        "data": "synthetic, 2,000 images at 64 px, 12 classes (fgtool data synth --n 2000 --size 64 --seed 0)",
+        "trained_by": "bash assets/demo.sh OUT (make demo): 1,750 steps of synth-c3gan, ndf 32, K = 12",
+        "metric": "nmi",
+        "floor_what": "k-means on the pixels, k = 12",
+        "eval": [
+            ["cluster", "--ckpt", "CKPT", "--data", "DATA", "--out", "TMP/clusters.json", "--quiet", "--json"],
+            ["eval", "--metric", "nmi,acc,ari", "--pred", "TMP/clusters.json", "--data", "DATA", "--json"],
+            ["eval", "--metric", "nmi,acc", "--baseline", "pixels", "--data", "DATA", "--quiet", "--json"],
+        ],
+    },
+    "synth-floor": {
+        "model": None,
+        "data": "synthetic, 6,000 images at 64 px, 12 children (fgtool data synth --n 6000 --size 64 --seed 0)",
+        "metric": "nmi",
+        "floor_what": "k-means on the pixels, k = 12 (the floor itself)",
+        "eval": [["eval", "--metric", "nmi,acc", "--baseline", "pixels", "--data", "DATA", "--json"]],
+    },
+}
+
+
+def _fill(argv: list[str], subs: dict[str, str]) -> list[str]:
+    out = []
+    for a in argv:
+        for key, val in subs.items():
+            a = a.replace(key, val)
+        out.append(a)
+    return out
+
+
+def _fgtool(argv: list[str]) -> dict:
+    p = subprocess.run([sys.executable, "-m", "fgtool", *argv], capture_output=True, text=True, cwd=ROOT)
+    if p.returncode:
+        sys.exit(f"fgtool {' '.join(argv)}: exit {p.returncode}\n{p.stderr}")
+    return json.loads(p.stdout)
+
+
+def _commit(paths: list[str]) -> str:
+    """HEAD, with +dirty when the files that measured (paths) differ from it."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", *paths], capture_output=True, text=True,
+                           cwd=ROOT).stdout.strip()
+    return head + ("+dirty" if dirty else "")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def from_demo_metrics(metrics: dict) -> dict:
+    """value, floor and extras from the metrics.json that assets/demo.sh writes."""
+    c, f = metrics["clusters"]["metrics"], metrics["floor_pixels"]["metrics"]
+    return {"value": c["nmi"], "floor": f["nmi"], "extra": {"acc": c["acc"], "ari": c["ari"], "floor_acc": f["acc"]}}
+
+
+def measure(name: str, ckpt: str | None, data: str | None) -> dict:
+    spec = HEADLINES[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        if name == "demo" and ckpt is None:  # the whole of make demo: data, training, eval
+            commands = [["bash", "assets/demo.sh", f"{tmp}/demo"]]
+            p = subprocess.run(commands[0], cwd=ROOT)
+            if p.returncode:
+                sys.exit(f"assets/demo.sh: exit {p.returncode}")
+            got = from_demo_metrics(json.loads(Path(f"{tmp}/demo/metrics.json").read_text()))
+            ckpt_path = Path(f"{tmp}/demo/run/last.pt")
+            ckpt_info = {"path": "TMP/demo/run/last.pt", "sha256": _sha256(ckpt_path)}
+        else:
+            if data is None or (spec["model"] and ckpt is None):
+                sys.exit(f"{name}: give --data{' and --ckpt' if spec['model'] else ''}")
+            subs = {"CKPT": str(ckpt), "DATA": str(data), "TMP": tmp}
+            commands = [_fill(c, subs) for c in spec["eval"]]
+            outs = [_fgtool(c) for c in commands]
+            if name == "demo":
+                got = from_demo_metrics({"clusters": outs[1], "floor_pixels": outs[2]})
+            else:
+                m = outs[0]["metrics"]
+                got = {"value": m["nmi"], "floor": m["nmi"], "extra": {"acc": m["acc"], "label": m["label"]}}
+            ckpt_info = {"path": str(ckpt), "sha256": _sha256(Path(ckpt))} if ckpt else None
+            commands = [["fgtool", *c] for c in commands]
+    return {
+        "name": name, "model": spec["model"], "data": spec["data"], "metric": spec["metric"],
+        "value": got["value"], "floor": got["floor"], "floor_what": spec["floor_what"], "extra": got["extra"],
+        "trained_by": spec.get("trained_by"), "checkpoint": ckpt_info,
+        "commands": [shlex.join(c).replace(tmp, "TMP") for c in commands],  # TMP: a temp folder
+        "fgtool_commit": _commit(["fgtool", *(["assets/demo.sh"] if commands[0][0] == "bash" else [])]),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def load_results(folder: Path = RESULTS) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def render(text: str, results: dict[str, dict]) -> str:
+    """text with every marked number written from results (three decimals)."""
+    def one(m: re.Match) -> str:
+        name, field = m["name"], m["field"]
+        if name not in results:
+            raise KeyError(f"README.md marks a result {name!r} that results/ does not have")
+        return f"<!-- result {name} {field} -->{results[name][field]:.3f}<!-- /result -->"
+
+    return MARKER.sub(one, text)
+
+
+def compare(name: str, metrics_json: Path) -> str:
+    """One line: this demo run's number beside the README's (results/NAME.json)."""
+    got = from_demo_metrics(json.loads(metrics_json.read_text()))
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        return f"no {path.relative_to(ROOT)} to compare with; this run: NMI {got['value']:.3f}"
+    want = json.loads(path.read_text())
+    same = f"{got['value']:.3f}" == f"{want['value']:.3f}"
+    return (f"NMI {got['value']:.3f} (floor {got['floor']:.3f}); the README's, from results/{name}.json: "
+            f"{want['value']:.3f} (floor {want['floor']:.3f}){'' if same else ' -- this run differs'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("measure")
+    m.add_argument("name", choices=sorted(HEADLINES))
+    m.add_argument("--ckpt")
+    m.add_argument("--data")
+    r = sub.add_parser("render")
+    r.add_argument("--check", action="store_true")
+    c = sub.add_parser("compare")
+    c.add_argument("name", choices=["demo"])
+    c.add_argument("metrics", type=Path)
+    a = ap.parse_args(argv)
+    if a.cmd == "measure":
+        res = measure(a.name, a.ckpt, a.data)
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / f"{a.name}.json").write_text(json.dumps(res, indent=1) + "\n")
+        print(f"results/{a.name}.json: {res['metric']} {res['value']:.3f} (floor {res['floor']:.3f})")
+    elif a.cmd == "render":
+        text = README.read_text()
+        new = render(text, load_results())
+        if a.check:
+            if new != text:
+                print("README.md's marked numbers differ from results/: run tests/bench/headline.py render")
+                return 1
+        elif new != text:
+            README.write_text(new)
+    else:
+        print(compare(a.name, a.metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
