@@ -92,7 +92,9 @@ class FineGANConfig:
     # paper; C3-GAN's trick): the background stage cannot know where the object will land,
     # so it cannot paint it. none, weak or strong
     perturb: str = "none"
-    phi_every: int | Literal["never"] = 2  # cluster heads step every N iterations, or never
+    # cluster heads step every N iterations, or never. 4, not 2: on the synthetic set the
+    # clusters were no worse and the heads cost half as much (docs/benchmarks.md)
+    phi_every: int | Literal["never"] = 4
     # first step of the cluster heads (the authors' loop has none; the paper trains them
     # after the GAN): later starts keep them out of most of the run's steps
     phi_start: int = 0
