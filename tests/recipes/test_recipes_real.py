@@ -50,7 +50,8 @@ def test_real_recipes_use_border_crops_that_fit_the_band(recipe):
 def test_synthetic_recipe_on_a_boxless_folder_is_one_line(capsys, synth_dir, tmp_path):
     data = image_folder(synth_dir, tmp_path / "photos", 4)
     rc, out, err = run_cli(capsys, "train", "--model", "ganseg", "--data", data, "--recipe", "synth-ganseg",
-                           "--out", tmp_path / "run", "--set", "train.steps=1", "--set", "train.batch_size=4", "--quiet")
+                           "--out", tmp_path / "run", "--set", "train.steps=1", "--set", "train.batch_size=4",
+                           "--quiet")
     line = one_error_line(err)
     assert rc == 2 and out == ""
     assert "(no bounding_boxes.txt)" in line and "data.bg_crop_min must be at most that, got 0.2 (" in line
