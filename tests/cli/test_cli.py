@@ -103,8 +103,10 @@ def test_train_writes_a_complete_run(trained, synth_dir):
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4]  # log_every = 2
     for r in rows:
-        for k in ("G/loss", "D/loss", "phi/loss", "info_c", "d_child_real"):
+        for k in ("G/loss", "D/loss", "info_c", "d_child_real"):
             assert isinstance(r[k], float) and math.isfinite(r[k]), (k, r)
+    # the phi heads step every model.phi_every (4) iterations, from the first: once in these 4, in row 2's window
+    assert [r["step"] for r in rows if "phi/loss" in r] == [2] and math.isfinite(rows[0]["phi/loss"])
 
     assert png(run / "loss_curve.png").std() > 0
     for name in ("samples", "layers"):
