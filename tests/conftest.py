@@ -109,6 +109,23 @@ def train_tiny(model: str, out: Path, data: Path, *sets: str, resume: bool = Fal
     return json.loads(buf.getvalue())
 
 
+def tiny_backend(model: str, *sets: str):
+    """The backend ``model`` as the tiny recipe plus ``--set`` overrides configure it (nothing built)."""
+    from fgtool import api, registry
+
+    cfg = api.resolve_config(model, None, str(TINY), list(sets))
+    return registry.get(model)(cfg.model_cfg, cfg.data.size)
+
+
+def eval_nets(backend, seed: int = 0) -> dict:
+    """``backend``'s nets, initialised from ``seed``, in eval mode."""
+    torch.manual_seed(seed)
+    nets = backend.build()
+    for m in nets.values():
+        m.eval()
+    return nets
+
+
 def tensors_differ(a, b, path="") -> list[str]:
     """Paths where two nested checkpoint structures differ (tensors by torch.equal)."""
     if torch.is_tensor(a) or torch.is_tensor(b):

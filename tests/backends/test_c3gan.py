@@ -9,18 +9,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY
+from conftest import TINY, tiny_backend
 
 from fgtool import api
-from fgtool.backends.c3gan import C3GAN
 from fgtool.data.evalset import box_mode
 from fgtool.metrics.clustering import acc
 from fgtool.nn.losses import cosine_logits
 
 
 def _backend(*sets):
-    cfg = api.resolve_config("c3gan", None, str(TINY), list(sets))
-    return C3GAN(cfg.model_cfg, cfg.data.size)
+    return tiny_backend("c3gan", *sets)
 
 
 def test_codes_cover_every_row_even_when_batch_exceeds_k():

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, tiny_backend
 
 from fgtool import api
-from fgtool.backends.finegan import FineGAN, bce
+from fgtool.backends.finegan import bce
 from fgtool.errors import FgtoolError
 
 
 def _backend(*sets):
-    cfg = api.resolve_config("finegan", None, str(TINY), list(sets))
-    return FineGAN(cfg.model_cfg, cfg.data.size)
+    return tiny_backend("finegan", *sets)
 
 
 def test_codes_follow_the_hierarchy():

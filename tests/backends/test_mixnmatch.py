@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CUB100, TINY, one_error_line, run_cli, run_json, train_tiny
+from conftest import CUB100, TINY, eval_nets, one_error_line, run_cli, run_json, tiny_backend, train_tiny
 from PIL import Image
 
 from fgtool import api
@@ -26,25 +26,13 @@ from fgtool.mixing import grid_cell, load_reference, mix_images
 # ----------------------------------------------------------------------------- helpers
 
 
-
-
-
 def png(path) -> np.ndarray:
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"))
 
 
 def _backend(*sets) -> MixNMatch:
-    cfg = api.resolve_config("mixnmatch", None, str(TINY), list(sets))
-    return MixNMatch(cfg.model_cfg, cfg.data.size)
-
-
-def _eval_nets(b: MixNMatch, seed: int = 0) -> dict:
-    torch.manual_seed(seed)
-    nets = b.build()
-    for m in nets.values():
-        m.eval()
-    return nets
+    return tiny_backend("mixnmatch", *sets)
 
 
 def _train(out: Path, data: Path, *sets) -> dict:
@@ -82,7 +70,7 @@ def _ref_images(tmp_path: Path) -> dict:
 
 def test_encoders_output_codes_of_the_right_shape():
     b = _backend()  # tiny: 6 children, 2 parents, z 16, ndf 8
-    nets = _eval_nets(b)
+    nets = eval_nets(b)
     x = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.no_grad():
         enc = b.encode(nets, x)
@@ -106,7 +94,7 @@ def test_encoders_output_codes_of_the_right_shape():
 
 def test_generator_is_finegans_and_takes_soft_codes_and_a_background_z():
     b = _backend()
-    nets = _eval_nets(b)
+    nets = eval_nets(b)
     g = torch.Generator().manual_seed(1)
     codes = b.sample_codes(4, g)
     with torch.no_grad():

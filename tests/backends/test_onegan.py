@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, run_json, train_tiny
+from conftest import TINY, eval_nets, run_json, tiny_backend, train_tiny
 
 from fgtool import api
 from fgtool import checkpoint as ckpt
@@ -25,16 +25,7 @@ S = 32  # tiny.toml: 32 px, 6 children, 2 parents, z 16, codes 8, ngf 8
 
 
 def _backend(*sets) -> OneGAN:
-    cfg = api.resolve_config("onegan", None, str(TINY), list(sets))
-    return OneGAN(cfg.model_cfg, cfg.data.size)
-
-
-def _eval_nets(b: OneGAN, seed: int = 0) -> dict:
-    torch.manual_seed(seed)
-    nets = b.build()
-    for m in nets.values():
-        m.eval()
-    return nets
+    return tiny_backend("onegan", *sets)
 
 
 def _images(n: int = 4, seed: int = 0) -> torch.Tensor:
@@ -58,7 +49,7 @@ def run(synth_dir, tmp_path_factory) -> Path:
 
 def test_generators_use_layer_norm_only():
     b = _backend()
-    nets = _eval_nets(b)
+    nets = eval_nets(b)
     kinds = {type(m).__name__ for m in nets["G"].modules()} | {type(m).__name__ for m in nets["E"].modules()}
     assert "GLULayerNorm" in kinds
     assert not any("BatchNorm" in k for k in kinds)
@@ -87,7 +78,7 @@ def test_mixup_and_beta_ranges():
 
 def test_generation_shapes_and_background_follows_parent():
     b = _backend()
-    nets = _eval_nets(b)
+    nets = eval_nets(b)
     g = torch.Generator().manual_seed(0)
     codes = b.sample_codes(12, g)
     assert torch.equal(codes["p"], codes["c"] // 3) and torch.equal(codes["b"], codes["p"])
@@ -117,7 +108,7 @@ def test_generation_shapes_and_background_follows_parent():
 
 def test_encoders_and_reconstruction_shapes():
     b = _backend()
-    nets = _eval_nets(b)
+    nets = eval_nets(b)
     x = _images(5)
     with torch.no_grad():
         sh, st = nets["E"].shape(x), nets["E"].style(x)
@@ -147,7 +138,7 @@ def test_mixup_weights_choose_the_source_of_each_code():
     embeddings and the pre-image stages do not matter; beta 0 at the codes: the encoder's
     Gaussian means do not matter."""
     b = _backend()
-    nets = _eval_nets(b)
+    nets = eval_nets(b)
     x = _images(3, seed=1)
     G = nets["G"]
     with torch.no_grad():
@@ -159,7 +150,7 @@ def test_mixup_weights_choose_the_source_of_each_code():
                 p.add_(torch.randn_like(p))
         assert torch.allclose(b.reconstruct(nets, x, (1.0, 1.0, 1.0, 1.0))["image"], ones, atol=1e-5)
         assert not torch.allclose(b.reconstruct(nets, x)["image"], mid, atol=1e-3)
-    nets = _eval_nets(b)
+    nets = eval_nets(b)
     with torch.no_grad():
         for lin in (nets["E"].shape.code, nets["E"].style.code):
             lin.weight.add_(torch.randn_like(lin.weight))
@@ -170,7 +161,7 @@ def test_mixup_weights_choose_the_source_of_each_code():
 
 def test_training_reconstruction_samples_codes_and_betas():
     b = _backend()
-    nets = _eval_nets(b)
+    nets = eval_nets(b)
     x = _images(4)
     torch.manual_seed(0)
     with torch.no_grad():
@@ -440,7 +431,7 @@ def test_removal_metric_scores_an_oracle_and_the_model(capsys, run, synth_dir, t
 
 def test_translate_swaps_only_the_style_code():
     b = _backend()
-    nets = _eval_nets(b)
+    nets = eval_nets(b)
     x = _images(3, seed=2)
     with torch.no_grad():
         t1, t2 = b.translate(nets, x, 1), b.translate(nets, x, 4)
@@ -534,7 +525,7 @@ def test_segmenter_learns_onegans_masks_then_its_own():
     """Before self_start the labels are OneGAN's maps of the photos (here a stand-in: the left
     half is object), after it S's own; segment() switches to S once S has trained."""
     b = _seg_backend("model.self_start=3", "model.self_refine=none", "model.self_conf=0.5")
-    nets = _eval_nets(b)
+    nets = eval_nets(b)
     x = _images(4)
     with torch.no_grad():
         before = b.segment(nets, x)
@@ -561,7 +552,7 @@ def test_segmenter_guard_applies_to_its_own_labels_only():
     own labels outside model.self_fg_range are dropped."""
     # a guard this loose keeps any GrabCut change: the foreground range alone decides
     b = _seg_backend("model.self_start=3", "model.self_guard=100", "model.self_fg_range=0.9,1.0")
-    nets = _eval_nets(b)
+    nets = eval_nets(b)
     blob = torch.zeros(4, 1, S, S)
     blob[..., 8:24, 8:24] = 1.0
     x = torch.where(blob > 0, torch.tensor([0.8, -0.6, -0.6]).view(1, 3, 1, 1),
@@ -623,7 +614,7 @@ def test_segmenter_pastes_from_self_start_and_crops_can_skip_the_background_d():
     from test_contract import _batch
 
     b = _seg_backend("model.self_start=3", "model.self_refine=none", "model.self_conf=0.5", "model.seg_paste=0.5")
-    nets = _eval_nets(b)
+    nets = eval_nets(b)
     batch = _batch(S, 4)
     batch["bg_crop"], batch["bg_crop_ok"] = torch.zeros(4, 3, S, S), torch.ones(4)
     assert b.loss("S", nets, batch, step=2)["s_pasted"] == 0  # OneGAN's own labels are not pasted
@@ -632,7 +623,7 @@ def test_segmenter_pastes_from_self_start_and_crops_can_skip_the_background_d():
     plain = {k: v for k, v in batch.items() if not k.startswith("bg_crop")}
     for flag, same in (("true", False), ("false", True)):
         bd = _backend(f"model.d_bg_crops={flag}")
-        n = _eval_nets(bd)
+        n = eval_nets(bd)
         fake = torch.zeros(4, 3, S, S)
         with torch.no_grad():
             a = bd._loss_d(n["Dbg"], n["Dc"], batch, fake, fake, 10, "")["loss"]
