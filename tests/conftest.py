@@ -142,6 +142,20 @@ def tensors_differ(a, b, path="") -> list[str]:
     return [] if a == b else [path]
 
 
+def same_checkpoints(a_path, b_path, step: int | None = None, what=None) -> tuple[dict, dict]:
+    """Assert two checkpoints hold the same step (when given) and the same nets, EMA, optimisers and
+    RNG, tensor for tensor; returns both, loaded."""
+    from fgtool import checkpoint as ckpt
+
+    a, b = ckpt.load(a_path), ckpt.load(b_path)
+    if step is not None:
+        assert a["step"] == b["step"] == step
+    for key in ("nets", "ema", "optim", "rng"):
+        diff = tensors_differ(a[key], b[key], key)
+        assert not diff, (what, key, f"{len(diff)} differences, first: {diff[:5]}")
+    return a, b
+
+
 def fgtool_process(*argv, cwd=None) -> subprocess.CompletedProcess:
     """`python -m fgtool ARGV` in a fresh process on this checkout (exit code, stdout, stderr)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}

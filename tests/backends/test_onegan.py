@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, eval_nets, run_json, tiny_backend, train_tiny
+from conftest import TINY, eval_nets, run_json, same_checkpoints, tiny_backend, train_tiny
 
 from fgtool import api
 from fgtool import checkpoint as ckpt
@@ -282,7 +282,6 @@ def test_phase_parts_are_logged_by_path(run):
 
 
 def test_resume_across_the_phase2_boundary_is_bit_identical(synth_dir, tmp_path):
-    from conftest import tensors_differ
 
     sets = ["model.phase2_start=2", "model.real_start=3", "train.steps=5", "train.log_every=1",
             "train.ckpt_every=1", "train.sample_every=100", "train.keep=10"]
@@ -294,10 +293,7 @@ def test_resume_across_the_phase2_boundary_is_bit_identical(synth_dir, tmp_path)
         part = tmp_path / f"part{stop}"
         _train(part, synth_dir, *[s if s != "train.steps=5" else f"train.steps={stop}" for s in sets])
         _train(part, synth_dir, "train.steps=5", resume=True)
-        a, b = ckpt.load(full / "last.pt"), ckpt.load(part / "last.pt")
-        assert a["step"] == b["step"] == 5
-        for key in ("nets", "ema", "optim", "rng"):
-            assert not tensors_differ(a[key], b[key], key), (stop, key)
+        same_checkpoints(full / "last.pt", part / "last.pt", 5, what=stop)
         ra = (full / "metrics.jsonl").read_text().splitlines()
         rb = (part / "metrics.jsonl").read_text().splitlines()
         strip = [{k: v for k, v in json.loads(r).items() if k != "it_s"} for r in ra]
@@ -580,7 +576,6 @@ def test_segmenter_stage_trains_resumes_and_segments(capsys, synth_dir, tmp_path
     """A run through the GAN and into the segmenter stage: a resumed run matches an uninterrupted
     one bit for bit across seg_start and self_start; the checkpoint's S segments photos
     (`segment`, `eval`), while object removal keeps the reconstruction path."""
-    from conftest import tensors_differ
 
     sets = ["model.seg_start=3", "model.self_start=4", "model.seg_width=4", "model.self_tta=true",
             "model.self_guard=0.3", "train.steps=5", "train.log_every=1", "train.ckpt_every=1",
@@ -589,9 +584,7 @@ def test_segmenter_stage_trains_resumes_and_segments(capsys, synth_dir, tmp_path
     _train(full, synth_dir, *sets)
     _train(part, synth_dir, *[s if s != "train.steps=5" else "train.steps=3" for s in sets])
     _train(part, synth_dir, "train.steps=5", resume=True)
-    a, b = ckpt.load(full / "last.pt"), ckpt.load(part / "last.pt")
-    for key in ("nets", "ema", "optim", "rng"):
-        assert not tensors_differ(a[key], b[key], key), key
+    a, _ = same_checkpoints(full / "last.pt", part / "last.pt")
     rows = [json.loads(r) for r in (full / "metrics.jsonl").read_text().splitlines()]
     assert [r.get("s_own") for r in rows if r["step"] >= 4] == [0.0, 1.0]
     assert "G/loss" in rows[2] and "G/loss" not in rows[3] and "S/loss" in rows[3]
