@@ -497,6 +497,81 @@ def test_feature_mode(capsys, run, tmp_path):
     assert rc == 2 and "stage 2 starts at step 2 and this checkpoint is at step 2" in one_error_line(err)
 
 
+def _line_drawings(src: Path, tmp_path: Path) -> dict:
+    """A synthetic image's Canny edges (OpenCV) saved the ways a drawing comes: white lines on
+    black (L), black on white (L), 1-bit, and black ink on a transparent RGBA canvas."""
+    import cv2
+
+    edges = cv2.Canny(png(src)[..., 1], 100, 200)  # the green channel: every synthetic object has an edge in it
+    assert edges.any() and not edges.all()
+    ink = np.zeros((*edges.shape, 4), np.uint8)
+    ink[..., 3] = edges  # transparent where there is no line
+    files = {"edges": Image.fromarray(edges), "lines": Image.fromarray(255 - edges),
+             "bits": Image.fromarray(edges > 0), "ink": Image.fromarray(ink, "RGBA")}
+    out = {}
+    for name, im in files.items():
+        out[name] = tmp_path / f"{src.stem}_{name}.png"
+        im.save(out[name])
+    return out
+
+
+def test_sketch2color_a_line_drawing_as_the_shape(capsys, run, tmp_path):
+    """Feature mode takes shape and pose from a line drawing (Canny edges of a synthetic
+    image), texture and background from photos."""
+    r = run["refs"]
+    t, bg = r[3], r[4]
+    sketches = {src: _line_drawings(src, tmp_path) for src in (r[0], r[1])}
+
+    def mix(shape, name, seed="0"):
+        out = tmp_path / f"mix_{name}.png"
+        res = run_json(capsys, "mix", "--ckpt", run["ckpt"], "--mode", "feature", "--shape", shape,
+                       "--texture", t, "--bg", bg, "--seed", seed, "--out", out)
+        assert res["factors"] == {"bg": str(bg), "shape": str(shape), "texture": str(t), "pose": str(shape)}
+        a = png(out)
+        assert a.shape == (32, 32, 3)
+        return a
+
+    got = {(src, k): mix(f, f"{src.stem}_{k}") for src, files in sketches.items() for k, f in files.items()}
+    a, b = r[0], r[1]
+    # transparent is white: black ink on RGBA is the black-on-white drawing; 1-bit is the L edges
+    assert np.array_equal(got[a, "ink"], got[a, "lines"]) and np.array_equal(got[a, "bits"], got[a, "edges"])
+    # the drawing decides the image: another drawing, or the same lines inverted, give another one
+    assert np.abs(got[a, "lines"].astype(int) - got[b, "lines"]).mean() > 0.5
+    assert np.abs(got[a, "edges"].astype(int) - got[b, "edges"]).mean() > 0.5
+    assert np.abs(got[a, "lines"].astype(int) - got[a, "edges"]).mean() > 0.5
+    # and only it: the same drawing gives the same image, whatever the seed (no factor is sampled)
+    assert np.array_equal(mix(sketches[a]["lines"], "again", seed="7"), got[a, "lines"])
+    # what the generator got is S(the drawing as RGB)
+    m = api.load(run["ckpt"], device="cpu")
+    seen = []
+    gen = m.backend.generate
+    m.backend.generate = lambda nets, codes: (seen.append(codes), gen(nets, codes))[1]
+    xs = load_reference(sketches[a]["ink"], 32)[None]
+    assert set(xs.unique().tolist()) != {1.0} and xs.max() == 1.0  # lines on a white canvas
+    mix_images(m, {"shape": xs}, mode="feature")
+    with torch.no_grad():
+        assert torch.equal(seen[0]["feature"], m.nets["S"](xs))
+
+
+def test_sketch2color_in_a_real_process(capsys, run, tmp_path):
+    from conftest import fgtool_process
+
+    drawing = _line_drawings(run["refs"][0], tmp_path)["lines"]
+    args = ["--mode", "feature", "--shape", drawing, "--texture", run["refs"][3], "--bg", run["refs"][4]]
+    p = fgtool_process("mix", "--ckpt", run["ckpt"], *args, "--out", tmp_path / "p.png")
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    run_json(capsys, "mix", "--ckpt", run["ckpt"], *args, "--out", tmp_path / "i.png")
+    assert np.array_equal(png(tmp_path / "p.png"), png(tmp_path / "i.png"))
+    # a bad drawing is one line and exit 2, in feature mode too
+    bad = _ref_images(tmp_path)
+    for kind in ("missing", "non-image", "tiny"):
+        path, needle = bad[kind]
+        rc, out, err = run_cli(capsys, "mix", "--ckpt", run["ckpt"], "--mode", "feature", "--shape", path,
+                               "--texture", run["refs"][3], "--out", tmp_path / "bad.png")
+        assert rc == 2 and out == "" and needle in one_error_line(err) and "--shape" in err
+    assert not (tmp_path / "bad.png").exists()
+
+
 @pytest.mark.skipif(not CUB100.is_dir(), reason="cub100 not present")
 def test_mix_takes_real_photos(capsys, run, tmp_path):
     photos = sorted((CUB100 / "images").rglob("*.jpg"))[:2]
