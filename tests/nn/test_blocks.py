@@ -1,9 +1,11 @@
-"""fgtool.nn.blocks: the patch discriminator's geometry and labels, code convolutions, GLU-LayerNorm."""
+"""fgtool.nn.blocks: the patch discriminator's geometry and labels, code convolutions, the folded
+upsampling conv, GLU-LayerNorm."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from fgtool.nn.blocks import CodeConv, GLULayerNorm, PatchDiscriminator, tile
+from fgtool.nn.blocks import CodeConv, GLULayerNorm, PatchDiscriminator, UpConv3x3, tile, up_block, up_conv3x3
 
 
 def test_paper_patch_geometry_at_128px():
@@ -33,6 +35,45 @@ def test_code_conv_equals_conv_over_tiled_code():
     for code in (F.one_hot(torch.tensor([0, 3, 6]), 7).float(), torch.rand(3, 7)):
         ref = F.conv2d(torch.cat([x, tile(code, x)], 1), m.conv.weight, padding=1)
         assert torch.allclose(m(x, code), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+def test_up_conv_equals_conv_over_the_nearest_upsampling(channels_last, bias):
+    """Output and every gradient of the folded conv equal upsample-then-conv (float64), for odd
+    and non-square sizes, keeping the input's memory format."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 9, 8, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    w = torch.randn(4, 5, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True) if bias else None
+    ref = F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), w, b, padding=1)
+    out = up_conv3x3(x, w, b)
+    assert out.shape == (2, 4, 18, 16)
+    assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert torch.allclose(out, ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(ref)
+    inputs = [x, w] + ([b] if bias else [])
+    for ours, theirs in zip(torch.autograd.grad(out, inputs, g), torch.autograd.grad(ref, inputs, g)):
+        assert torch.allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_up_block_folds_only_where_it_was_measured_faster():
+    """The module keeps a plain conv's parameters, folds at 8 px and more in full precision, and
+    falls back to upsample-then-conv below 8 px and under autocast, with the same numbers."""
+    blk = up_block(6, 3).double().eval()
+    assert [k for k, _ in blk.named_parameters()] == ["1.weight", "2.weight", "2.bias"]
+    conv = blk[1]
+    assert isinstance(conv, UpConv3x3) and conv.weight.shape == (6, 6, 3, 3)
+    assert UpConv3x3.folds(torch.zeros(1, 6, 8, 8)) and not UpConv3x3.folds(torch.zeros(1, 6, 4, 4))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not UpConv3x3.folds(torch.zeros(1, 6, 8, 8))
+    for side in (4, 8):
+        x = torch.randn(2, 6, side, side, dtype=torch.float64)
+        ref = F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), conv.weight, padding=1)
+        assert torch.allclose(conv(x), ref, atol=1e-12)
 
 
 def test_glu_layernorm_normalises_only_the_values_half():
