@@ -28,6 +28,7 @@ from ..config import RunConfig, report_to
 from ..errors import FgtoolError, Interrupted, NonFiniteLoss, WriteFailed
 from ..nn.blocks import ema_update
 from . import precision, trackers
+from .allocator import keep_freed_memory
 from .progress import Progress
 
 # ----------------------------------------------------------------------------- helpers
@@ -104,6 +105,8 @@ class Trainer:
         if t.threads != "auto":
             torch.set_num_threads(t.threads)
         cpu = not torch.cuda.is_available()
+        if cpu:  # reuse freed activation memory instead of faulting it in every step (allocator.py)
+            keep_freed_memory()
         self.precision, source = precision.resolve(t.precision)
         if self.precision == "fp16" and cpu:
             how = "train.precision=fp16" if source == "train.precision" else "accelerate's mixed precision fp16"

@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fgtool.nn.blocks import CodeConv, GLULayerNorm, PatchDiscriminator, UpConv3x3, tile, up_block, up_conv3x3
+from fgtool.nn.blocks import CodeConv, GLULayerNorm, PatchDiscriminator, tile, up_block
+from fgtool.nn.upconv import UpConv3x3, up_conv3x3
 
 
 def test_paper_patch_geometry_at_128px():
