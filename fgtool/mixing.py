@@ -210,8 +210,7 @@ def run_mix(m, out: str | None = None, bg=None, shape=None, texture=None, pose=N
     save_image(img[0], out_p)
     sources = {f: (str(p) if p else ("base" if base_path else "sampled")) for f, p in paths.items()}
     if mode == "feature":  # S(one image) gives shape and pose together: the image mix_images reads
-        sources["shape"] = sources["pose"] = next((str(p) for p in (paths["shape"], paths["pose"]) if p),
-                                                  "base" if base_path else "sampled")
+        sources["shape"] = sources["pose"] = sources["shape"] if paths["shape"] else sources["pose"]
     return {**head, "out": str(out_p), "factors": sources, "base": base_path}
 
 
