@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .bnglu import bn_glu, fusable
 from .upconv import UpConv3x3
 
 
@@ -34,17 +35,38 @@ class GLU(nn.Module):
         return F.glu(x, 1)
 
 
+class GLUBlock(nn.Sequential):
+    """An ``nn.Sequential`` whose ``BatchNorm2d, GLU`` pairs keep only the BatchNorm's input
+    for backward in fp32 training on a CPU (:mod:`fgtool.nn.bnglu`); the same modules, names
+    and numbers."""
+
+    naive = False  # True: run the modules one by one everywhere (A/B timings and tests)
+
+    def forward(self, x: Tensor) -> Tensor:
+        mods = list(self)
+        i = 0
+        while i < len(mods):
+            if (i + 1 < len(mods) and isinstance(mods[i + 1], GLU) and not GLUBlock.naive
+                    and fusable(mods[i], x)):
+                x = bn_glu(mods[i], x)
+                i += 2
+            else:
+                x = mods[i](x)
+                i += 1
+        return x
+
+
 def up_block(cin: int, cout: int) -> nn.Sequential:
     """Nearest x2, 3x3 conv to 2*cout, BN, GLU (the FineGAN/StackGAN up-block).
 
     The upsampling is folded into the conv (:class:`UpConv3x3`); index 0 is an empty
     placeholder so the parameter names stay those of Upsample-then-Conv2d."""
-    return nn.Sequential(nn.Identity(), UpConv3x3(cin, cout * 2), nn.BatchNorm2d(cout * 2), GLU())
+    return GLUBlock(nn.Identity(), UpConv3x3(cin, cout * 2), nn.BatchNorm2d(cout * 2), GLU())
 
 
 def same_block(cin: int, cout: int) -> nn.Sequential:
     """3x3 conv to 2*cout, BN, GLU at the same resolution (joint conv / halving block)."""
-    return nn.Sequential(conv3x3(cin, cout * 2), nn.BatchNorm2d(cout * 2), GLU())
+    return GLUBlock(conv3x3(cin, cout * 2), nn.BatchNorm2d(cout * 2), GLU())
 
 
 class ResBlock(nn.Module):
@@ -52,7 +74,7 @@ class ResBlock(nn.Module):
 
     def __init__(self, ch: int):
         super().__init__()
-        self.body = nn.Sequential(conv3x3(ch, ch * 2), nn.BatchNorm2d(ch * 2), GLU(),
+        self.body = GLUBlock(conv3x3(ch, ch * 2), nn.BatchNorm2d(ch * 2), GLU(),
                                   conv3x3(ch, ch), nn.BatchNorm2d(ch))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -146,7 +168,7 @@ class CodeConv(nn.Module):
 def code_block(block: nn.Sequential, x: Tensor, code: Tensor) -> Tensor:
     """Run a ``same_block(cin + code_dim, cout)`` on ``cat(x, tile(code))`` through code_conv."""
     conv = block[0]
-    return block[2:](block[1](code_conv(x, code, conv.weight, conv.bias)))
+    return block[1:](code_conv(x, code, conv.weight, conv.bias))
 
 
 def down_block(cin: int, cout: int, k: int = 4, s: int = 2, p: int = 1, bn: bool = True,

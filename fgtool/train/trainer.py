@@ -283,6 +283,7 @@ class Trainer:
                 self.scaler.step(opt)
             else:
                 opt.step()
+            opt.zero_grad(set_to_none=True)  # not held through the other phases' activations
             for k, v in out.items():
                 key = f"{phase.name}/{k}" if k == "loss" else k
                 parts[key] = v.detach().float()

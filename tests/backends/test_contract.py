@@ -102,6 +102,8 @@ def test_one_step_of_every_phase(name, tmp_path, synth_dir):
                 elif changed:
                     moved_outside.append(f"{k}.{pname}")
         assert moved_inside > 0, f"phase {phase.name} did not update its modules"
+        # gradients are freed once the phase has stepped: none is held into the next phase
+        assert all(p.grad is None for net in tr.nets.values() for p in net.parameters())
         assert not moved_outside, f"phase {phase.name} changed untrained params {moved_outside[:3]}"
     # the EMA moved towards the (last) trained weights
     for k, e in tr.ema.items():

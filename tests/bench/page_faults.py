@@ -11,14 +11,21 @@ faults and its system CPU time, as JSON:
 
 ``--keep`` / ``--no-keep`` set or skip ``fgtool.train.allocator.keep_freed_memory`` (fgtool's
 Trainer sets it on a CPU; the authors' code does not).
+
+It also reports the most heap memory in use during the timed steps (``peak_in_use_mb``:
+glibc's ``mallinfo2``, blocks in use plus mmapped blocks, read every 2 ms by a thread): what
+the step needs, whatever the allocator keeps. The peak RSS adds what glibc holds on top:
+freed blocks it keeps, and the holes between blocks in use.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import resource
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -36,6 +43,8 @@ def main() -> None:
     ap.add_argument("--precision", default="no", help="fgtool's train.precision")
     ap.add_argument("--keep", action=argparse.BooleanOptionalAction, default=None,
                     help="keep freed memory (default: as each side ships: fgtool yes, authors no)")
+    ap.add_argument("--plain-bnglu", action="store_true",
+                    help="fgtool's BatchNorm-GLU pairs as two modules (GLUBlock.naive), for the in-use A/B")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--warmup", type=int, default=2)
     a = ap.parse_args()
@@ -50,6 +59,10 @@ def main() -> None:
     else:
         trainer.keep_freed_memory = lambda: False  # the Trainer's call does nothing
     torch.set_num_threads(1)
+    if a.plain_bnglu:
+        from fgtool.nn.blocks import GLUBlock
+
+        GLUBlock.naive = True
     if a.side == "authors":
         step = getattr(authors, f"their_{a.model}")(Path(a.code), False, a.batch, a.size)
     else:
@@ -57,6 +70,7 @@ def main() -> None:
     for i in range(a.warmup):
         step(i + 1)
     rows = []
+    sampler = InUse()
     for i in range(a.steps):
         r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         step(a.warmup + i + 1)
@@ -65,7 +79,36 @@ def main() -> None:
                      "sys_s": round(r1.ru_stime - r0.ru_stime, 3)})
     print(json.dumps({"model": a.model, "side": a.side, "batch": a.batch, "size": a.size,
                       "precision": a.precision if a.side == "fgtool" else "fp32", "keep_freed_memory": keep,
-                      "steps": rows, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
+                      "plain_bnglu": a.plain_bnglu,
+                      "steps": rows, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                      "peak_in_use_mb": sampler.stop()}))
+
+
+class InUse:
+    """A thread that samples glibc's heap in use every 2 ms and keeps the largest value."""
+
+    class _Info(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in
+                    ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                     "keepcost")]
+
+    def __init__(self):
+        self.libc = ctypes.CDLL("libc.so.6")
+        self.libc.mallinfo2.restype = self._Info
+        self.peak, self.done = 0, False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.done:
+            m = self.libc.mallinfo2()
+            self.peak = max(self.peak, m.uordblks + m.hblkhd)
+            time.sleep(0.002)
+
+    def stop(self) -> int:
+        self.done = True
+        self.thread.join()
+        return round(self.peak / 2**20)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """fgtool.nn.blocks: the patch discriminator's geometry and labels, code convolutions, the folded
 upsampling conv, GLU-LayerNorm."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -102,3 +104,65 @@ def test_glu_layernorm_normalises_only_the_values_half():
     xv = torch.randn(2, 12)
     ref = torch.nn.functional.layer_norm(xv[:, :6], (6,)) * torch.sigmoid(xv[:, 6:])
     assert torch.allclose(v(xv), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("kind", ["up", "same", "res", "code"])
+def test_bn_glu_blocks_keep_less_and_compute_the_same(kind, channels_last):
+    """A GLU block in fp32 training keeps the BatchNorm's input only, and its outputs,
+    gradients and running statistics match the modules run one by one."""
+    from fgtool.nn.blocks import GLUBlock, ResBlock, code_block, same_block
+
+    torch.manual_seed(0)
+    make = {"up": lambda: up_block(6, 5), "same": lambda: same_block(6, 5), "res": lambda: ResBlock(6),
+            "code": lambda: same_block(6 + 3, 5)}[kind]
+    first = make()
+    blocks = [first, copy.deepcopy(first)]
+    x0 = torch.randn(4, 6, 8, 8)
+    code = torch.randn(4, 3)
+    if channels_last:
+        x0 = x0.contiguous(memory_format=torch.channels_last)
+    res, saved = [], []
+    for naive, blk in zip((False, True), blocks):
+        GLUBlock.naive = naive
+        x = x0.clone().requires_grad_(True)
+        n = [0]
+
+        def pack(t, n=n):
+            n[0] += t.numel()
+            return t
+
+        try:
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                y = code_block(blk, x, code) if kind == "code" else blk(x)
+        finally:
+            GLUBlock.naive = False
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        bns = [m for m in blk.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        res.append([y, x.grad] + [p.grad for p in blk.parameters()]
+                   + [b for m in bns for b in (m.running_mean, m.running_var, m.num_batches_tracked)])
+        saved.append(n[0])
+    assert torch.equal(res[0][0], res[1][0])  # the forward is the same computation
+    for a, b in zip(*res):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # the BatchNorm output (2 x 5 or 2 x 6 channels at the block's size) is no longer kept
+    side = 16 if kind == "up" else 8
+    bn_out = 4 * side * side * (12 if kind == "res" else 10)
+    assert 0 <= saved[1] - saved[0] - bn_out < 64  # less a few per-channel vectors
+
+
+def test_bn_glu_keeps_the_plain_path_where_it_is_not_used():
+    from fgtool.nn.bnglu import fusable
+
+    bn = torch.nn.BatchNorm2d(4)
+    x = torch.randn(2, 4, 4, 4, requires_grad=True)
+    assert fusable(bn, x)
+    assert fusable(bn, x.detach())  # the BatchNorm's weights still need gradients
+    bn.requires_grad_(False)
+    assert fusable(bn, x) and not fusable(bn, x.detach())
+    assert not fusable(bn, x.double())
+    with torch.no_grad():
+        assert not fusable(bn, x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not fusable(bn, x)
+    assert not fusable(bn.eval(), x)
