@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .bnglu import bn_glu, fusable
+from .bnglu import bn_glu, fusable, glu_view
 from .upconv import UpConv3x3
 
 
@@ -30,9 +30,8 @@ class GLU(nn.Module):
     backward in fp32 on a CPU (docs/benchmarks.md)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-            return F.glu(x.permute(0, 2, 3, 1), -1).permute(0, 3, 1, 2)
-        return F.glu(x, 1)
+        v, dim = glu_view(x)
+        return F.glu(v, dim).permute(0, 3, 1, 2) if dim == -1 else F.glu(v, dim)
 
 
 class GLUBlock(nn.Sequential):

@@ -5,8 +5,9 @@ the conv's output for the BatchNorm's backward and the BatchNorm's output for th
 second is a per-channel affine function of the first, so :class:`_BNGLU` keeps only the
 first and its batch statistics, and recomputes the normalised map (one multiply-add pass)
 when the gradient arrives. On FineGAN's fp32 paper step at batch 16 the most memory in use
-fell from 4.56 to 3.54 GiB, at 2% of the step's time (docs/benchmarks.md). The forward numbers are the plain
-path's, bit for bit; the gradients match it to float rounding (tests/nn/test_blocks.py).
+fell from 4.56 to 3.54 GiB, at 2% of the step's time (docs/benchmarks.md). The forward numbers
+are the plain path's, bit for bit; the gradients match it to float rounding
+(tests/nn/test_blocks.py).
 
 Used in training on a CPU in full precision; autocast, inference and BatchNorm without
 running statistics keep the plain modules. It has no double backward: no fgtool loss
@@ -20,9 +21,9 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 
-def _glu_view(x: Tensor) -> tuple[Tensor, int]:
-    """The tensor and dim the GLU halves: the NHWC memory's last dim for a channels_last map
-    (one contiguous kernel, as :class:`GLU` runs it), else dim 1."""
+def glu_view(x: Tensor) -> tuple[Tensor, int]:
+    """The tensor and dim a GLU halves: the NHWC memory's last dim for a channels_last map
+    (one contiguous kernel; see :class:`fgtool.nn.blocks.GLU`), else dim 1."""
     if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
         return x.permute(0, 2, 3, 1), -1
     return x, 1
@@ -34,7 +35,7 @@ class _BNGLU(torch.autograd.Function):
                 momentum: float, eps: float) -> Tensor:
         z, mean, invstd = torch.ops.aten.native_batch_norm(y, weight, bias, running_mean, running_var, True,
                                                            momentum, eps)
-        zv, dim = _glu_view(z)
+        zv, dim = glu_view(z)
         out = torch.nn.functional.glu(zv, dim)
         ctx.save_for_backward(y, weight, bias, mean, invstd)
         ctx.eps, ctx.dim = eps, dim
@@ -46,7 +47,7 @@ class _BNGLU(torch.autograd.Function):
         y, weight, bias, mean, invstd = ctx.saved_tensors
         shape = (1, -1) + (1,) * (y.dim() - 2)
         scale = (weight * invstd).view(shape)
-        z = torch.addcmul((bias - mean * weight * invstd).view(shape), y, scale)  # the forward's BN output
+        z = torch.addcmul(bias.view(shape) - mean.view(shape) * scale, y, scale)  # the forward's BN output
         if ctx.dim == -1:
             gz = torch.ops.aten.glu_backward(g.permute(0, 2, 3, 1), z.permute(0, 2, 3, 1), -1).permute(0, 3, 1, 2)
         else:

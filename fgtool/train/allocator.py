@@ -10,13 +10,12 @@ step (docs/benchmarks.md).
 ``keep_freed_memory`` tells glibc to serve every block under 128 MB from its heap
 (``M_MMAP_THRESHOLD``) and never to hand the heap's free top back (``M_TRIM_THRESHOLD`` = -1,
 mallopt(3)): after the first steps those blocks reuse the same pages (that step ran 7.5 s with
-every block in the heap, the setting's first form).
-Blocks of 128 MB and more are still mapped for each use. Kept in the heap as well, they
-fragmented it: FineGAN's fp32 paper step at batch 16 held up to 2.8 GB more than it ever had
-in use, and peaked anywhere from 5.3 to 6.9 GiB from run to run, against the authors' 6.5 GiB;
-with them mapped it peaked at 5.4 GiB (docs/benchmarks.md). The recipes that run on a CPU (32
-to 64 px) have no blocks that large. Threads other than the main one keep their own arenas and
-use ``mmap`` as before.
+every block in the heap, the setting's first form). Blocks of 128 MB and more are still mapped
+for each use. Kept in the heap as well, they fragmented it: FineGAN's fp32 paper step at
+batch 16 held up to 2.8 GiB more than it ever had in use, and peaked anywhere from 5.3 to
+6.9 GiB from run to run, against the authors' 6.5 GiB; with them mapped it peaked at 5.4 GiB
+(docs/benchmarks.md). The recipes that run on a CPU (32 to 64 px) have no blocks that large.
+Threads other than the main one keep their own arenas and use ``mmap`` as before.
 """
 
 from __future__ import annotations
