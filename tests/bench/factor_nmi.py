@@ -27,19 +27,21 @@ import numpy as np
 import torch
 
 
+def child_codes(meta: dict, key: str) -> np.ndarray:
+    """Each child class's colour or pattern as an index into the sorted names."""
+    values = [a[key] for a in meta["child_appearance"]]
+    names = sorted(set(values))
+    return np.array([names.index(v) for v in values])
+
+
 def factors(data: Path, classes: np.ndarray, imageset) -> dict[str, np.ndarray]:
     """Per-image values of every factor, from the class of each image and the set's meta.json."""
     from fgtool.commands.cluster import _labels
 
     meta = json.loads((data / "meta.json").read_text())
-    app = meta["child_appearance"]
-
-    def code(values: list[str]) -> np.ndarray:
-        names = sorted(set(values))
-        return np.array([names.index(v) for v in values])[classes]
-
-    return {"shape": np.asarray(meta["child_to_parent"])[classes], "colour": code([a["colour"] for a in app]),
-            "pattern": code([a["pattern"] for a in app]), "background": _labels(imageset, "bg"), "class": classes}
+    return {"shape": np.asarray(meta["child_to_parent"])[classes], "colour": child_codes(meta, "colour")[classes],
+            "pattern": child_codes(meta, "pattern")[classes], "background": _labels(imageset, "bg"),
+            "class": classes}
 
 
 def generated(m, data: Path, n: int = 2000) -> dict[str, float]:
@@ -59,8 +61,7 @@ def generated(m, data: Path, n: int = 2000) -> dict[str, float]:
         imgs = torch.cat([m.backend.generate(m.nets, {k: v[i:i + 200] for k, v in codes.items()})["image"].float().cpu()
                           for i in range(0, n, 200)])
     shape, app = (v.numpy() for v in predict(probe, imgs))
-    names = sorted({a["colour"] for a in meta["child_appearance"]})
-    colour = np.array([names.index(a["colour"]) for a in meta["child_appearance"]])[app]
+    colour = child_codes(meta, "colour")[app]
     out = {}
     for code in ("p", "c"):
         y = codes[code].numpy()
@@ -77,18 +78,17 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(1)
     from fgtool.commands.cluster import _labels, _predict, features
+    from fgtool.commands.eval import _load_small
     from fgtool.loading import load
-    from fgtool.metrics.clustering import nmi
+    from fgtool.metrics.clustering import nmi, pixel_kmeans_floor
 
     m = load(a.ckpt)
     imageset, feats = features(m, str(a.data), workers=1)
     truth = factors(a.data, _labels(imageset, "class"), imageset)
     groups = [g for g in sorted(feats) if not g.startswith("_")] + ["all"]
-    from fgtool.commands.eval import _load_small
-    from fgtool.metrics.clustering import kmeans
-
-    pixels = _load_small(imageset, 32).reshape(len(truth["class"]), -1).astype(np.float32) / 255.0
-    table = {"pixels": {name: round(float(nmi(y, kmeans(pixels, int(len(np.unique(y)))))), 4)
+    pixels = _load_small(imageset, 32)
+    table = {"pixels": {name: round(float(pixel_kmeans_floor(pixels, y, int(len(np.unique(y))),
+                                                             metrics=("nmi",))["nmi"]), 4)
                         for name, y in truth.items()}}
     for g in groups:
         row = {}
