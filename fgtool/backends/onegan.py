@@ -214,14 +214,18 @@ class OneGAN(Backend, Encoder, Clusterer, Segmenter, ObjectRemover, Translator):
     def build(self) -> dict[str, nn.Module]:
         c, s = self.cfg, self.size
         G = OneGANGenerator(c, s)
-        nets: dict[str, nn.Module] = {"G": G, "E": OneGANEncoders(c, s, G.pre_ch),
-                                      "Dbg": PatchDiscriminator(c.ndf, s),
-                                      "Dc": InfoDiscriminator(c.ndf, s, c.n_child, adv=True)}
+        # the discriminators are FineGAN's (the paper: "Following FineGAN"): a background patch
+        # D without BatchNorm (with it, each all-real or all-fake batch is normalised on its own
+        # and a shallow patch D barely tells photos from an untrained generator's backgrounds:
+        # docs/experiments/onegan-discriminators.md) and the child D's wide top
+        def d_pair() -> tuple[nn.Module, nn.Module]:
+            return PatchDiscriminator(c.ndf, s, bn=False), InfoDiscriminator(c.ndf, s, c.n_child, adv=True, top="wide")
+
+        nets: dict[str, nn.Module] = {"G": G, "E": OneGANEncoders(c, s, G.pre_ch)}
+        nets["Dbg"], nets["Dc"] = d_pair()
         for path in self.schedule():
-            if path == "gen":
-                continue
-            nets[f"Dbg_{path}"] = PatchDiscriminator(c.ndf, s)
-            nets[f"Dc_{path}"] = InfoDiscriminator(c.ndf, s, c.n_child, adv=True)
+            if path != "gen":
+                nets[f"Dbg_{path}"], nets[f"Dc_{path}"] = d_pair()
         for m in nets.values():
             init_weights(m, "orthogonal")
         for emb in (G.Vbg, G.Vp, G.Vc):  # v = V(e) starts as a draw from N(0, I) per class

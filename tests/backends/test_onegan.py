@@ -55,6 +55,22 @@ def test_generators_use_layer_norm_only():
     assert not any("BatchNorm" in k for k in kinds)
 
 
+def test_discriminators_are_finegans():
+    """The paper's discriminators follow FineGAN: the background patch D has no BatchNorm, and the
+    image D is FineGAN's child D (its wide top), on every path."""
+    nets = _backend("model.phase2_start=10", "model.real_start=20").build()
+    fg = tiny_backend("finegan", "model.ndf=8", "model.n_child=6").build()
+
+    def shapes(m: torch.nn.Module) -> dict:
+        return {k: tuple(v.shape) for k, v in m.state_dict().items() if k != "cloned"}  # the path flag
+
+    assert {"Dbg_rf", "Dbg_rr", "Dc_rf", "Dc_rr"} <= set(nets)
+    for path in ("", "_rf", "_rr"):
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in nets[f"Dbg{path}"].modules())
+        assert shapes(nets[f"Dbg{path}"]) == shapes(fg["Dbg"])
+        assert shapes(nets[f"Dc{path}"]) == shapes(fg["Dc"])
+
+
 def test_mixup_and_beta_ranges():
     a, c = torch.zeros(1000, 3), torch.ones(1000, 3)
     like = torch.zeros(1000, 1)
