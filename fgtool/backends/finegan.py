@@ -236,7 +236,7 @@ class FineGAN(Backend, Clusterer):
         c, s = self.cfg, self.size
         nets = {
             "G": GeneratorFG(c, s),
-            "Dbg": PatchDiscriminator(c.ndf, s, bn=False),
+            "Dbg": PatchDiscriminator(c.ndf, s),
             # Dp's real/fake head is never read (the authors' parent D has one too, untrained)
             "Dp": InfoDiscriminator(c.ndf, s, c.n_parent, adv=True, top="wide"),
             "Dc": InfoDiscriminator(c.ndf, s, c.n_child, adv=True, top="wide"),

@@ -219,7 +219,7 @@ class OneGAN(Backend, Encoder, Clusterer, Segmenter, ObjectRemover, Translator):
         # and a shallow patch D barely tells photos from an untrained generator's backgrounds:
         # docs/experiments/onegan-discriminators.md) and the child D's wide top
         def d_pair() -> tuple[nn.Module, nn.Module]:
-            return PatchDiscriminator(c.ndf, s, bn=False), InfoDiscriminator(c.ndf, s, c.n_child, adv=True, top="wide")
+            return PatchDiscriminator(c.ndf, s), InfoDiscriminator(c.ndf, s, c.n_child, adv=True, top="wide")
 
         nets: dict[str, nn.Module] = {"G": G, "E": OneGANEncoders(c, s, G.pre_ch)}
         nets["Dbg"], nets["Dc"] = d_pair()

@@ -253,10 +253,13 @@ def resize_square(x: Tensor, side: int) -> Tensor:
 class PatchDiscriminator(nn.Module):
     """Valid-padding conv stack with two patch heads: real/fake and background/foreground.
 
-    ``bn=False`` is FineGAN's background D: no BatchNorm and no conv bias in the trunk.
+    The default is FineGAN's background D (and OneGAN's): no BatchNorm and no conv bias in the
+    trunk. ``bn=True`` adds BatchNorm after every conv but the first; no model uses it, it is
+    the contrast in tests/bench/patch_d_probe.py (such a D is blind to a colour shift between
+    an all-real and an all-fake batch).
     """
 
-    def __init__(self, ndf: int, size: int, in_ch: int = 3, bn: bool = True):
+    def __init__(self, ndf: int, size: int, in_ch: int = 3, bn: bool = False):
         super().__init__()
         geom = patch_geometry(size)
         self.rf, self.stride = receptive_field(geom)
