@@ -17,13 +17,13 @@ import argparse
 import json
 
 import torch
-import torch.nn.functional as F
 
 
 def probe(data: str, size: int, steps: int, seed: int, bn: bool) -> tuple[float, float]:
     from fgtool.backends.onegan import OneGAN, OneGANConfig
     from fgtool.data.datasets import ImageDataset, make_loader, scan
     from fgtool.nn.blocks import PatchDiscriminator, init_weights
+    from fgtool.nn.losses import bce
 
     torch.manual_seed(seed)
     cfg = OneGANConfig(n_child=12, n_parent=4, z_dim=32, bg_dim=16, p_dim=16, c_dim=16, ngf=16, top_mult=8,
@@ -41,9 +41,7 @@ def probe(data: str, size: int, steps: int, seed: int, bn: bool) -> tuple[float,
         x = next(loader)["image"]
         with torch.no_grad():
             fake = backend.generate(nets, backend.sample_codes(32, gen))["background"].float()
-        lr, lf = D(x)[0], D(fake)[0]
-        real = F.binary_cross_entropy_with_logits(lr, torch.ones_like(lr))
-        fk = F.binary_cross_entropy_with_logits(lf, torch.zeros_like(lf))
+        real, fk = bce(D(x)[0], 1.0), bce(D(fake)[0], 0.0)
         opt.zero_grad()
         (real + fk).backward()
         opt.step()
