@@ -86,20 +86,18 @@ def main() -> None:
     imageset, feats = features(m, str(a.data), workers=1)
     truth = factors(a.data, _labels(imageset, "class"), imageset)
     groups = [g for g in sorted(feats) if not g.startswith("_")] + ["all"]
+    ks = {name: int(len(np.unique(y))) for name, y in truth.items()}  # k-means k = the factor's values
     pixels = _load_small(imageset, 32)
-    table = {"pixels": {name: round(float(pixel_kmeans_floor(pixels, y, int(len(np.unique(y))),
-                                                             metrics=("nmi",))["nmi"]), 4)
+    table = {"pixels": {name: round(float(pixel_kmeans_floor(pixels, y, ks[name], metrics=("nmi",))["nmi"]), 4)
                         for name, y in truth.items()}}
     for g in groups:
         row = {}
         for name, y in truth.items():
-            k = int(len(np.unique(y)))
-            pred, *_ = _predict(m, feats, k, g, 0, n_classes=k)
+            pred, *_ = _predict(m, feats, ks[name], g, 0, n_classes=ks[name])
             row[name] = round(float(nmi(y, pred)), 4)
         table[g] = row
     gen = generated(m, a.data) if {"p", "c"} <= set(m.backend.code_sizes()) else None
-    out = {"ckpt": str(a.ckpt), "n": int(len(truth["class"])),
-           "k": {name: int(len(np.unique(y))) for name, y in truth.items()}, "nmi": table, "generated": gen}
+    out = {"ckpt": str(a.ckpt), "n": int(len(truth["class"])), "k": ks, "nmi": table, "generated": gen}
     text = json.dumps(out, indent=1)
     if a.out:
         a.out.write_text(text + "\n")
