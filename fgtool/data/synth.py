@@ -352,6 +352,12 @@ _WORKER: dict = {}
 
 
 def _init_worker(args):
+    import signal
+
+    # the pool ends its workers with SIGTERM, and Ctrl-C is the parent's to handle: a worker
+    # must not keep the CLI's handlers (each raised and printed a traceback)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     cv2.setNumThreads(1)  # the pool already uses every core; nested threads only contend
     _WORKER["args"] = args
 

@@ -317,3 +317,16 @@ def test_cli_obj_area_frames_the_objects_and_rejects_bad_values(capsys, tmp_path
         rc, _, err = run_cli(capsys, "data", "synth", "--out", tmp_path / f"bad{len(bad)}", "--n", 8,
                              "--obj-area", bad)
         assert rc == 2 and "obj" in one_error_line(err)
+
+
+def test_parallel_synth_ends_without_worker_tracebacks(tmp_path):
+    """The pool's workers are stopped with SIGTERM when the set is written; they must not take
+    the CLI's SIGTERM handler with them (it raises, and each worker printed a traceback)."""
+    from conftest import fgtool_process
+
+    for i in range(4):  # a worker still waiting for work when the pool ends is the one that printed
+        r = fgtool_process("data", "synth", "--out", tmp_path / f"s{i}", "--n", 96, "--size", 32, "--workers", 2,
+                           "--json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["n"] == 96
+        assert "Traceback" not in r.stderr and "Interrupted" not in r.stderr, r.stderr
