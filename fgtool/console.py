@@ -61,10 +61,12 @@ def flatten(d, prefix="") -> dict:
 
 
 class Bars:
-    """Progress callback (task, done, total) -> rich bars on stderr."""
+    """Progress callback (task, done, total) -> rich bars on stderr, where stderr is a terminal.
+    Elsewhere (a batch log, a pipe) a bar cannot redraw, and rich left an empty line in front
+    of whatever came next, an error line included: there are no bars there."""
 
     def __init__(self, quiet: bool = False):
-        self.quiet = quiet
+        self.quiet = quiet or not err.is_terminal
         self.p = None
         self.tasks = {}
 

@@ -290,3 +290,12 @@ def test_every_model_exports_what_its_commands_use(model, synth_dir, tmp_path, t
         if "cluster" in a.backend.capabilities():
             fa, fb = a.backend.cluster_features(a.nets, x), b.backend.cluster_features(b.nets, x)
             assert fa.keys() == fb.keys() and all(torch.equal(fa[k], fb[k]) for k in fa)
+
+
+def test_a_bad_value_is_exactly_one_line_on_a_non_terminal_stderr(tmp_path):
+    """Batch jobs read stderr from a file or a pipe: no progress bar may leave an empty line
+    in front of the error (rich did, for every command with bars), and nothing is written."""
+    r = _fgtool("data", "synth", "--out", tmp_path / "s", "--n", 0)
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == ["fgtool: error: n must be >= 1, got 0"]
+    assert not (tmp_path / "s").exists()
