@@ -124,7 +124,7 @@ def cluster(ckpt_path: str, data: str, out: str, k: int | None = None, features_
 
 
 def _cluster_outputs(out, inputs: list, sheets: bool = True) -> None:
-    check_output(out, inputs)
+    check_output(out, inputs, suffix=".json")
     if sheets:
         sheet_dir, overview = cluster_sheet_paths(out)
         check_output(sheet_dir, inputs, folder=True, holds=False)

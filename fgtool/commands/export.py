@@ -15,7 +15,7 @@ def export(ckpt_path: str, out: str) -> dict:
     EMA weights where the run kept them) and the run's config to ``out`` (safetensors)."""
     src = Path(ckpt_path)
     src = src / "last.pt" if src.is_dir() else src
-    check_output(out, [src])
+    check_output(out, [src], suffix=".safetensors")
     ck = ckpt.load(src)
     nets = registry.get(ck["config"]["model"]["name"]).inference_nets
     res = exported.write(ck, nets, out)

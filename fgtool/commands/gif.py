@@ -32,7 +32,7 @@ def gif(ckpt_path: str, out: str, walk: str = "z", frames: int = 24, n: int = 8,
     check_count(max_size, "--max-size", 0)
     check_seed(seed)
     inputs = [ckpt_path, image, source]
-    check_output(out, inputs)
+    check_output(out, inputs, suffix=".gif")
     if frames_dir:
         check_output(frames_dir, inputs, what="--frames-dir", folder=True, holds=False)
     m = load(ckpt_path)

@@ -75,12 +75,13 @@ def _inside(child: Path, parent: Path) -> bool:
 
 
 def check_output(out, inputs: Iterable = (), what: str = "--out", folder: bool = False,
-                 holds: bool = True) -> Path:
+                 holds: bool = True, suffix: str | None = None) -> Path:
     """The resolved ``out`` after every rule for an output: it does not lie inside an input (nor
     is one), a folder output holds no input (``holds``: for a folder whose file names come from
     the inputs' names; a folder of fixed names such as ``samples.png`` may sit beside the
-    checkpoint it samples), and a file output is replaceable. ``inputs`` are paths fgtool reads
-    in the same command (None entries are ignored)."""
+    checkpoint it samples), a file output is replaceable, and its name ends in ``suffix`` when
+    one is given (a file's name says what it holds: a GIF named .mp4 is a broken video).
+    ``inputs`` are paths fgtool reads in the same command (None entries are ignored)."""
     o = resolved(out)
     for inp in inputs:
         if inp is None or str(inp) == "":
@@ -96,6 +97,8 @@ def check_output(out, inputs: Iterable = (), what: str = "--out", folder: bool =
         check_folder_output(out, what)
     else:
         check_replaceable(out, what)
+    if suffix and o.suffix.lower() != suffix:
+        raise FgtoolError(f"{what} {out}: the file is written as {suffix}; give it a name ending in {suffix}")
     return o
 
 

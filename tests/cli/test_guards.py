@@ -315,6 +315,24 @@ def test_a_fifo_in_a_data_folder_is_skipped_with_a_warning(capsys, ckpts, synth_
     assert not fifo.opened
 
 
+def test_a_file_output_is_named_for_what_it_holds(capsys, ckpts, synth_dir, tmp_path):
+    """A GIF written to walk.mp4, a JSON to c.png, a safetensors file to m.pt: each is refused
+    before anything runs, and an existing file of that name is left as it was."""
+    keep = tmp_path / "walk.mp4"
+    keep.write_bytes(b"a user's video")
+    refused(capsys, tmp_path, "gif", "--ckpt", ckpts["finegan"], "--out", keep, "--frames", "2", "--n", "1",
+            needle="written as .gif")
+    refused(capsys, tmp_path, "cluster", "--ckpt", ckpts["finegan"], "--data", synth_dir, "--out",
+            tmp_path / "c.png", "--quiet", needle="written as .json")
+    refused(capsys, tmp_path, "export", "--ckpt", ckpts["finegan"], "--out", tmp_path / "m.pt",
+            needle="written as .safetensors")
+    assert keep.read_bytes() == b"a user's video"
+    rc, _, err = run_cli(capsys, "gif", "--ckpt", ckpts["finegan"], "--out", tmp_path / "W.GIF", "--frames", "2",
+                         "--n", "1")
+    assert rc == 0, err  # the suffix's case does not matter
+    assert (tmp_path / "W.GIF").read_bytes()[:6] == b"GIF89a"
+
+
 # ----------------------------------------------------------------------------- 8. silent nonsense
 
 
