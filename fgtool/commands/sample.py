@@ -111,7 +111,10 @@ def _vary_grid(m: Loaded, g, fixed: dict, vary: str, n: int):
         # only values of `vary` that keep the fixed codes (--fix p=1 --vary c: p's children);
         # a backend may derive one code from another, and the derived one would win silently
         def agrees(v: int) -> bool:
-            c1 = m.backend.sample_codes(1, torch.Generator().manual_seed(0), **{**fixed, vary: v})
+            try:
+                c1 = m.backend.sample_codes(1, torch.Generator().manual_seed(0), **{**fixed, vary: v})
+            except FgtoolError:  # a backend that refuses the pair (a child under another parent)
+                return False
             want = {**fixed, vary: v}
             return all(int(c1[k][0]) == fv for k, fv in want.items() if k in c1)
 

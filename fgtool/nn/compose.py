@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import FgtoolError
+
 
 def composite(fg: Tensor, mask: Tensor, bg: Tensor) -> Tensor:
     """``mask * fg + (1 - mask) * bg``: stitch a foreground layer onto a canvas."""
@@ -104,10 +106,17 @@ def child_parent_codes(n: int, n_child: int, ratio: int, fix: dict, generator=No
     """(c, p) for FineGAN-style hierarchies: c uniform, or fixed, or among the ``ratio``
     children of a fixed p; p = c // ratio. Fixed values may be ints or [n] tensors."""
     kw = {"generator": generator, "device": device}
+    if "p" in fix:  # checked here: the message is about p, not about the children it would give
+        p = full_code(fix["p"], n, device)
+        if p.numel() and (p.min() < 0 or p.max() >= n_child // ratio):
+            raise FgtoolError(f"code p must be in 0..{n_child // ratio - 1}")
     if "c" in fix:
         c = full_code(fix["c"], n, device)
+        if "p" in fix and c.numel() and bool(((c // ratio) != p).any()):
+            raise FgtoolError(f"code c and code p disagree: each parent has {ratio} children, so child c belongs "
+                              f"to parent c // {ratio}; fix one of them")
     elif "p" in fix:
-        c = full_code(fix["p"], n, device) * ratio + torch.randint(0, ratio, (n,), **kw)
+        c = p * ratio + torch.randint(0, ratio, (n,), **kw)
     else:
         c = torch.randint(0, n_child, (n,), **kw)
     return c, c // ratio

@@ -268,6 +268,7 @@ def test_bad_values_are_one_line_for_train_and_dry_run(capsys, synth_dir, tmp_pa
     (["sample", "--n", "0"], "--n must be in 1.."),
     (["sample", "--n", "99999999"], "--n must be in 1.."),
     (["sample", "--seed", "99999999999999999999"], "--seed must be in 0.."),
+    (["sample", "--fix", "p=999"], "code p must be in 0.."),  # was a message about c
 ])
 def test_bad_counts_are_one_line(capsys, ckpts, tmp_path, argv, needle):
     out = tmp_path / ("w.gif" if argv[0] == "gif" else "s.png")
