@@ -209,6 +209,11 @@ def load(path: str | Path) -> dict:
     if not p.exists():
         raise FgtoolError(f"checkpoint not found: {path}")
     check_regular_input(p, "checkpoint")
+    with open(p, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):  # a zip (torch.save) or a pickle
+        raise FgtoolError(f"{p} is not a readable fgtool checkpoint: not a file torch.save wrote (a .pt "
+                          "from `fgtool train`, or a .safetensors from `fgtool export`)")
     try:
         with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": not for the user
             warnings.simplefilter("ignore")
@@ -218,8 +223,8 @@ def load(path: str | Path) -> dict:
         raise FgtoolError(f"{p} is not a readable fgtool checkpoint (it holds pickled objects other than "
                           "tensors and plain data, possibly code; fgtool refuses to unpickle it)") from None
     except Exception as e:  # truncated zip, random bytes, unreadable file ...
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise FgtoolError(f"{p} is not a readable fgtool checkpoint ({reason[:160]})") from None
+        reason = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
+        raise FgtoolError(f"{p} is not a readable fgtool checkpoint, damaged or cut short ({reason[:160]})") from None
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise FgtoolError(f"{p} is not an fgtool checkpoint (no '{FORMAT}' header)")
     version = ck.get("version")

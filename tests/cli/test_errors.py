@@ -133,6 +133,8 @@ def _bad_ckpt(kind: str, real: Path, tmp: Path) -> Path:
         torch.save(ck, p)
     elif kind == "empty":
         p.write_bytes(b"")
+    elif kind == "text":
+        p.write_text("hi\n")
     return p
 
 
@@ -144,6 +146,7 @@ BAD = {
     "future": "has checkpoint format version 999; this fgtool reads up to 1",
     "wrong_weights": "weights do not fit the model",
     "empty": "is not a readable fgtool checkpoint",
+    "text": "not a file torch.save wrote",  # said "(105)" before
 }
 
 
