@@ -90,6 +90,9 @@ def _predict(m: Loaded, feats: dict[str, np.ndarray], k: int | None, features_: 
     if not kk:
         raise FgtoolError("pass --k (neither the model nor the data says how many classes there are)")
     if kk < 1 or kk > len(X):
+        if k is None:  # the default, not the user's number: say where it came from
+            raise FgtoolError(f"{len(X)} images are too few for the model's {kk} clusters: give more images, "
+                              "or a smaller --k")
         raise FgtoolError(f"--k must be between 1 and the number of images ({len(X)}), got {kk}")
     return kmeans(X, kk, seed=seed), None, kk, {"method": "k-means", "features": features_}
 

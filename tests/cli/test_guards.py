@@ -337,6 +337,12 @@ def test_a_file_output_is_named_for_what_it_holds(capsys, ckpts, synth_dir, tmp_
 # ----------------------------------------------------------------------------- 8. silent nonsense
 
 
+def test_too_few_images_for_the_models_clusters_names_the_default(capsys, ckpts, synth_dir, tmp_path):
+    data = flat(synth_dir, tmp_path / "few", n=2)
+    refused(capsys, tmp_path, "cluster", "--ckpt", ckpts["finegan"], "--data", data, "--out", tmp_path / "c.json",
+            "--quiet", needle="2 images are too few for the model's")
+
+
 def test_cluster_k_zero_is_refused(capsys, ckpts, synth_dir, tmp_path):
     refused(capsys, tmp_path, "cluster", "--ckpt", ckpts["finegan"], "--data", synth_dir, "--out",
             tmp_path / "c.json", "--k", "0", "--quiet", needle="--k must be >= 1")
