@@ -70,9 +70,9 @@ def evaluate(metrics: str, data: str, ckpt_path: str | None = None, pred: str | 
         elif baseline:
             if baseline != "pixels":
                 raise FgtoolError(f"--baseline {baseline} scores masks; clustering metrics take --baseline pixels")
-            from ..data.datasets import scan
+            from ..data.datasets import drop_undecodable, scan
 
-            imageset = scan(data, split=split, max_images=max_images)
+            imageset = drop_undecodable(scan(data, split=split, max_images=max_images))
             y = _labels(imageset, label)
             if y is None:
                 raise FgtoolError(f"{data} has no labels to score against")

@@ -71,6 +71,30 @@ def scan(root, split: str | None = None, max_images: int = 0, check: bool = True
         raise FgtoolError(f"cannot read {where}: {e.strerror or e}") from None
 
 
+def drop_undecodable(iset: ImageSet) -> ImageSet:
+    """``iset`` without the images that fail to decode, with one warning, where unreadable images
+    are skipped (:func:`skip_bad_images`). The scan reads headers only, and a training set swaps
+    an image that fails later for the next one; an evaluation item must be its own image (a
+    mask, a cluster or a score of another photo under its name is worse than none), so the
+    commands that evaluate decode every image once first (JPEGs at 1/8 scale)."""
+    if not _SKIP_BAD_DEFAULT:
+        return iset
+    bad = []
+    for k, r in enumerate(iset.records):
+        try:
+            decode_image(r.path, lambda wh: 0.125)
+        except FgtoolError as e:
+            bad.append((k, e))
+    if not bad:
+        return iset
+    warnings.warn(f"skipping {len(bad)} image(s) that fail to decode in {iset.root}, first: {bad[0][1]}", stacklevel=2)
+    drop = {k for k, _ in bad}
+    iset = iset.subset([k for k in range(len(iset)) if k not in drop])
+    if not iset.records:
+        raise FgtoolError(f"no readable images in {iset.root}")
+    return iset
+
+
 # --------------------------------------------------------------------------- dataset
 
 def _derive_seed(*parts: int) -> int:

@@ -15,10 +15,10 @@ def box_mode(cfg) -> str:
 
 def eval_set(m, data: str, split: str | None = None, max_images: int = 0, with_masks: bool = False):
     """Real images seen the way the model saw them in training (same size, boxes, crops)."""
-    from .datasets import ImageDataset, scan
+    from .datasets import ImageDataset, drop_undecodable, scan
 
     d = m.cfg.data
-    imageset = scan(data, split=split, max_images=max_images)
+    imageset = drop_undecodable(scan(data, split=split, max_images=max_images))
     ds = ImageDataset(imageset, d.size, train=False, box_mode=box_mode(m.cfg), crop_scale=d.crop_scale,
                       crop_clip=d.crop_clip,
                       pseudo_border=d.pseudo_border, flip=False, with_masks=with_masks)

@@ -244,7 +244,7 @@ def _centres(m, imageset, kps, workers: int, progress=None):
     [N, P], view sides [N]) in view coordinates, for the images of ``imageset`` with keypoints."""
     import torch
 
-    from ..data.datasets import ImageDataset
+    from ..data.datasets import ImageDataset, drop_undecodable
     from ..data.evalset import batches as _batches
     from ..data.evalset import box_mode as _box_mode
     from ..data.evalset import view_region as _view_region
@@ -252,7 +252,7 @@ def _centres(m, imageset, kps, workers: int, progress=None):
     from .parts import mass_centres
 
     keep = [i for i, r in enumerate(imageset.records) if Path(r.path).resolve() in kps]
-    imageset = imageset.subset(keep)
+    imageset = drop_undecodable(imageset.subset(keep))
     if not len(imageset):
         return None
     d = m.cfg.data

@@ -337,6 +337,32 @@ def test_a_file_output_is_named_for_what_it_holds(capsys, ckpts, synth_dir, tmp_
 # ----------------------------------------------------------------------------- 8. silent nonsense
 
 
+def test_skip_bad_drops_an_image_that_fails_only_to_decode(capsys, synth_dir, ckpts, tmp_path):
+    """A whole header and cut-off pixel data pass the scan. Training swaps such an image for the
+    next one; segment, cluster and eval must drop it: its mask, cluster or score was another
+    photo's, under its name."""
+    data = image_folder(synth_dir, tmp_path / "data", 16)
+    good = sorted((data / "a").glob("*.png"))[0].read_bytes()
+    bad = data / "a" / "cut.png"
+    bad.write_bytes(good[: len(good) // 2])
+    with pytest.warns(UserWarning, match="skipping 1 image.s. that fail to decode"):
+        rc, out, err = run_cli(capsys, "segment", "--ckpt", ckpts["ganseg"], "--data", data, "--out", tmp_path / "m",
+                               "--quiet", "--json", "--skip-bad")
+    assert rc == 0, err
+    res = json.loads(out)
+    assert res["n"] == 16 and not (tmp_path / "m" / "a" / "cut.png").exists()
+    index = json.loads((tmp_path / "m" / "index.json").read_text())
+    assert str(bad) not in {it["image"] for it in index["items"]}
+    for argv in (["cluster", "--ckpt", ckpts["finegan"], "--data", data, "--out", tmp_path / "c.json", "--k", 2],
+                 ["eval", "--metric", "nmi", "--baseline", "pixels", "--data", data]):
+        with pytest.warns(UserWarning, match="fail to decode"):
+            rc, out, err = run_cli(capsys, *argv, "--quiet", "--json", "--skip-bad")
+        assert rc == 0, err
+    assert str(bad) not in (tmp_path / "c.json").read_text()
+
+
+
+
 def test_too_few_images_for_the_models_clusters_names_the_default(capsys, ckpts, synth_dir, tmp_path):
     data = flat(synth_dir, tmp_path / "few", n=2)
     refused(capsys, tmp_path, "cluster", "--ckpt", ckpts["finegan"], "--data", data, "--out", tmp_path / "c.json",
