@@ -88,11 +88,7 @@ def drop_undecodable(iset: ImageSet) -> ImageSet:
     if not bad:
         return iset
     warnings.warn(f"skipping {len(bad)} image(s) that fail to decode in {iset.root}, first: {bad[0][1]}", stacklevel=2)
-    drop = {k for k, _ in bad}
-    iset = iset.subset([k for k in range(len(iset)) if k not in drop])
-    if not iset.records:
-        raise FgtoolError(f"no readable images in {iset.root}")
-    return iset
+    return iset.without(k for k, _ in bad)
 
 
 # --------------------------------------------------------------------------- dataset

@@ -69,6 +69,15 @@ class ImageSet:
             idx = np.flatnonzero(idx)
         return replace(self, records=[self.records[int(i)] for i in idx], classes=list(self.classes))
 
+    def without(self, drop) -> "ImageSet":
+        """The set less the records at the indices ``drop`` (unreadable images); an error when
+        none is left."""
+        drop = set(drop)
+        kept = self.subset([k for k in range(len(self)) if k not in drop])
+        if not kept.records:
+            raise FgtoolError(f"no readable images in {self.root}")
+        return kept
+
 
 def _no_images(folder: Path) -> FgtoolError:
     return FgtoolError(f"no images found in {folder} (looked for {' '.join(IMAGE_EXTENSIONS)})")
@@ -409,8 +418,5 @@ def _scan(root, split: str | None, max_images: int, check: bool, skip_bad: bool)
                                   f"({bad[0][1]}) {_SKIP_HINT}")
             warnings.warn(str(FgtoolError(f"skipping {len(bad)} unreadable image(s) in {iset.root}, "
                                           f"first: {first} ({bad[0][1]})")), stacklevel=3)
-            drop = {k for k, _ in bad}
-            iset = iset.subset([k for k in range(len(iset)) if k not in drop])
-            if not iset.records:
-                raise FgtoolError(f"no readable images in {iset.root}")
+            iset = iset.without(k for k, _ in bad)
     return iset
