@@ -375,7 +375,7 @@ def segment(
             raise FgtoolError("--fraction goes with --baseline centre")
         if ckpt is not None or parts or points or remove_object:
             raise FgtoolError("--baseline centre uses no model: drop --ckpt, --parts, --points and --remove-object")
-        with Bars(quiet) as bars:
+        with Bars(quiet) as bars, skip_bad_images(skip_bad):
             res = api.segment_centre(data, out, fraction=fraction, split=split, max_images=max_images,
                                      progress=bars)
         emit(res, as_json, "segment")

@@ -204,7 +204,7 @@ def segment_centre(data: str, out: str, fraction: float | None = None, split: st
     each photo; None takes the mean of the set's ground-truth masks, as ``eval --baseline centre``."""
     from PIL import Image
 
-    from ..data.datasets import scan
+    from ..data.datasets import drop_undecodable, scan
     from ..io.images import contact_sheet, image_size, load_image, mask_contour, mask_overlay, save_image
     from ..metrics.centre import centre_ellipse, read_mask
 
@@ -214,7 +214,7 @@ def segment_centre(data: str, out: str, fraction: float | None = None, split: st
     outp = Path(out)
     if outp.exists() and not outp.is_dir():
         raise FgtoolError(f"--out {outp} is a file, not a folder")
-    imageset = scan(data, split=split, max_images=max_images)
+    imageset = drop_undecodable(scan(data, split=split, max_images=max_images))
     if fraction is None:
         if not imageset.has_masks:
             raise FgtoolError(f"{data} has no segmentations/ to take the mean object area from: pass --fraction")

@@ -354,7 +354,9 @@ def test_skip_bad_drops_an_image_that_fails_only_to_decode(capsys, synth_dir, ck
     index = json.loads((tmp_path / "m" / "index.json").read_text())
     assert str(bad) not in {it["image"] for it in index["items"]}
     for argv in (["cluster", "--ckpt", ckpts["finegan"], "--data", data, "--out", tmp_path / "c.json", "--k", 2],
-                 ["eval", "--metric", "nmi", "--baseline", "pixels", "--data", data]):
+                 ["eval", "--metric", "nmi", "--baseline", "pixels", "--data", data],
+                 # the centre floor: --skip-bad was not passed on, though the error asked for it
+                 ["segment", "--baseline", "centre", "--fraction", "0.3", "--data", data, "--out", tmp_path / "cf"]):
         with pytest.warns(UserWarning, match="fail to decode"):
             rc, out, err = run_cli(capsys, *argv, "--quiet", "--json", "--skip-bad")
         assert rc == 0, err
