@@ -9,6 +9,7 @@ import torch
 from ..backends.base import CentroidClusterer
 from ..data.evalset import box_mode
 from ..errors import FgtoolError
+from ..io.images import IMAGE_EXTENSIONS
 from ..io.paths import check_output
 from ..loading import Loaded, load
 from .options import check_count, check_seed
@@ -37,6 +38,8 @@ def sample(ckpt_path: str, out: str, n: int = 64, seed: int = 0, fix: list[str] 
     check_count(n, "--n", 1, MAX_SAMPLES)
     check_seed(seed)
     outp = Path(out)
+    if outp.suffix.lower() in IMAGE_EXTENSIONS and outp.suffix.lower() != ".png":  # s.jpg became a folder
+        raise FgtoolError(f"--out {out}: sample writes PNG files; name a .png file, or a folder")
     folder = outp.parent if outp.suffix.lower() == ".png" else outp
     main_png = outp if outp.suffix.lower() == ".png" else outp / "samples.png"
     check_output(folder, [ckpt_path, *(like or [])], folder=True, holds=False)

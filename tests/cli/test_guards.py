@@ -327,6 +327,8 @@ def test_a_file_output_is_named_for_what_it_holds(capsys, ckpts, synth_dir, tmp_
             tmp_path / "c.png", "--quiet", needle="written as .json")
     refused(capsys, tmp_path, "export", "--ckpt", ckpts["finegan"], "--out", tmp_path / "m.pt",
             needle="written as .safetensors")
+    refused(capsys, tmp_path, "sample", "--ckpt", ckpts["finegan"], "--out", tmp_path / "s.jpg",
+            needle="sample writes PNG files")  # it made a folder named s.jpg
     assert keep.read_bytes() == b"a user's video"
     rc, _, err = run_cli(capsys, "gif", "--ckpt", ckpts["finegan"], "--out", tmp_path / "W.GIF", "--frames", "2",
                          "--n", "1")
