@@ -17,7 +17,7 @@ import typer
 
 from . import __version__
 from .console import Bars, emit, err, note, table
-from .errors import FgtoolError, Interrupted, printable
+from .errors import FgtoolError, Interrupted, out_of_memory, printable
 
 HELP = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
@@ -495,6 +495,12 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:
         return int(e.code or 0)
     except Exception as e:
+        amount = out_of_memory(e)
+        if amount is not None:  # RAM or GPU memory: the work is too large for this machine
+            what = f" (an allocation of {amount} failed)" if amount else ""
+            err.print(f"fgtool: error: out of memory{what}; try fewer or smaller images at a time",
+                      markup=False, highlight=False, emoji=False, soft_wrap=True)
+            return 2
         # click usage errors (whether typer vendors click or uses the package)
         if _is_click_error(e):
             if type(e).__name__ == "NoArgsIsHelpError":  # bare `fgtool` / `fgtool data`: the help

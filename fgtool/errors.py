@@ -5,6 +5,8 @@ unknown recipe key). The CLI prints its message as one line and exits with code 
 Anything else that escapes is a bug and exits with code 1.
 """
 
+import re
+
 
 def printable(text: str) -> str:
     """``text`` with undecodable file-name bytes shown as ``\\xNN`` (a non-UTF-8 name on Linux
@@ -28,6 +30,31 @@ class FgtoolError(Exception):
 
 class NonFiniteLoss(FgtoolError):
     """Training produced NaN/inf; the last good checkpoint is kept."""
+
+
+class OutOfMemory(FgtoolError):
+    """The machine's memory (RAM or the accelerator's) could not hold the work, usually from a
+    size or batch too large for it. Not a bug: one line, exit code 2."""
+
+
+_ALLOC = re.compile(r"allocate (?:(\d+) bytes|([\d.]+ ?[KMGT]i?B))", re.I)
+
+
+def out_of_memory(e: BaseException) -> str | None:
+    """``None`` unless ``e`` is an out-of-memory error: Python's :class:`MemoryError`, torch's
+    ``OutOfMemoryError`` (CUDA) or the ``RuntimeError`` of its CPU or MPS allocator. Then the
+    amount the failed allocation asked for, such as ``"512 MiB"``, or ``""`` when it names none."""
+    text = str(e)
+    if not (isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError"
+            or (isinstance(e, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower()))):
+        return None
+    m = _ALLOC.search(text)
+    if m is None:
+        return ""
+    if m.group(2):
+        return m.group(2)
+    n = int(m.group(1))
+    return f"{n / 2 ** 30:.2f} GiB" if n >= 2 ** 30 else f"{n / 2 ** 20:.0f} MiB"
 
 
 class WriteFailed(FgtoolError, OSError):

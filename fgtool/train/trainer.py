@@ -25,7 +25,7 @@ from torch import nn
 from .. import checkpoint as ckpt
 from ..backends.base import Backend, Phase
 from ..config import RunConfig, report_to
-from ..errors import FgtoolError, Interrupted, NonFiniteLoss, WriteFailed
+from ..errors import FgtoolError, Interrupted, NonFiniteLoss, OutOfMemory, WriteFailed, out_of_memory
 from ..nn.blocks import ema_update
 from . import precision, trackers
 from .allocator import keep_freed_memory
@@ -417,12 +417,29 @@ class Trainer:
             where = (f"last checkpoint step {self.saved_step}; resume: fgtool train --resume --out {self.out}"
                      if self.saved_step is not None else "no checkpoint yet; start it again with the same command")
             raise Interrupted(f"interrupted at step {self.step}; {where}", getattr(e, "signum", 2)) from None
+        except Exception as e:  # RAM or GPU memory too small for the size and batch: one line, not a trace
+            amount = out_of_memory(e)
+            if amount is None:
+                raise
+            raise OutOfMemory(self._oom_message(amount)) from None
         finally:
             close = getattr(getattr(loader, "_iterator", None), "_shutdown_workers", None)
             if close:
                 close()
         self._check_in_sync()
         return self._summary((time.time() - t0) / max(1, self.step - start_step))
+
+    def _oom_message(self, amount: str) -> str:
+        d, t = self.cfg.data, self.cfg.train
+        what = f" (an allocation of {amount} failed)" if amount else ""
+        smaller = max(2, t.batch_size // 2)
+        if self.saved_step is None:
+            then = "no checkpoint yet; start it again with a smaller train.batch_size or data.size"
+        else:
+            then = (f"last checkpoint step {self.saved_step}; resume with a smaller batch: "
+                    f"fgtool train --resume --out {self.out} --set train.batch_size={smaller}")
+        return (f"out of memory in step {self.step + 1}{what} at data.size={d.size}, "
+                f"train.batch_size={t.batch_size}; {then}")
 
     def close(self) -> None:
         """Tear down the process group (several processes). A gloo group left for interpreter exit
