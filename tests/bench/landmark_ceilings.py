@@ -8,7 +8,12 @@ mask, with no model:
 - ``fg``: the mask's centre of mass (what a K = 1 model gives);
 - ``hbands4`` / ``vbands4``: four horizontal (vertical) bands of equal area;
 - ``quad4``: the four quadrants about the centre of mass;
-- ``hbands2+vbands2``: two horizontal and two vertical halves.
+- ``hbands2+vbands2``: two horizontal and two vertical halves;
+- ``axis4``: four bands of equal area along the mask's own long axis (its principal axis, ends
+  ordered top to bottom): bands that turn with the object but cannot tell which way it faces;
+- ``kpcells4``: the mask cut into the cells of its first four keypoints (each pixel to the
+  nearest one): parts that follow the object's own frame, facing included, as semantic parts
+  (head, tail, ...) would.
 
 Fit on a seeded half, scored on the other half, normalised by the view's side, as the metric is.
 
@@ -27,8 +32,9 @@ from PIL import Image
 from fgtool.metrics import landmarks as lm
 
 
-def layouts(mask: np.ndarray) -> dict[str, np.ndarray]:
-    """Part centres [K, 2] in view coordinates for each layout, from a boolean mask."""
+def layouts(mask: np.ndarray, keypoints: np.ndarray) -> dict[str, np.ndarray]:
+    """Part centres [K, 2] in view coordinates for each layout, from a boolean mask and the
+    image's keypoints [P, 2] in pixels."""
     h, w = mask.shape
     ys, xs = np.nonzero(mask)
 
@@ -39,10 +45,16 @@ def layouts(mask: np.ndarray) -> dict[str, np.ndarray]:
         return [view(xs[p].mean(), ys[p].mean()) for p in np.array_split(np.argsort(coord, kind="stable"), k)]
 
     cx, cy = xs.mean(), ys.mean()
+    q = np.stack([xs - cx, ys - cy], 1)
+    axis = np.linalg.eigh(q.T @ q)[1][:, 1]
+    axis = -axis if axis[1] < 0 else axis  # the end nearer the top first
+    near = np.argmin(((np.stack([xs, ys], 1)[:, None] + 0.5 - keypoints[None, :4]) ** 2).sum(-1), 1)
+    cells = [view(xs[near == j].mean(), ys[near == j].mean()) if (near == j).any() else view(cx, cy) for j in range(4)]
     quads = [(xs < cx) & (ys < cy), (xs >= cx) & (ys < cy), (xs < cx) & (ys >= cy), (xs >= cx) & (ys >= cy)]
     return {"fg": np.array([view(cx, cy)]), "hbands4": np.array(bands(ys, 4)), "vbands4": np.array(bands(xs, 4)),
             "quad4": np.array([view(xs[q].mean(), ys[q].mean()) if q.any() else view(cx, cy) for q in quads]),
-            "hbands2+vbands2": np.array(bands(ys, 2) + bands(xs, 2))}
+            "hbands2+vbands2": np.array(bands(ys, 2) + bands(xs, 2)), "axis4": np.array(bands(q @ axis, 4)),
+            "kpcells4": np.array(cells)}
 
 
 def main() -> None:
@@ -58,9 +70,9 @@ def main() -> None:
     kps, vis = [], []
     for n in names:
         mask = np.asarray(Image.open(root / "segmentations" / Path(n).with_suffix(".png")).convert("L")) >= 128
-        for k, c in layouts(mask).items():
-            cents.setdefault(k, []).append(c)
         kp, v = keypoints[(root / "images" / n).resolve()]
+        for k, c in layouts(mask, kp).items():
+            cents.setdefault(k, []).append(c)
         h, w = mask.shape
         kps.append(lm.to_view(kp, (0, 0, w, h)))
         vis.append(v)
