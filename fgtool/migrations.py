@@ -134,8 +134,14 @@ def _v4_to_v5(cfg: dict) -> None:
     remap(cfg, "model", "stage2_start", {0: "never"}, models=("mixnmatch",))
 
 
+def _v5_to_v6(cfg: dict) -> None:
+    """GANSeg's mirrored point layouts (point_flip): no recipe turned them on, and at K = 4 they
+    lowered the foreground IoU and the landmark gain (docs/experiments/ganseg-parts.md)."""
+    drop(cfg, "model", "point_flip", False, models=("ganseg",))
+
+
 # MIGRATIONS[n - 1] turns a version-n config into a version n + 1 one
-MIGRATIONS: list[Callable[[dict], None]] = [_v1_to_v2, _v2_to_v3, _v3_to_v4, _v4_to_v5]
+MIGRATIONS: list[Callable[[dict], None]] = [_v1_to_v2, _v2_to_v3, _v3_to_v4, _v4_to_v5, _v5_to_v6]
 CONFIG_VERSION = len(MIGRATIONS) + 1
 
 

@@ -95,12 +95,6 @@ class GANSegConfig(SelfTrainConfig):
     # points = tanh(MLP_obj(z) / object_div + MLP(z) / point_div), so the parts start
     # clustered around a random object centre and move as one object from step 0
     object_div: float = 0.0
-    # ours, off: the point layouts of the images whose z_point[0] < 0 are mirrored left-right
-    # about their mean, so every layout comes with its mirror image under the same part indices.
-    # Objects in photos face either way; without it a part that sits on the left of the object
-    # does so in every generated image, and the generator cannot draw a mirrored object with
-    # the same part on its head (part k then means "the left side", not "the head")
-    point_flip: bool = False
     emb_dim: int = 64  # part embedding D_emb (conditions the SPADE blocks)
     start_div: int = 4  # first resolution = size / start_div (128 px -> 32: the paper's 32, 32, 64, 128)
     mask_ch: int = 256  # width of the mask generator
@@ -214,7 +208,7 @@ class GANSeg(Backend, PartSegmenter):
                 raise FgtoolError(f"model.arch 'paper' halves model.gen_ch ({c.gen_ch}) {n_res - 1} times "
                                   f"after the first: it must be at least {2 ** n_res}")
             ours = {"blend": (c.blend, "feature"), "sigma_floor": (c.sigma_floor, 0.0),
-                    "object_div": (c.object_div, 0.0), "point_flip": (c.point_flip, False)}
+                    "object_div": (c.object_div, 0.0)}
             bad = [f"model.{k} = {v!r}" for k, (v, off) in ours.items() if v != off]
             if bad:
                 raise FgtoolError(f"model.arch 'paper' is the authors' generator, which has none of: "

@@ -37,7 +37,6 @@ class GANSegGenerator(nn.Module):
         e = c.emb_dim
         self.point_mlp = mlp(c.z_dim, c.mlp_hidden, self.k * self.n_per * 2)
         self.obj_div = c.object_div
-        self.point_flip = c.point_flip
         self.object_mlp = mlp(c.z_dim, c.mlp_hidden, 2) if c.object_div > 0 else None
         self.app_mlp = mlp(c.z_dim, c.mlp_hidden, e)
         self.w_const = nn.Parameter(torch.randn(self.k, e))
@@ -73,13 +72,7 @@ class GANSegGenerator(nn.Module):
         pre = self.point_mlp(z_point).float().view(-1, self.k, self.n_per, 2) / self.div
         if self.object_mlp is not None:
             pre = pre + (self.object_mlp(z_point).float() / self.obj_div)[:, None, None, :]
-        pts = torch.tanh(pre)
-        if self.point_flip:
-            x = pts[..., 0]
-            cx = x.mean((1, 2), keepdim=True)
-            x = torch.where((z_point[:, 0] < 0)[:, None, None], (2 * cx - x).clamp(-0.999, 0.999), x)
-            pts = torch.stack([x, pts[..., 1]], -1)
-        return pts
+        return torch.tanh(pre)
 
     @staticmethod
     def geometry(points: Tensor) -> tuple[Tensor, Tensor]:

@@ -112,29 +112,6 @@ def test_object_div_moves_all_parts_together():
         _backend("model.object_div=-1")
 
 
-def test_point_flip_mirrors_half_the_layouts_about_their_centre():
-    b = _backend("model.n_parts=3", "model.object_div=2", "model.point_div=5")
-    bf = _backend("model.n_parts=3", "model.object_div=2", "model.point_div=5", "model.point_flip=true")
-    G, Gf = b.build()["G"], bf.build()["G"]
-    Gf.load_state_dict(G.state_dict())
-    z = torch.randn(256, b.cfg.z_dim)
-    p, pf = G.points(z), Gf.points(z)
-    flip = z[:, 0] < 0
-    assert 80 < flip.sum() < 176
-    assert torch.equal(pf[~flip], p[~flip])  # the others are the plain layouts
-    assert torch.allclose(pf[flip][..., 1], p[flip][..., 1])  # y unchanged
-    cx = p[flip][..., 0].mean((1, 2), keepdim=True)
-    assert torch.allclose(pf[flip][..., 0], (2 * cx - p[flip][..., 0]).clamp(-0.999, 0.999), atol=1e-6)
-    # the same part index sits on the other side of the object's centre after the mirror
-    # (layouts that the mirror pushed past the border are clamped there; leave them out)
-    inside = ((2 * cx - p[flip][..., 0]).abs() < 0.999).flatten(1).all(1)
-    assert inside.sum() > 40
-    c, _ = G.geometry(p[flip][inside])
-    cf, _ = Gf.geometry(pf[flip][inside])
-    side, side_f = c[..., 0] - c[..., 0].mean(1, keepdim=True), cf[..., 0] - cf[..., 0].mean(1, keepdim=True)
-    assert torch.allclose(side_f, -side, atol=1e-4)
-
-
 def test_margin_grid_and_crop_geometry():
     g = pixel_grid(8, 3)
     assert g.shape == (14, 14, 2)

@@ -227,3 +227,22 @@ def test_version_4_stage_starts_of_0_are_never():
         api.resolve_config("ganseg", None, str(TINY), ["model.seg_start=0"])
     cfg = api.resolve_config("onegan", None, str(TINY), ["model.seg_start=never"])
     assert "S" not in make_backend(cfg).build() and [p.stop for p in make_backend(cfg).phases()] == [None] * 4
+
+
+def test_version_5_drops_ganseg_point_flip(tmp_path, capsys):
+    """Version 5 -> 6: GANSeg's mirrored point layouts are gone; a checkpoint that stores them off
+    loads, one trained with them on is refused in one line naming the option."""
+    assert M.migrate({"model": {"name": "ganseg", "point_flip": False, "n_parts": 4}}, 5)["model"] == {
+        "name": "ganseg", "n_parts": 4}
+    with pytest.raises(FgtoolError, match="model.point_flip=True"):
+        M.migrate({"model": {"name": "ganseg", "point_flip": True}}, 5)
+    want = _save(tmp_path / "gs.pt", model="ganseg", edit=lambda d: d["model"].update({"point_flip": False}),
+                 version=5)
+    assert ckpt.load(tmp_path / "gs.pt")["config"] == want
+    _save(tmp_path / "on.pt", model="ganseg", edit=lambda d: d["model"].update({"point_flip": True}), version=5)
+    rc, out, err = run_cli(capsys, "sample", "--ckpt", tmp_path / "on.pt", "--out", tmp_path / "s.png")
+    assert rc == 2 and err.count("\n") == 1 and "model.point_flip=True" in err and "no longer has" in err
+    assert not (tmp_path / "s.png").exists()
+    rc, out, err = run_cli(capsys, "train", "--model", "ganseg", "--data", tmp_path, "--recipe", TINY,
+                           "--out", tmp_path / "r", "--set", "model.point_flip=true", "--dry-run")
+    assert rc == 2 and "point_flip" in err

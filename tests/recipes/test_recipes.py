@@ -10,7 +10,7 @@ from conftest import one_error_line, run_cli
 from fgtool import api, registry
 from fgtool.config import RECIPES_DIR, find_recipe, load_recipe
 
-RECIPES = sorted((Path(__file__).resolve().parents[2] / "fgtool" / "recipes").glob("*.toml"))
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "fgtool" / "recipes").glob("*.toml"), key=lambda p: p.stem)
 
 
 def test_recipes_ship_inside_the_package():

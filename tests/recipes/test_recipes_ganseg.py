@@ -16,7 +16,7 @@ RECIPES = Path(__file__).resolve().parents[2] / "fgtool" / "recipes"
 
 # GANSeg options of ours, and the value that is the authors' model, losses and iteration
 GANSEG_AUTHORS = {"arch": "paper", "d_reg": "gp", "d_first": True, "seg_dice": "per_image", "object_div": 0.0,
-                  "point_flip": False, "blend": "feature", "sigma_floor": 0.0, "seg_real_bg": 0.0,
+                  "blend": "feature", "sigma_floor": 0.0, "seg_real_bg": 0.0,
                   "seg_jitter": 0.0, "seg_hue": 0.0, "seg_jitter_split": False, "seg_camo": 0.0,
                   "self_start": "never"}
 
@@ -58,7 +58,7 @@ def test_defaults_are_ours():
     assert (c.arch, c.d_reg, c.d_first, c.seg_dice) == ("compact", "r1_lazy", False, "pooled")
 
 
-@pytest.mark.parametrize("bad", [{"blend": "rgb"}, {"sigma_floor": 0.2}, {"object_div": 2.0}, {"point_flip": True},
+@pytest.mark.parametrize("bad", [{"blend": "rgb"}, {"sigma_floor": 0.2}, {"object_div": 2.0},
                                  {"arch": "stylegan"}, {"d_reg": "r2"}, {"seg_dice": "soft"}])
 def test_paper_arch_rejects_options_it_has_not(bad):
     kw = dict(arch="paper", n_parts=2, n_per=2, z_dim=8, mlp_hidden=8, emb_dim=4, gen_ch=16, spade_hidden=4,
