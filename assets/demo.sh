@@ -20,7 +20,7 @@ if [ -f "$OUT/run/last.pt" ]; then
 else
   $FG train --model c3gan --data "$OUT/data" --recipe synth-c3gan --out "$OUT/run" \
     --set train.steps=$STEPS --set train.sample_every=250 --set train.ckpt_every=250 \
-    --set model.ndf=32 --set model.overcluster=1 --json > "$OUT/train.json"
+    --set model.ndf=32 --set model.overcluster=1 --set model.w_entropy=0.5 --json > "$OUT/train.json"
 fi
 echo "== 3/6 sample grids: samples, layers (background | mask | masked foreground | image), fix c / vary z" >&2
 $FG sample --ckpt "$OUT/run/last.pt" --out "$OUT/samples.png" --json > "$OUT/sample.json"
