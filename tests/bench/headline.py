@@ -39,7 +39,7 @@ HEADLINES = {
     "demo": {
         "model": "c3gan",
         "data": "synthetic, 2,000 images at 64 px, 12 classes (fgtool data synth --n 2000 --size 64 --seed 0)",
-        "trained_by": "bash assets/demo.sh OUT (make demo): 1,750 steps of synth-c3gan, ndf 32, K = 12",
+        "trained_by": "bash assets/demo.sh OUT (make demo): 1,750 steps of synth-c3gan, ndf 32, K = 12, w_entropy 0.5",
         "metric": "nmi",
         "floor_what": "k-means on the pixels, k = 12",
         "eval": [
