@@ -17,7 +17,7 @@ import typer
 
 from . import __version__
 from .console import Bars, emit, err, note, table
-from .errors import FgtoolError, Interrupted, out_of_memory, printable
+from .errors import FgtoolError, Interrupted, failed_allocation, out_of_memory, printable
 
 HELP = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
@@ -497,8 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         amount = out_of_memory(e)
         if amount is not None:  # RAM or GPU memory: the work is too large for this machine
-            what = f" (an allocation of {amount} failed)" if amount else ""
-            err.print(f"fgtool: error: out of memory{what}; try fewer or smaller images at a time",
+            err.print(f"fgtool: error: out of memory{failed_allocation(amount)}; try fewer or smaller images at a time",
                       markup=False, highlight=False, emoji=False, soft_wrap=True)
             return 2
         # click usage errors (whether typer vendors click or uses the package)

@@ -57,6 +57,11 @@ def out_of_memory(e: BaseException) -> str | None:
     return f"{n / 2 ** 30:.2f} GiB" if n >= 2 ** 30 else f"{n / 2 ** 20:.0f} MiB"
 
 
+def failed_allocation(amount: str) -> str:
+    """`` (an allocation of 512 MiB failed)`` for an amount from :func:`out_of_memory`, or ``""``."""
+    return f" (an allocation of {amount} failed)" if amount else ""
+
+
 class WriteFailed(FgtoolError, OSError):
     """A file could not be written (disk full, read-only or vanished folder, no permission).
 

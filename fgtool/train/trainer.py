@@ -25,7 +25,7 @@ from torch import nn
 from .. import checkpoint as ckpt
 from ..backends.base import Backend, Phase
 from ..config import RunConfig, report_to
-from ..errors import FgtoolError, Interrupted, NonFiniteLoss, OutOfMemory, WriteFailed, out_of_memory
+from ..errors import FgtoolError, Interrupted, NonFiniteLoss, OutOfMemory, WriteFailed, failed_allocation, out_of_memory
 from ..nn.blocks import ema_update
 from . import precision, trackers
 from .allocator import keep_freed_memory
@@ -431,14 +431,13 @@ class Trainer:
 
     def _oom_message(self, amount: str) -> str:
         d, t = self.cfg.data, self.cfg.train
-        what = f" (an allocation of {amount} failed)" if amount else ""
         smaller = max(2, t.batch_size // 2)
         if self.saved_step is None:
             then = "no checkpoint yet; start it again with a smaller train.batch_size or data.size"
         else:
             then = (f"last checkpoint step {self.saved_step}; resume with a smaller batch: "
                     f"fgtool train --resume --out {self.out} --set train.batch_size={smaller}")
-        return (f"out of memory in step {self.step + 1}{what} at data.size={d.size}, "
+        return (f"out of memory in step {self.step + 1}{failed_allocation(amount)} at data.size={d.size}, "
                 f"train.batch_size={t.batch_size}; {then}")
 
     def close(self) -> None:
