@@ -34,13 +34,33 @@ def test_render_writes_the_results_number_over_a_typed_one():
         headline.render("<!-- result other value -->1<!-- /result -->", res)
 
 
+def test_render_reads_a_dotted_field_and_writes_percentages_and_whole_numbers():
+    res = {"m": {"value": 0.5284, "extra": {"texture": 0.68449}, "checkpoint": {"train_min": 41.6}}}
+    fields = ["value:%", "extra.texture:%", "checkpoint.train_min:0", "extra.texture"]
+    text = " ".join(f"<!-- result m {f} -->?<!-- /result -->" for f in fields)
+    shown = ["52.8%", "68.4%", "42", "0.684"]
+    want = " ".join(f"<!-- result m {f} -->{v}<!-- /result -->" for f, v in zip(fields, shown))
+    assert headline.render(text, res) == want
+
+
+def test_train_minutes_add_up_the_logged_intervals_up_to_the_checkpoint(tmp_path, monkeypatch):
+    rows = [{"step": 25, "it_s": 0.5}, {"step": 50, "it_s": 1.0}, {"step": 50, "it_s": 1.0},  # resumed: 50 again
+            {"step": 75, "eval/nmi": 0.5}, {"step": 100, "it_s": 0.25}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setattr(headline, "_fgtool", lambda argv: {"step": 50})
+    assert headline.train_minutes(tmp_path / "step_0000050.pt") == round((25 / 0.5 + 25 / 1.0) / 60, 1)
+    assert headline.train_minutes(tmp_path / "none" / "last.pt") is None
+
+
 @pytest.mark.parametrize("name", sorted(RESULTS))
 def test_a_results_file_says_what_it_measured_and_how(name):
     r = RESULTS[name]
     assert r["name"] == name and r["metric"] and r["data"]
-    assert 0 <= r["floor"] <= r["value"] <= 1
-    if r["model"]:
-        assert r["value"] > r["floor"] + 0.1  # a model headline clears its floor
+    assert 0 <= r["floor"] <= 1 and 0 <= r["value"] <= 1
+    if "target" in r:  # a target is reported as met or not, whatever the number
+        assert r["met"] == (r["value"] >= r["target"])
+    elif r["model"]:
+        assert r["value"] > r["floor"] + 0.1  # a model headline with no target clears its floor
     assert r["commands"] and all(c.startswith(("fgtool ", "bash ")) for c in r["commands"])
     assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", r["fgtool_commit"])
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", r["date"])

@@ -3,16 +3,19 @@
     python tests/bench/headline.py measure demo                    # make demo: train + eval (~10 min)
     python tests/bench/headline.py measure demo --ckpt RUN/last.pt --data DATA   # the eval steps only
     python tests/bench/headline.py measure synth-floor --data data/synth64
+    python tests/bench/headline.py measure synth-finegan --ckpt RUN/last.pt --data data/synth64
     python tests/bench/headline.py render            # rewrite README.md's marked numbers from results/
     python tests/bench/headline.py render --check    # exit 1 when README.md differs from results/
     python tests/bench/headline.py compare demo RUN/metrics.json   # `make demo` ends with this
 
 A number in README.md that comes from results/ sits between markers,
-``<!-- result NAME FIELD -->0.807<!-- /result -->`` (FIELD: ``value`` or ``floor``), and
-``render`` writes it from results/NAME.json. A results file records the model, the data, the
-metric, the value (and the floor it must beat), the commands that produced it, fgtool's git
-commit and the date. fgtool runs as ``python -m fgtool`` with this script's interpreter; the
-commands are recorded as ``fgtool ...``. Only the standard library is imported here.
+``<!-- result NAME FIELD -->0.807<!-- /result -->`` (FIELD: ``value``, ``floor`` or a dotted
+path such as ``extra.parent_nmi``; see ``render``), and ``render`` writes it from
+results/NAME.json. A results file records the model, the data, the metric, the value (and the
+floor it must beat; where one is set, the target and whether it is met), the commands
+that produced it, the training time of the checkpoint, fgtool's git commit and the date.
+fgtool runs as ``python -m fgtool`` with this script's interpreter; the commands are recorded
+as ``fgtool ...``. Only the standard library is imported here.
 """
 
 from __future__ import annotations
@@ -31,7 +34,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results"
 README = ROOT / "README.md"
-MARKER = re.compile(r"<!-- result (?P<name>[\w-]+) (?P<field>value|floor) -->(?P<text>.*?)<!-- /result -->")
+MARKER = re.compile(r"<!-- result (?P<name>[\w-]+) (?P<field>[\w.]+)(?::(?P<fmt>%|0))? -->"
+                    r"(?P<text>.*?)<!-- /result -->")
+
+SYNTH = "synthetic, 6,000 images at 64 px, 12 children of 4 shapes (fgtool data synth --n 6000 --size 64 --seed 0)"
 
 # What each headline is. `eval` lists the commands that score a checkpoint (or, with no model,
 # the data alone); DATA, CKPT and TMP are filled in.
@@ -47,6 +53,31 @@ HEADLINES = {
             ["eval", "--metric", "nmi,acc,ari", "--pred", "TMP/clusters.json", "--data", "DATA", "--json"],
             ["eval", "--metric", "nmi,acc", "--baseline", "pixels", "--data", "DATA", "--quiet", "--json"],
         ],
+    },
+    "synth-finegan": {
+        "model": "finegan",
+        "data": SYNTH,
+        "trained_by": "fgtool train --model finegan --data DATA --recipe synth-finegan --set train.threads=1",
+        "metric": "nmi",
+        "target": 0.9,
+        "floor_what": "k-means on the pixels, k = 12",
+        "eval": [
+            ["eval", "--metric", "nmi,acc", "--ckpt", "CKPT", "--data", "DATA", "--k", "12", "--json"],
+            ["eval", "--metric", "nmi,acc", "--ckpt", "CKPT", "--data", "DATA", "--features", "parent",
+             "--label", "parent", "--k", "4", "--json"],
+            ["eval", "--metric", "nmi,acc", "--baseline", "pixels", "--data", "DATA", "--k", "12", "--json"],
+            ["eval", "--metric", "nmi", "--baseline", "pixels", "--data", "DATA", "--label", "parent", "--k", "4",
+             "--json"],
+        ],
+    },
+    "synth-mixnmatch": {
+        "model": "mixnmatch",
+        "data": SYNTH,
+        "trained_by": "fgtool train --model mixnmatch --data DATA --recipe synth-mixnmatch --set train.threads=1",
+        "metric": "mix_shape",
+        "target": 0.9,
+        "floor_what": "chance: 1 of 4 shapes (texture: 1 of 12)",
+        "eval": [["eval", "--metric", "mix", "--ckpt", "CKPT", "--data", "DATA", "--json"]],
     },
     "synth-floor": {
         "model": None,
@@ -96,6 +127,42 @@ def from_demo_metrics(metrics: dict) -> dict:
     return {"value": c["nmi"], "floor": f["nmi"], "extra": {"acc": c["acc"], "ari": c["ari"], "floor_acc": f["acc"]}}
 
 
+def read(name: str, outs: list[dict]) -> dict:
+    """value, floor and extras from the outputs of a headline's eval commands."""
+    m = [o["metrics"] for o in outs]
+    if name == "demo":
+        return from_demo_metrics({"clusters": outs[1], "floor_pixels": outs[2]})
+    if name == "synth-finegan":
+        return {"value": m[0]["nmi"], "floor": m[2]["nmi"],
+                "extra": {"acc": m[0]["acc"], "floor_acc": m[2]["acc"], "parent_nmi": m[1]["nmi"],
+                          "parent_floor": m[3]["nmi"]}}
+    if name == "synth-mixnmatch":
+        x = m[0]
+        return {"value": x["mix_shape"] / 100, "floor": x["mix_chance_shape"] / 100,
+                "extra": {"texture": x["mix_texture"] / 100, "texture_chance": x["mix_chance_texture"] / 100,
+                          "pose_iou": x["mix_pose_iou"], "feature_shape": x["mix_feature_shape"] / 100,
+                          "feature_texture": x["mix_feature_texture"] / 100}}
+    return {"value": m[0]["nmi"], "floor": m[0]["nmi"], "extra": {"acc": m[0]["acc"], "label": m[0]["label"]}}
+
+
+def train_minutes(ckpt: Path) -> float | None:
+    """Training time up to the checkpoint's step, from its run folder's metrics.jsonl: each logged
+    interval's steps over its logged rate (it_s). Chunked or resumed runs add up; the time spent
+    starting processes does not count. None when the folder has no log."""
+    log = ckpt.parent / "metrics.jsonl"
+    if not log.is_file():
+        return None
+    step = _fgtool(["info", "--ckpt", str(ckpt), "--json"])["step"]
+    rows = [json.loads(line) for line in log.read_text().splitlines() if '"it_s"' in line]
+    seconds, prev = 0.0, 0
+    for r in sorted({r["step"]: r for r in rows}.values(), key=lambda r: r["step"]):  # a resumed run may repeat steps
+        if r["step"] > step:
+            break
+        seconds += (r["step"] - prev) / r["it_s"]
+        prev = r["step"]
+    return round(seconds / 60, 1)
+
+
 def measure(name: str, ckpt: str | None, data: str | None) -> dict:
     spec = HEADLINES[name]
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,17 +179,16 @@ def measure(name: str, ckpt: str | None, data: str | None) -> dict:
                 sys.exit(f"{name}: give --data{' and --ckpt' if spec['model'] else ''}")
             subs = {"CKPT": str(ckpt), "DATA": str(data), "TMP": tmp}
             commands = [_fill(c, subs) for c in spec["eval"]]
-            outs = [_fgtool(c) for c in commands]
-            if name == "demo":
-                got = from_demo_metrics({"clusters": outs[1], "floor_pixels": outs[2]})
-            else:
-                m = outs[0]["metrics"]
-                got = {"value": m["nmi"], "floor": m["nmi"], "extra": {"acc": m["acc"], "label": m["label"]}}
+            got = read(name, [_fgtool(c) for c in commands])
             ckpt_info = {"path": str(ckpt), "sha256": _sha256(Path(ckpt))} if ckpt else None
+            if ckpt and name != "demo":  # the demo's time is make demo's, stated with its command
+                ckpt_info["train_min"] = train_minutes(Path(ckpt))
             commands = [["fgtool", *c] for c in commands]
+    target = spec.get("target")
     return {
         "name": name, "model": spec["model"], "data": spec["data"], "metric": spec["metric"],
         "value": got["value"], "floor": got["floor"], "floor_what": spec["floor_what"], "extra": got["extra"],
+        **({"target": target, "met": got["value"] >= target} if target is not None else {}),
         "trained_by": spec.get("trained_by"), "checkpoint": ckpt_info,
         "commands": [shlex.join(c).replace(tmp, "TMP") for c in commands],  # TMP: a temp folder
         "fgtool_commit": _commit(["fgtool", *(["assets/demo.sh"] if commands[0][0] == "bash" else [])]),
@@ -135,12 +201,19 @@ def load_results(folder: Path = RESULTS) -> dict[str, dict]:
 
 
 def render(text: str, results: dict[str, dict]) -> str:
-    """text with every marked number written from results (three decimals)."""
+    """text with every marked number written from results. FIELD is a key of the results file,
+    or a dotted path into it (``extra.parent_nmi``, ``checkpoint.train_min``); the number is
+    written with three decimals, or with ``FIELD:%`` as a percentage with one, or with
+    ``FIELD:0`` rounded to a whole number."""
     def one(m: re.Match) -> str:
-        name, field = m["name"], m["field"]
+        name, field, fmt = m["name"], m["field"], m["fmt"]
         if name not in results:
             raise KeyError(f"README.md marks a result {name!r} that results/ does not have")
-        return f"<!-- result {name} {field} -->{results[name][field]:.3f}<!-- /result -->"
+        v = results[name]
+        for key in field.split("."):
+            v = v[key]
+        text = f"{100 * v:.1f}%" if fmt == "%" else f"{v:.0f}" if fmt == "0" else f"{v:.3f}"
+        return f"<!-- result {name} {field}{':' + fmt if fmt else ''} -->{text}<!-- /result -->"
 
     return MARKER.sub(one, text)
 
