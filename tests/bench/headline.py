@@ -39,8 +39,39 @@ MARKER = re.compile(r"<!-- result (?P<name>[\w-]+) (?P<field>[\w.]+)(?::(?P<fmt>
 
 SYNTH = "synthetic, 6,000 images at 64 px, 12 children of 4 shapes (fgtool data synth --n 6000 --size 64 --seed 0)"
 
+def from_demo_metrics(metrics: dict) -> dict:
+    """value, floor and extras from the metrics.json that assets/demo.sh writes."""
+    c, f = metrics["clusters"]["metrics"], metrics["floor_pixels"]["metrics"]
+    return {"value": c["nmi"], "floor": f["nmi"], "extra": {"acc": c["acc"], "ari": c["ari"], "floor_acc": f["acc"]}}
+
+
+def _read_demo(outs: list[dict]) -> dict:
+    return from_demo_metrics({"clusters": outs[1], "floor_pixels": outs[2]})
+
+
+def _read_floor(outs: list[dict]) -> dict:
+    m = outs[0]["metrics"]
+    return {"value": m["nmi"], "floor": m["nmi"], "extra": {"acc": m["acc"], "label": m["label"]}}
+
+
+def _read_finegan(outs: list[dict]) -> dict:
+    child, parent, floor, parent_floor = (o["metrics"] for o in outs)
+    return {"value": child["nmi"], "floor": floor["nmi"],
+            "extra": {"acc": child["acc"], "floor_acc": floor["acc"], "parent_nmi": parent["nmi"],
+                      "parent_floor": parent_floor["nmi"]}}
+
+
+def _read_mix(outs: list[dict]) -> dict:
+    x = outs[0]["metrics"]
+    return {"value": x["mix_shape"] / 100, "floor": x["mix_chance_shape"] / 100,
+            "extra": {"texture": x["mix_texture"] / 100, "texture_chance": x["mix_chance_texture"] / 100,
+                      "pose_iou": x["mix_pose_iou"], "feature_shape": x["mix_feature_shape"] / 100,
+                      "feature_texture": x["mix_feature_texture"] / 100}}
+
+
 # What each headline is. `eval` lists the commands that score a checkpoint (or, with no model,
-# the data alone); DATA, CKPT and TMP are filled in.
+# the data alone); DATA, CKPT and TMP are filled in. `read` turns their outputs into value, floor
+# and extras.
 HEADLINES = {
     "demo": {
         "model": "c3gan",
@@ -53,6 +84,7 @@ HEADLINES = {
             ["eval", "--metric", "nmi,acc,ari", "--pred", "TMP/clusters.json", "--data", "DATA", "--json"],
             ["eval", "--metric", "nmi,acc", "--baseline", "pixels", "--data", "DATA", "--quiet", "--json"],
         ],
+        "read": _read_demo,
     },
     "synth-finegan": {
         "model": "finegan",
@@ -69,6 +101,7 @@ HEADLINES = {
             ["eval", "--metric", "nmi", "--baseline", "pixels", "--data", "DATA", "--label", "parent", "--k", "4",
              "--json"],
         ],
+        "read": _read_finegan,
     },
     "synth-mixnmatch": {
         "model": "mixnmatch",
@@ -78,6 +111,7 @@ HEADLINES = {
         "target": 0.9,
         "floor_what": "chance: 1 of 4 shapes (texture: 1 of 12)",
         "eval": [["eval", "--metric", "mix", "--ckpt", "CKPT", "--data", "DATA", "--json"]],
+        "read": _read_mix,
     },
     "synth-floor": {
         "model": None,
@@ -85,6 +119,7 @@ HEADLINES = {
         "metric": "nmi",
         "floor_what": "k-means on the pixels, k = 12 (the floor itself)",
         "eval": [["eval", "--metric", "nmi,acc", "--baseline", "pixels", "--data", "DATA", "--json"]],
+        "read": _read_floor,
     },
 }
 
@@ -121,30 +156,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def from_demo_metrics(metrics: dict) -> dict:
-    """value, floor and extras from the metrics.json that assets/demo.sh writes."""
-    c, f = metrics["clusters"]["metrics"], metrics["floor_pixels"]["metrics"]
-    return {"value": c["nmi"], "floor": f["nmi"], "extra": {"acc": c["acc"], "ari": c["ari"], "floor_acc": f["acc"]}}
-
-
-def read(name: str, outs: list[dict]) -> dict:
-    """value, floor and extras from the outputs of a headline's eval commands."""
-    m = [o["metrics"] for o in outs]
-    if name == "demo":
-        return from_demo_metrics({"clusters": outs[1], "floor_pixels": outs[2]})
-    if name == "synth-finegan":
-        return {"value": m[0]["nmi"], "floor": m[2]["nmi"],
-                "extra": {"acc": m[0]["acc"], "floor_acc": m[2]["acc"], "parent_nmi": m[1]["nmi"],
-                          "parent_floor": m[3]["nmi"]}}
-    if name == "synth-mixnmatch":
-        x = m[0]
-        return {"value": x["mix_shape"] / 100, "floor": x["mix_chance_shape"] / 100,
-                "extra": {"texture": x["mix_texture"] / 100, "texture_chance": x["mix_chance_texture"] / 100,
-                          "pose_iou": x["mix_pose_iou"], "feature_shape": x["mix_feature_shape"] / 100,
-                          "feature_texture": x["mix_feature_texture"] / 100}}
-    return {"value": m[0]["nmi"], "floor": m[0]["nmi"], "extra": {"acc": m[0]["acc"], "label": m[0]["label"]}}
-
-
 def train_minutes(ckpt: Path) -> float | None:
     """Training time up to the checkpoint's step, from its run folder's metrics.jsonl: each logged
     interval's steps over its logged rate (it_s). Chunked or resumed runs add up; the time spent
@@ -179,7 +190,7 @@ def measure(name: str, ckpt: str | None, data: str | None) -> dict:
                 sys.exit(f"{name}: give --data{' and --ckpt' if spec['model'] else ''}")
             subs = {"CKPT": str(ckpt), "DATA": str(data), "TMP": tmp}
             commands = [_fill(c, subs) for c in spec["eval"]]
-            got = read(name, [_fgtool(c) for c in commands])
+            got = spec["read"]([_fgtool(c) for c in commands])
             ckpt_info = {"path": str(ckpt), "sha256": _sha256(Path(ckpt))} if ckpt else None
             if ckpt and name != "demo":  # the demo's time is make demo's, stated with its command
                 ckpt_info["train_min"] = train_minutes(Path(ckpt))
